@@ -1,0 +1,822 @@
+//! Environment + flags → one typed, validated `Config`.
+//!
+//! Everything is checked here, before anything starts: a bad value ends the program with one line
+//! naming the variable (exit 78, EX_CONFIG). Values never reach a config file unless they passed a
+//! validator that rejects whitespace and control characters, so no value can inject a directive.
+
+#[cfg(test)]
+use std::collections::HashMap;
+use std::ffi::OsString;
+use std::fmt;
+use std::net::IpAddr;
+use std::path::PathBuf;
+
+use serde::Deserialize;
+
+/// EX_CONFIG from sysexits.h: the configuration is wrong.
+pub const EXIT_CONFIG: i32 = 78;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Role {
+    Master,
+    Replica,
+}
+
+impl fmt::Display for Role {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Role::Master => "master",
+            Role::Replica => "replica",
+        })
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+/// A host as it may appear in a config file: an IP or a DNS name (a Kubernetes Service).
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum Host {
+    Ip(IpAddr),
+    Name(String),
+}
+
+impl fmt::Display for Host {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Host::Ip(ip) => write!(f, "{ip}"),
+            Host::Name(n) => f.write_str(n),
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct Endpoint {
+    pub host: Host,
+    pub port: u16,
+}
+
+impl fmt::Display for Endpoint {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match &self.host {
+            Host::Ip(IpAddr::V6(ip)) => write!(f, "[{ip}]:{}", self.port),
+            h => write!(f, "{h}:{}", self.port),
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub role: Role,
+    /// `MY_POD_IP`; `None` means local mode (loopback only).
+    pub pod_ip: Option<IpAddr>,
+    pub redis_port: u16,
+    pub sentinel_port: u16,
+    /// Where a replica looks for its master on first boot (`REDIS_MASTER_SERVICE_HOST/PORT`).
+    pub master_service: Option<Endpoint>,
+    /// Sentinels asked at boot who the master is.
+    pub sentinels: Vec<Endpoint>,
+    pub state_dir: PathBuf,
+    pub conf_dir: Option<PathBuf>,
+    pub group: String,
+    pub quorum: u32,
+    pub down_after_ms: u64,
+    pub failover_timeout_ms: u64,
+    pub parallel_syncs: u32,
+    pub min_replicas_to_write: u32,
+    pub min_replicas_max_lag: u32,
+    pub log_format: LogFormat,
+    pub stop_grace_ms: u64,
+    pub redis_server: PathBuf,
+    pub handover: bool,
+    pub discovery_timeout_ms: u64,
+}
+
+impl Config {
+    /// The address other pods reach this pod at.
+    pub fn announce_ip(&self) -> IpAddr {
+        self.pod_ip.unwrap_or(IpAddr::from([127, 0, 0, 1]))
+    }
+
+    pub fn self_redis(&self) -> Endpoint {
+        Endpoint {
+            host: Host::Ip(self.announce_ip()),
+            port: self.redis_port,
+        }
+    }
+
+    pub fn redis_dir(&self) -> PathBuf {
+        self.state_dir.join("redis")
+    }
+
+    pub fn sentinel_dir(&self) -> PathBuf {
+        self.state_dir.join("sentinel")
+    }
+
+    pub fn redis_conf_path(&self) -> PathBuf {
+        self.redis_dir().join("redis.conf")
+    }
+
+    pub fn sentinel_conf_path(&self) -> PathBuf {
+        self.sentinel_dir().join("sentinel.conf")
+    }
+}
+
+/// One bad input. Its `Display` is the single line the operator sees.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigError {
+    pub name: String,
+    pub value: Option<String>,
+    pub reason: String,
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match &self.value {
+            Some(v) => write!(f, "{}={}: {}", self.name, shown(v), self.reason),
+            None => write!(f, "{}: {}", self.name, self.reason),
+        }
+    }
+}
+
+impl std::error::Error for ConfigError {}
+
+/// Bad values are echoed so the operator can see what is wrong, but escaped (a newline must not
+/// split the error into two log lines) and cut (a 1 MiB value must not become a 1 MiB line).
+fn shown(v: &str) -> String {
+    const MAX: usize = 64;
+    let mut out = String::from("\"");
+    for (i, c) in v.chars().enumerate() {
+        if i == MAX {
+            out.push_str(&format!("…\" ({} bytes)", v.len()));
+            return out;
+        }
+        out.extend(c.escape_debug());
+    }
+    out.push('"');
+    out
+}
+
+fn err(name: &str, value: &str, reason: impl Into<String>) -> ConfigError {
+    ConfigError {
+        name: name.to_string(),
+        value: Some(value.to_string()),
+        reason: reason.into(),
+    }
+}
+
+/// The raw environment, as strings, read with envy. Non-UTF-8 values are rejected before this.
+#[derive(Debug, Default, Deserialize)]
+pub struct RawEnv {
+    pub my_pod_ip: Option<String>,
+    pub master_announce_port: Option<String>,
+    pub sentinel_announce_port: Option<String>,
+    pub redis_master_service_host: Option<String>,
+    pub redis_master_service_port: Option<String>,
+    pub redisha_role: Option<String>,
+    pub redisha_sentinels: Option<String>,
+    pub redisha_state_dir: Option<String>,
+    pub redisha_conf_dir: Option<String>,
+    pub redisha_master_group: Option<String>,
+    pub redisha_quorum: Option<String>,
+    pub redisha_down_after_ms: Option<String>,
+    pub redisha_failover_timeout_ms: Option<String>,
+    pub redisha_parallel_syncs: Option<String>,
+    pub redisha_min_replicas_to_write: Option<String>,
+    pub redisha_min_replicas_max_lag: Option<String>,
+    pub redisha_log_format: Option<String>,
+    pub redisha_stop_grace_ms: Option<String>,
+    pub redisha_redis_server: Option<String>,
+    pub redisha_handover: Option<String>,
+    pub redisha_discovery_timeout_ms: Option<String>,
+    pub home: Option<String>,
+}
+
+/// Every variable we read. Only these are checked for UTF-8 (PATH etc. are not ours to judge).
+pub const VARS: &[&str] = &[
+    "MY_POD_IP",
+    "MASTER_ANNOUNCE_PORT",
+    "SENTINEL_ANNOUNCE_PORT",
+    "REDIS_MASTER_SERVICE_HOST",
+    "REDIS_MASTER_SERVICE_PORT",
+    "REDISHA_ROLE",
+    "REDISHA_SENTINELS",
+    "REDISHA_STATE_DIR",
+    "REDISHA_CONF_DIR",
+    "REDISHA_MASTER_GROUP",
+    "REDISHA_QUORUM",
+    "REDISHA_DOWN_AFTER_MS",
+    "REDISHA_FAILOVER_TIMEOUT_MS",
+    "REDISHA_PARALLEL_SYNCS",
+    "REDISHA_MIN_REPLICAS_TO_WRITE",
+    "REDISHA_MIN_REPLICAS_MAX_LAG",
+    "REDISHA_LOG_FORMAT",
+    "REDISHA_STOP_GRACE_MS",
+    "REDISHA_REDIS_SERVER",
+    "REDISHA_HANDOVER",
+    "REDISHA_DISCOVERY_TIMEOUT_MS",
+    "HOME",
+];
+
+impl RawEnv {
+    /// Reads our variables from an OS environment. A non-UTF-8 value is an error naming the
+    /// variable; `std::env::vars()` would panic on it, which PID 1 must never do.
+    pub fn from_os<I: IntoIterator<Item = (OsString, OsString)>>(
+        vars: I,
+    ) -> Result<RawEnv, ConfigError> {
+        let mut kept = Vec::new();
+        for (k, v) in vars {
+            let Some(k) = k.to_str() else { continue };
+            if !VARS.contains(&k) {
+                continue;
+            }
+            match v.into_string() {
+                Ok(v) => kept.push((k.to_string(), v)),
+                Err(v) => {
+                    return Err(ConfigError {
+                        name: k.to_string(),
+                        value: Some(v.to_string_lossy().into_owned()),
+                        reason: "not valid UTF-8".into(),
+                    })
+                }
+            }
+        }
+        envy::from_iter(kept).map_err(|e| ConfigError {
+            name: "environment".into(),
+            value: None,
+            reason: e.to_string(),
+        })
+    }
+}
+
+/// Command-line values; each overrides its environment variable.
+#[derive(Debug, Default, Clone)]
+pub struct Flags {
+    pub role: Option<String>,
+    pub sentinels: Option<String>,
+    pub state_dir: Option<String>,
+    pub conf_dir: Option<String>,
+    pub master_group: Option<String>,
+    pub quorum: Option<String>,
+    pub down_after_ms: Option<String>,
+    pub failover_timeout_ms: Option<String>,
+    pub parallel_syncs: Option<String>,
+    pub min_replicas_to_write: Option<String>,
+    pub min_replicas_max_lag: Option<String>,
+    pub log_format: Option<String>,
+    pub stop_grace_ms: Option<String>,
+    pub redis_server: Option<String>,
+    pub handover: Option<String>,
+}
+
+/// Defaults, with the reasoning in README.md ("Timing defaults").
+pub const DEFAULT_DOWN_AFTER_MS: u64 = 5_000;
+pub const DEFAULT_FAILOVER_TIMEOUT_MS: u64 = 10_000;
+pub const DEFAULT_STOP_GRACE_MS: u64 = 8_000;
+pub const DEFAULT_DISCOVERY_TIMEOUT_MS: u64 = 20_000;
+
+/// Picks the flag if given, else the variable; returns the name to blame alongside the value.
+fn pick<'a>(
+    flag: &'a Option<String>,
+    flag_name: &'static str,
+    env: &'a Option<String>,
+    var: &'static str,
+) -> Option<(&'static str, &'a str)> {
+    match (flag, env) {
+        (Some(f), _) => Some((flag_name, f.as_str())),
+        (None, Some(e)) => Some((var, e.as_str())),
+        (None, None) => None,
+    }
+}
+
+fn parse_num<T: std::str::FromStr + PartialOrd + fmt::Display + Copy>(
+    name: &str,
+    v: &str,
+    min: T,
+    max: T,
+) -> Result<T, ConfigError> {
+    let n: T = v
+        .trim()
+        .parse()
+        .map_err(|_| err(name, v, format!("not an integer in {min}..={max}")))?;
+    if n < min || n > max || v.trim() != v {
+        return Err(err(name, v, format!("not an integer in {min}..={max}")));
+    }
+    Ok(n)
+}
+
+pub fn parse_port(name: &str, v: &str) -> Result<u16, ConfigError> {
+    parse_num::<u16>(name, v, 1, 65535).map_err(|_| err(name, v, "not a port in 1..=65535"))
+}
+
+pub fn parse_ip(name: &str, v: &str) -> Result<IpAddr, ConfigError> {
+    v.parse::<IpAddr>()
+        .map_err(|_| err(name, v, "not an IPv4 or IPv6 address"))
+}
+
+/// A DNS name (RFC 1123 labels) or an IP. Nothing else can reach a config file.
+pub fn parse_host(name: &str, v: &str) -> Result<Host, ConfigError> {
+    if let Ok(ip) = v.parse::<IpAddr>() {
+        return Ok(Host::Ip(ip));
+    }
+    let ok_label = |l: &str| {
+        !l.is_empty()
+            && l.len() <= 63
+            && l.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+            && !l.starts_with('-')
+            && !l.ends_with('-')
+    };
+    let trimmed = v.strip_suffix('.').unwrap_or(v);
+    if v.is_empty() || v.len() > 253 || !trimmed.split('.').all(ok_label) {
+        return Err(err(name, v, "not a host name or IP address"));
+    }
+    Ok(Host::Name(v.to_string()))
+}
+
+/// `host:port` or `[v6]:port`.
+pub fn parse_endpoint(name: &str, v: &str) -> Result<Endpoint, ConfigError> {
+    let bad = || err(name, v, "not a host:port pair");
+    let (h, p) = if let Some(rest) = v.strip_prefix('[') {
+        let (h, p) = rest.split_once("]:").ok_or_else(bad)?;
+        (h, p)
+    } else {
+        v.rsplit_once(':').ok_or_else(bad)?
+    };
+    let host = parse_host(name, h).map_err(|_| bad())?;
+    let port = parse_port(name, p).map_err(|_| err(name, v, "port not in 1..=65535"))?;
+    Ok(Endpoint { host, port })
+}
+
+pub fn parse_role(name: &str, v: &str) -> Result<Role, ConfigError> {
+    match v {
+        "master" => Ok(Role::Master),
+        "replica" => Ok(Role::Replica),
+        _ => Err(err(name, v, "unknown role (expected master or replica)")),
+    }
+}
+
+fn parse_bool(name: &str, v: &str) -> Result<bool, ConfigError> {
+    match v {
+        "1" | "yes" | "true" | "on" => Ok(true),
+        "0" | "no" | "false" | "off" => Ok(false),
+        _ => Err(err(name, v, "not a boolean (yes/no)")),
+    }
+}
+
+/// Paths end up quoted inside config files; characters that would need escaping are refused.
+fn parse_path(name: &str, v: &str) -> Result<PathBuf, ConfigError> {
+    if v.is_empty()
+        || v.len() > 1024
+        || v.chars()
+            .any(|c| c.is_control() || c == '"' || c == '\\' || c == '\'')
+    {
+        return Err(err(
+            name,
+            v,
+            "not a usable path (empty, too long, or holds quotes or control characters)",
+        ));
+    }
+    Ok(PathBuf::from(v))
+}
+
+/// Group names go into every sentinel directive; keep them to a safe alphabet.
+fn parse_group(name: &str, v: &str) -> Result<String, ConfigError> {
+    if v.is_empty()
+        || v.len() > 64
+        || !v
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b))
+    {
+        return Err(err(
+            name,
+            v,
+            "not a master group name ([A-Za-z0-9._-], 1..64 characters)",
+        ));
+    }
+    Ok(v.to_string())
+}
+
+/// Builds the validated configuration. `env_map` is for tests; production passes the process env.
+pub fn build(flags: &Flags, env: &RawEnv) -> Result<Config, ConfigError> {
+    let role = match pick(&flags.role, "--role", &env.redisha_role, "REDISHA_ROLE") {
+        Some((n, v)) => parse_role(n, v)?,
+        None => {
+            return Err(ConfigError {
+                name: "--role".into(),
+                value: None,
+                reason: "missing (set --role master|replica or REDISHA_ROLE)".into(),
+            })
+        }
+    };
+    let pod_ip = match env.my_pod_ip.as_deref() {
+        Some(v) => Some(parse_ip("MY_POD_IP", v)?),
+        None => None,
+    };
+    let port_or = |var: &str, v: &Option<String>, d: u16| match v.as_deref() {
+        Some(v) => parse_port(var, v),
+        None => Ok(d),
+    };
+    let redis_port = port_or("MASTER_ANNOUNCE_PORT", &env.master_announce_port, 6379)?;
+    let sentinel_port = port_or("SENTINEL_ANNOUNCE_PORT", &env.sentinel_announce_port, 26379)?;
+    if redis_port == sentinel_port {
+        return Err(err(
+            "SENTINEL_ANNOUNCE_PORT",
+            &sentinel_port.to_string(),
+            "same as MASTER_ANNOUNCE_PORT",
+        ));
+    }
+
+    let master_host = match env.redis_master_service_host.as_deref() {
+        Some(v) => Some(parse_host("REDIS_MASTER_SERVICE_HOST", v)?),
+        None => None,
+    };
+    let master_port = port_or(
+        "REDIS_MASTER_SERVICE_PORT",
+        &env.redis_master_service_port,
+        6379,
+    )?;
+    let master_service = master_host.map(|host| Endpoint {
+        host,
+        port: master_port,
+    });
+    if role == Role::Replica && master_service.is_none() {
+        return Err(ConfigError {
+            name: "REDIS_MASTER_SERVICE_HOST".into(),
+            value: None,
+            reason: "missing: the replica role needs the master's host".into(),
+        });
+    }
+
+    let sentinels = match pick(
+        &flags.sentinels,
+        "--sentinels",
+        &env.redisha_sentinels,
+        "REDISHA_SENTINELS",
+    ) {
+        Some((n, v)) => {
+            let list: Result<Vec<_>, _> = v
+                .split(',')
+                .map(str::trim)
+                .filter(|s| !s.is_empty())
+                .map(|s| parse_endpoint(n, s))
+                .collect();
+            let list = list.map_err(|e| err(n, v, e.reason))?;
+            if list.is_empty() || list.len() > 32 {
+                return Err(err(
+                    n,
+                    v,
+                    "expected 1..32 comma-separated host:port entries",
+                ));
+            }
+            list
+        }
+        None => master_service
+            .as_ref()
+            .map(|m| {
+                vec![Endpoint {
+                    host: m.host.clone(),
+                    port: sentinel_port,
+                }]
+            })
+            .unwrap_or_default(),
+    };
+
+    let state_dir = match pick(
+        &flags.state_dir,
+        "--state-dir",
+        &env.redisha_state_dir,
+        "REDISHA_STATE_DIR",
+    ) {
+        Some((n, v)) => parse_path(n, v)?,
+        None => default_state_dir(pod_ip.is_some(), env.home.as_deref(), role, redis_port),
+    };
+    let conf_dir = match pick(
+        &flags.conf_dir,
+        "--conf-dir",
+        &env.redisha_conf_dir,
+        "REDISHA_CONF_DIR",
+    ) {
+        Some((n, v)) => Some(parse_path(n, v)?),
+        None => None,
+    };
+    let group = match pick(
+        &flags.master_group,
+        "--master-group",
+        &env.redisha_master_group,
+        "REDISHA_MASTER_GROUP",
+    ) {
+        Some((n, v)) => parse_group(n, v)?,
+        None => "mymaster".into(),
+    };
+    let num = |f: &Option<String>,
+               fname: &'static str,
+               e: &Option<String>,
+               var: &'static str,
+               d: u64,
+               min: u64,
+               max: u64| match pick(f, fname, e, var) {
+        Some((n, v)) => parse_num::<u64>(n, v, min, max),
+        None => Ok(d),
+    };
+    let quorum = num(
+        &flags.quorum,
+        "--quorum",
+        &env.redisha_quorum,
+        "REDISHA_QUORUM",
+        2,
+        1,
+        255,
+    )? as u32;
+    let down_after_ms = num(
+        &flags.down_after_ms,
+        "--down-after-ms",
+        &env.redisha_down_after_ms,
+        "REDISHA_DOWN_AFTER_MS",
+        DEFAULT_DOWN_AFTER_MS,
+        100,
+        86_400_000,
+    )?;
+    let failover_timeout_ms = num(
+        &flags.failover_timeout_ms,
+        "--failover-timeout-ms",
+        &env.redisha_failover_timeout_ms,
+        "REDISHA_FAILOVER_TIMEOUT_MS",
+        DEFAULT_FAILOVER_TIMEOUT_MS,
+        1_000,
+        86_400_000,
+    )?;
+    let parallel_syncs = num(
+        &flags.parallel_syncs,
+        "--parallel-syncs",
+        &env.redisha_parallel_syncs,
+        "REDISHA_PARALLEL_SYNCS",
+        1,
+        1,
+        64,
+    )? as u32;
+    // A lone laptop master has no replica to acknowledge writes; requiring one there would make
+    // every write fail, so the safety default applies only where there is a pod network.
+    let min_rep_default = if pod_ip.is_some() { 1 } else { 0 };
+    let min_replicas_to_write = num(
+        &flags.min_replicas_to_write,
+        "--min-replicas-to-write",
+        &env.redisha_min_replicas_to_write,
+        "REDISHA_MIN_REPLICAS_TO_WRITE",
+        min_rep_default,
+        0,
+        64,
+    )? as u32;
+    let min_replicas_max_lag = num(
+        &flags.min_replicas_max_lag,
+        "--min-replicas-max-lag",
+        &env.redisha_min_replicas_max_lag,
+        "REDISHA_MIN_REPLICAS_MAX_LAG",
+        10,
+        1,
+        3600,
+    )? as u32;
+    let log_format = match pick(
+        &flags.log_format,
+        "--log-format",
+        &env.redisha_log_format,
+        "REDISHA_LOG_FORMAT",
+    ) {
+        Some((_, "text")) | None => LogFormat::Text,
+        Some((_, "json")) => LogFormat::Json,
+        Some((n, v)) => return Err(err(n, v, "unknown log format (expected text or json)")),
+    };
+    let stop_grace_ms = num(
+        &flags.stop_grace_ms,
+        "--stop-grace-ms",
+        &env.redisha_stop_grace_ms,
+        "REDISHA_STOP_GRACE_MS",
+        DEFAULT_STOP_GRACE_MS,
+        100,
+        3_600_000,
+    )?;
+    let redis_server = match pick(
+        &flags.redis_server,
+        "--redis-server",
+        &env.redisha_redis_server,
+        "REDISHA_REDIS_SERVER",
+    ) {
+        Some((n, v)) => parse_path(n, v)?,
+        None => PathBuf::from("redis-server"),
+    };
+    let handover = match pick(
+        &flags.handover,
+        "--handover",
+        &env.redisha_handover,
+        "REDISHA_HANDOVER",
+    ) {
+        Some((n, v)) => parse_bool(n, v)?,
+        None => true,
+    };
+    let discovery_timeout_ms = match env.redisha_discovery_timeout_ms.as_deref() {
+        Some(v) => parse_num::<u64>("REDISHA_DISCOVERY_TIMEOUT_MS", v, 0, 3_600_000)?,
+        None => DEFAULT_DISCOVERY_TIMEOUT_MS,
+    };
+
+    Ok(Config {
+        role,
+        pod_ip,
+        redis_port,
+        sentinel_port,
+        master_service,
+        sentinels,
+        state_dir,
+        conf_dir,
+        group,
+        quorum,
+        down_after_ms,
+        failover_timeout_ms,
+        parallel_syncs,
+        min_replicas_to_write,
+        min_replicas_max_lag,
+        log_format,
+        stop_grace_ms,
+        redis_server,
+        handover,
+        discovery_timeout_ms,
+    })
+}
+
+/// In a pod the state lives in the volume at /data; on a laptop it goes under $HOME, one directory
+/// per role and port so a local master and replica do not share files.
+fn default_state_dir(in_pod: bool, home: Option<&str>, role: Role, port: u16) -> PathBuf {
+    if in_pod {
+        return PathBuf::from("/data");
+    }
+    match home {
+        Some(h) if !h.is_empty() => PathBuf::from(h)
+            .join(".local/state/redisha-init")
+            .join(format!("{role}-{port}")),
+        _ => PathBuf::from(format!("/tmp/redisha-init-{role}-{port}")),
+    }
+}
+
+/// Convenience for tests: a config from a map of variables and flags.
+#[cfg(test)]
+pub fn build_from_map(flags: &Flags, vars: &HashMap<&str, &str>) -> Result<Config, ConfigError> {
+    let env = RawEnv::from_os(
+        vars.iter()
+            .map(|(k, v)| (OsString::from(k), OsString::from(v))),
+    )?;
+    build(flags, &env)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn flags_role(r: &str) -> Flags {
+        Flags {
+            role: Some(r.into()),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn local_master_needs_nothing() {
+        let c = build_from_map(&flags_role("master"), &HashMap::from([("HOME", "/home/u")]))
+            .expect("valid");
+        assert_eq!(c.role, Role::Master);
+        assert_eq!(c.redis_port, 6379);
+        assert_eq!(c.sentinel_port, 26379);
+        assert_eq!(c.announce_ip().to_string(), "127.0.0.1");
+        assert_eq!(
+            c.state_dir,
+            PathBuf::from("/home/u/.local/state/redisha-init/master-6379")
+        );
+        assert_eq!(c.min_replicas_to_write, 0);
+        assert!(c.sentinels.is_empty());
+    }
+
+    #[test]
+    fn bad_values_name_the_variable() {
+        let cases: &[(&str, &str, &str)] = &[
+            ("MY_POD_IP", "10.0.0.300", "MY_POD_IP"),
+            ("MY_POD_IP", "", "MY_POD_IP"),
+            ("MASTER_ANNOUNCE_PORT", "0", "MASTER_ANNOUNCE_PORT"),
+            ("MASTER_ANNOUNCE_PORT", "65536", "MASTER_ANNOUNCE_PORT"),
+            ("SENTINEL_ANNOUNCE_PORT", "x", "SENTINEL_ANNOUNCE_PORT"),
+            ("REDISHA_QUORUM", "two", "REDISHA_QUORUM"),
+            ("REDISHA_DOWN_AFTER_MS", "5s", "REDISHA_DOWN_AFTER_MS"),
+            (
+                "REDISHA_FAILOVER_TIMEOUT_MS",
+                "-1",
+                "REDISHA_FAILOVER_TIMEOUT_MS",
+            ),
+            (
+                "REDISHA_PARALLEL_SYNCS",
+                "1\nbind 0.0.0.0",
+                "REDISHA_PARALLEL_SYNCS",
+            ),
+            ("REDISHA_MASTER_GROUP", "my master", "REDISHA_MASTER_GROUP"),
+            (
+                "REDISHA_MASTER_GROUP",
+                "g\nsentinel monitor x",
+                "REDISHA_MASTER_GROUP",
+            ),
+            ("REDISHA_LOG_FORMAT", "xml", "REDISHA_LOG_FORMAT"),
+            ("REDISHA_STATE_DIR", "/tmp/a\"b", "REDISHA_STATE_DIR"),
+            ("REDISHA_STATE_DIR", "/tmp/a\nb", "REDISHA_STATE_DIR"),
+            ("REDISHA_ROLE", "leader", "REDISHA_ROLE"),
+            ("REDISHA_SENTINELS", "a:1,b", "REDISHA_SENTINELS"),
+            (
+                "REDIS_MASTER_SERVICE_HOST",
+                "redis primary",
+                "REDIS_MASTER_SERVICE_HOST",
+            ),
+            (
+                "REDIS_MASTER_SERVICE_HOST",
+                "x\nslaveof 1.2.3.4 1",
+                "REDIS_MASTER_SERVICE_HOST",
+            ),
+            ("REDISHA_HANDOVER", "maybe", "REDISHA_HANDOVER"),
+        ];
+        for (var, val, named) in cases {
+            let mut m =
+                HashMap::from([(*var, *val), ("REDIS_MASTER_SERVICE_HOST", "redis-primary")]);
+            if *var == "REDIS_MASTER_SERVICE_HOST" {
+                m.insert(var, val);
+            }
+            let flags = if *var == "REDISHA_ROLE" {
+                Flags::default()
+            } else {
+                flags_role("replica")
+            };
+            let e =
+                build_from_map(&flags, &m).expect_err(&format!("{var}={val:?} must be refused"));
+            assert_eq!(e.name, *named, "{var}={val:?}: {e}");
+            assert!(!e.to_string().contains('\n'), "one line: {e}");
+        }
+    }
+
+    #[test]
+    fn replica_needs_master_host() {
+        let e = build_from_map(&flags_role("replica"), &HashMap::new()).expect_err("missing host");
+        assert_eq!(e.name, "REDIS_MASTER_SERVICE_HOST");
+    }
+
+    #[test]
+    fn flag_overrides_env() {
+        let f = Flags {
+            role: Some("master".into()),
+            quorum: Some("3".into()),
+            ..Default::default()
+        };
+        let c = build_from_map(
+            &f,
+            &HashMap::from([("REDISHA_QUORUM", "2"), ("REDISHA_ROLE", "replica")]),
+        )
+        .expect("valid");
+        assert_eq!(c.quorum, 3);
+        assert_eq!(c.role, Role::Master);
+    }
+
+    #[test]
+    fn sentinel_default_is_master_service() {
+        let c = build_from_map(
+            &flags_role("replica"),
+            &HashMap::from([
+                ("REDIS_MASTER_SERVICE_HOST", "redis-primary"),
+                ("MY_POD_IP", "10.1.2.3"),
+            ]),
+        )
+        .expect("valid");
+        assert_eq!(c.sentinels.len(), 1);
+        assert_eq!(c.sentinels[0].to_string(), "redis-primary:26379");
+        assert_eq!(c.min_replicas_to_write, 1);
+        assert_eq!(c.state_dir, PathBuf::from("/data"));
+    }
+
+    #[test]
+    fn endpoints_parse() {
+        assert_eq!(
+            parse_endpoint("X", "a.b:1").map(|e| e.to_string()),
+            Ok("a.b:1".into())
+        );
+        assert_eq!(
+            parse_endpoint("X", "[::1]:26379").map(|e| e.to_string()),
+            Ok("[::1]:26379".into())
+        );
+        assert!(parse_endpoint("X", "a.b").is_err());
+        assert!(parse_endpoint("X", "a b:1").is_err());
+        assert!(parse_endpoint("X", "a:0").is_err());
+    }
+
+    #[test]
+    fn long_values_are_cut_in_errors() {
+        let long = "x".repeat(1 << 20);
+        let e = build_from_map(
+            &flags_role("master"),
+            &HashMap::from([("REDISHA_QUORUM", long.as_str())]),
+        )
+        .expect_err("bad");
+        assert!(e.to_string().len() < 200, "{}", e.to_string().len());
+    }
+}

@@ -1,0 +1,241 @@
+//! redisha-init: PID 1 of a Redis + Sentinel pod. See README.md for the architecture.
+
+mod config;
+mod discover;
+mod handover;
+mod logs;
+mod redisio;
+mod render;
+mod state;
+mod supervise;
+
+use std::io::Write;
+use std::process::ExitCode;
+
+use clap::{Args, Parser, Subcommand};
+
+use config::{Config, Flags, RawEnv, EXIT_CONFIG};
+
+/// EX_USAGE: the command line itself is malformed.
+const EXIT_USAGE: i32 = 64;
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "redisha-init",
+    version,
+    about = "PID 1 for a Redis + Sentinel pod: discover the role, render the configs, supervise both"
+)]
+struct Cli {
+    #[command(subcommand)]
+    cmd: Option<Cmd>,
+    #[command(flatten)]
+    opts: Opts,
+}
+
+#[derive(Subcommand, Debug)]
+enum Cmd {
+    /// Decide the role, render the configs, start redis and sentinel and supervise them (default).
+    Run,
+    /// Print what `run` would start (both files, both argument lists); start and write nothing.
+    Render,
+}
+
+#[derive(Args, Debug, Default)]
+struct Opts {
+    /// master or replica (env REDISHA_ROLE). The sentinels' answer wins when they know a master.
+    #[arg(long, global = true)]
+    role: Option<String>,
+    /// Sentinels asked at boot, host:port,... (env REDISHA_SENTINELS)
+    #[arg(long, global = true)]
+    sentinels: Option<String>,
+    /// Where rendered files, Sentinel's state and the data live (env REDISHA_STATE_DIR)
+    #[arg(long, global = true)]
+    state_dir: Option<String>,
+    /// Directory with your own redis-master.conf, redis-replica.conf, sentinel.conf (env REDISHA_CONF_DIR)
+    #[arg(long, global = true)]
+    conf_dir: Option<String>,
+    /// Sentinel master group name (env REDISHA_MASTER_GROUP, default mymaster)
+    #[arg(long, global = true)]
+    master_group: Option<String>,
+    /// Sentinel quorum (env REDISHA_QUORUM, default 2)
+    #[arg(long, global = true)]
+    quorum: Option<String>,
+    /// env REDISHA_DOWN_AFTER_MS, default 5000
+    #[arg(long, global = true)]
+    down_after_ms: Option<String>,
+    /// env REDISHA_FAILOVER_TIMEOUT_MS, default 10000
+    #[arg(long, global = true)]
+    failover_timeout_ms: Option<String>,
+    /// env REDISHA_PARALLEL_SYNCS, default 1
+    #[arg(long, global = true)]
+    parallel_syncs: Option<String>,
+    /// env REDISHA_MIN_REPLICAS_TO_WRITE, default 1 in a pod, 0 locally
+    #[arg(long, global = true)]
+    min_replicas_to_write: Option<String>,
+    /// env REDISHA_MIN_REPLICAS_MAX_LAG, default 10
+    #[arg(long, global = true)]
+    min_replicas_max_lag: Option<String>,
+    /// text or json (env REDISHA_LOG_FORMAT)
+    #[arg(long, global = true)]
+    log_format: Option<String>,
+    /// Time from SIGTERM to SIGKILL of what is left (env REDISHA_STOP_GRACE_MS, default 8000)
+    #[arg(long, global = true)]
+    stop_grace_ms: Option<String>,
+    /// redis-server executable (env REDISHA_REDIS_SERVER, default from PATH)
+    #[arg(long, global = true)]
+    redis_server: Option<String>,
+    /// Hand the master role over before stopping: yes/no (env REDISHA_HANDOVER, default yes)
+    #[arg(long, global = true)]
+    handover: Option<String>,
+}
+
+impl Opts {
+    fn flags(self) -> Flags {
+        Flags {
+            role: self.role,
+            sentinels: self.sentinels,
+            state_dir: self.state_dir,
+            conf_dir: self.conf_dir,
+            master_group: self.master_group,
+            quorum: self.quorum,
+            down_after_ms: self.down_after_ms,
+            failover_timeout_ms: self.failover_timeout_ms,
+            parallel_syncs: self.parallel_syncs,
+            min_replicas_to_write: self.min_replicas_to_write,
+            min_replicas_max_lag: self.min_replicas_max_lag,
+            log_format: self.log_format,
+            stop_grace_ms: self.stop_grace_ms,
+            redis_server: self.redis_server,
+            handover: self.handover,
+        }
+    }
+}
+
+fn fail(code: i32, msg: impl std::fmt::Display) -> ExitCode {
+    let _ = writeln!(std::io::stderr(), "redisha-init: {msg}");
+    ExitCode::from(code as u8)
+}
+
+fn main() -> ExitCode {
+    let cli = match Cli::try_parse() {
+        Ok(c) => c,
+        Err(e) => {
+            let code = if e.use_stderr() { EXIT_USAGE } else { 0 };
+            let _ = e.print();
+            return ExitCode::from(code as u8);
+        }
+    };
+    let env = match RawEnv::from_os(std::env::vars_os()) {
+        Ok(e) => e,
+        Err(e) => return fail(EXIT_CONFIG, format_args!("config error: {e}")),
+    };
+    let cfg = match config::build(&cli.opts.flags(), &env) {
+        Ok(c) => c,
+        Err(e) => return fail(EXIT_CONFIG, format_args!("config error: {e}")),
+    };
+    let bases = match render::Bases::load(cfg.conf_dir.as_deref()) {
+        Ok(b) => b,
+        Err(e) => {
+            return fail(
+                EXIT_CONFIG,
+                format_args!("config error: REDISHA_CONF_DIR: cannot read base files: {e}"),
+            )
+        }
+    };
+    // One thread: the supervisor is one event loop; log forwarding has its own small threads.
+    let rt = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => return fail(71, format_args!("cannot start the runtime: {e}")),
+    };
+    let code = match cli.cmd.unwrap_or(Cmd::Run) {
+        Cmd::Render => rt.block_on(print_render(&cfg, &bases)),
+        Cmd::Run => rt.block_on(run(cfg, bases)),
+    };
+    ExitCode::from(code.clamp(0, 255) as u8)
+}
+
+async fn print_render(cfg: &Config, bases: &render::Bases) -> i32 {
+    let d = discover::decide(cfg, false).await;
+    let prior = state::read_prior_sentinel(cfg);
+    let plan = render::render(cfg, d.role, &d.master, bases, prior.as_deref());
+    let argv = |a: &[std::ffi::OsString]| {
+        a.iter()
+            .map(|s| s.to_string_lossy().into_owned())
+            .collect::<Vec<_>>()
+            .join(" ")
+    };
+    let mut out = String::new();
+    out.push_str(&format!("# role: {d}\n"));
+    out.push_str(&format!("# redis argv: {}\n", argv(&plan.redis_argv)));
+    out.push_str(&format!("# sentinel argv: {}\n", argv(&plan.sentinel_argv)));
+    out.push_str(&format!(
+        "# ==> {} <==\n{}",
+        plan.redis_conf_path.display(),
+        plan.redis_conf
+    ));
+    out.push_str(&format!(
+        "# ==> {} <==\n{}",
+        plan.sentinel_conf_path.display(),
+        plan.sentinel_conf
+    ));
+    let _ = std::io::stdout().write_all(out.as_bytes());
+    0
+}
+
+async fn run(cfg: Config, bases: render::Bases) -> i32 {
+    // Signals first: PID 1 ignores any signal it has no handler for.
+    let chan = match supervise::install_signals() {
+        Ok(c) => c,
+        Err(e) => {
+            let _ = writeln!(
+                std::io::stderr(),
+                "redisha-init: cannot install signal handlers: {e}"
+            );
+            return 71;
+        }
+    };
+    logs::init_tracing(cfg.log_format);
+    if let Err((code, msg)) =
+        supervise::child::check_executable(&cfg.redis_server, std::env::var_os("PATH").as_deref())
+    {
+        let _ = writeln!(std::io::stderr(), "redisha-init: {msg}");
+        return code;
+    }
+    if let Err(e) = state::prepare(&cfg) {
+        let _ = writeln!(
+            std::io::stderr(),
+            "redisha-init: cannot create state directory {}: {e} (REDISHA_STATE_DIR)",
+            cfg.state_dir.display()
+        );
+        return state::EXIT_CANTCREAT;
+    }
+    // Not PID 1 (a laptop): become a subreaper so orphaned grandchildren are still ours to reap.
+    if std::process::id() != 1 {
+        let _ = nix::sys::prctl::set_child_subreaper(true);
+    }
+    let mut chan = chan;
+    let decision = tokio::select! {
+        d = discover::decide(&cfg, false) => d,
+        sig = wait_stop(&mut chan.1) => {
+            tracing::info!(signal = supervise::signal_name(sig), "stop requested before start; nothing was started");
+            return 0;
+        }
+    };
+    tracing::info!(role = %decision.role, master = %decision.master, reason = %decision.reason, "role decided");
+    supervise::Supervisor::new(cfg, bases, decision, chan)
+        .run()
+        .await
+}
+
+/// Waits for TERM/INT while nothing runs yet (other signals have nobody to go to).
+async fn wait_stop(rx: &mut tokio::sync::mpsc::UnboundedReceiver<supervise::Event>) -> i32 {
+    while let Some(ev) = rx.recv().await {
+        if let supervise::Event::Signal(sig @ (libc::SIGTERM | libc::SIGINT)) = ev {
+            return sig;
+        }
+    }
+    libc::SIGTERM
+}

@@ -1,0 +1,120 @@
+//! The few Redis/Sentinel requests we make, each bounded by a timeout. Protocol by the `redis` crate.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use redis::AsyncConnectionConfig;
+
+use crate::config::{parse_host, parse_port, Config, Endpoint};
+use crate::discover::Answer;
+
+pub async fn connect(
+    _cfg: &Config,
+    e: &Endpoint,
+    timeout: Duration,
+) -> redis::RedisResult<redis::aio::MultiplexedConnection> {
+    let client = redis::Client::open(format!("redis://{e}/"))?;
+    let conf = AsyncConnectionConfig::new()
+        .set_connection_timeout(Some(timeout))
+        .set_response_timeout(Some(timeout));
+    match tokio::time::timeout(
+        timeout * 2,
+        client.get_multiplexed_async_connection_with_config(&conf),
+    )
+    .await
+    {
+        Ok(r) => r,
+        Err(_) => Err(redis::RedisError::from((
+            redis::ErrorKind::Io,
+            "connect timed out",
+        ))),
+    }
+}
+
+async fn bounded<T>(
+    timeout: Duration,
+    f: impl std::future::Future<Output = redis::RedisResult<T>>,
+) -> redis::RedisResult<T> {
+    match tokio::time::timeout(timeout, f).await {
+        Ok(r) => r,
+        Err(_) => Err(redis::RedisError::from((
+            redis::ErrorKind::Io,
+            "request timed out",
+        ))),
+    }
+}
+
+/// `SENTINEL MASTER <group>`: Ok(None) when the sentinel answers but does not know the group.
+pub async fn sentinel_master(
+    cfg: &Config,
+    s: &Endpoint,
+    group: &str,
+    timeout: Duration,
+) -> redis::RedisResult<Option<Answer>> {
+    let mut con = connect(cfg, s, timeout).await?;
+    let reply: redis::RedisResult<HashMap<String, String>> = bounded(
+        timeout,
+        redis::cmd("SENTINEL")
+            .arg("MASTER")
+            .arg(group)
+            .query_async(&mut con),
+    )
+    .await;
+    let m = match reply {
+        Ok(m) => m,
+        Err(e) if e.kind() == redis::ErrorKind::Server(redis::ServerErrorKind::ResponseError) => {
+            return Ok(None)
+        }
+        Err(e) => return Err(e),
+    };
+    let (Some(ip), Some(port)) = (m.get("ip"), m.get("port")) else {
+        return Ok(None);
+    };
+    let (Ok(host), Ok(port)) = (
+        parse_host("sentinel reply", ip),
+        parse_port("sentinel reply", port),
+    ) else {
+        return Ok(None);
+    };
+    let flags = m.get("flags").map(String::as_str).unwrap_or("");
+    let unsettled = flags.split(',').any(|f| {
+        matches!(
+            f,
+            "s_down" | "o_down" | "failover_in_progress" | "disconnected"
+        )
+    });
+    let config_epoch = m
+        .get("config-epoch")
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0);
+    Ok(Some(Answer {
+        master: Endpoint { host, port },
+        config_epoch,
+        unsettled,
+    }))
+}
+
+pub async fn info(
+    cfg: &Config,
+    e: &Endpoint,
+    section: &str,
+    timeout: Duration,
+) -> redis::RedisResult<String> {
+    let mut con = connect(cfg, e, timeout).await?;
+    bounded(
+        timeout,
+        redis::cmd("INFO").arg(section).query_async(&mut con),
+    )
+    .await
+}
+
+/// A field of an INFO reply.
+pub fn info_field<'a>(info: &'a str, key: &str) -> Option<&'a str> {
+    info.lines()
+        .find_map(|l| l.strip_prefix(key).and_then(|r| r.strip_prefix(':')))
+        .map(str::trim)
+}
+
+pub async fn is_master(cfg: &Config, e: &Endpoint, timeout: Duration) -> bool {
+    matches!(info(cfg, e, "replication", timeout).await, Ok(i) if info_field(&i, "role") == Some("master"))
+}

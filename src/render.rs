@@ -1,0 +1,350 @@
+//! Config + decided role → both config files and both argument lists. Pure: no I/O here.
+
+use std::ffi::OsString;
+use std::fmt::Write as _;
+use std::path::{Path, PathBuf};
+
+use crate::config::{Config, Endpoint, Host, Role};
+
+/// The base files from conf/, compiled in so the binary is self-contained; an operator overrides
+/// them with REDISHA_CONF_DIR.
+pub struct Bases {
+    pub redis_master: String,
+    pub redis_replica: String,
+    pub sentinel: String,
+}
+
+impl Bases {
+    pub fn builtin() -> Bases {
+        Bases {
+            redis_master: include_str!("../conf/redis-master.conf").to_string(),
+            redis_replica: include_str!("../conf/redis-replica.conf").to_string(),
+            sentinel: include_str!("../conf/sentinel.conf").to_string(),
+        }
+    }
+
+    pub fn load(dir: Option<&Path>) -> std::io::Result<Bases> {
+        let Some(dir) = dir else {
+            return Ok(Bases::builtin());
+        };
+        let read = |f: &str| std::fs::read_to_string(dir.join(f));
+        Ok(Bases {
+            redis_master: read("redis-master.conf")?,
+            redis_replica: read("redis-replica.conf")?,
+            sentinel: read("sentinel.conf")?,
+        })
+    }
+}
+
+/// Everything `run` starts, and everything `render` prints.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Plan {
+    pub role: Role,
+    pub master: Endpoint,
+    pub redis_conf_path: PathBuf,
+    pub redis_conf: String,
+    pub sentinel_conf_path: PathBuf,
+    pub sentinel_conf: String,
+    pub redis_argv: Vec<OsString>,
+    pub sentinel_argv: Vec<OsString>,
+}
+
+const MARK: &str =
+    "# ---- rendered by redisha-init for this pod; lines below override the base above ----";
+
+pub fn render(
+    cfg: &Config,
+    role: Role,
+    master: &Endpoint,
+    bases: &Bases,
+    prior_sentinel: Option<&str>,
+) -> Plan {
+    let redis_conf = render_redis(cfg, role, master, bases);
+    let sentinel_conf = render_sentinel(cfg, master, bases, prior_sentinel);
+    let redis_conf_path = cfg.redis_conf_path();
+    let sentinel_conf_path = cfg.sentinel_conf_path();
+    let exe: OsString = cfg.redis_server.clone().into_os_string();
+    Plan {
+        role,
+        master: master.clone(),
+        redis_argv: vec![exe.clone(), redis_conf_path.clone().into_os_string()],
+        sentinel_argv: vec![
+            exe,
+            sentinel_conf_path.clone().into_os_string(),
+            "--sentinel".into(),
+        ],
+        redis_conf_path,
+        redis_conf,
+        sentinel_conf_path,
+        sentinel_conf,
+    }
+}
+
+/// Where the pod must be reachable, listen everywhere with protected mode really off (commenting
+/// the line out leaves it on: it is the compiled default). Locally, loopback only.
+fn listen_lines(cfg: &Config, out: &mut String) {
+    if cfg.pod_ip.is_some() {
+        out.push_str("bind * -::*\nprotected-mode no\n");
+    } else {
+        out.push_str("bind 127.0.0.1 -::1\nprotected-mode yes\n");
+    }
+}
+
+fn quoted(p: &Path) -> String {
+    // config::parse_path refused quotes, backslashes and control characters, so plain quoting is
+    // enough to keep spaces from splitting the argument.
+    format!("\"{}\"", p.display())
+}
+
+fn render_redis(cfg: &Config, role: Role, master: &Endpoint, bases: &Bases) -> String {
+    let mut out = match role {
+        Role::Master => bases.redis_master.clone(),
+        Role::Replica => bases.redis_replica.clone(),
+    };
+    if !out.ends_with('\n') {
+        out.push('\n');
+    }
+    out.push_str(MARK);
+    out.push('\n');
+    let _ = writeln!(out, "port {}", cfg.redis_port);
+    listen_lines(cfg, &mut out);
+    let _ = writeln!(out, "dir {}", quoted(&cfg.redis_dir()));
+    // Sentinel learns replicas from the master's INFO; every node announces its pod address, the
+    // master too, because it becomes a replica once demoted.
+    let _ = writeln!(out, "replica-announce-ip {}", cfg.announce_ip());
+    let _ = writeln!(out, "replica-announce-port {}", cfg.redis_port);
+    let _ = writeln!(out, "min-replicas-to-write {}", cfg.min_replicas_to_write);
+    let _ = writeln!(out, "min-replicas-max-lag {}", cfg.min_replicas_max_lag);
+    if role == Role::Replica {
+        let _ = writeln!(out, "replicaof {} {}", master.host, master.port);
+    }
+    out
+}
+
+/// Lines Sentinel wrote about its own identity and the group's history. They are kept across
+/// restarts: a sentinel with a new myid counts as a new voter, and lost epochs reopen old votes.
+fn kept_state<'a>(prior: &'a str, group: &str, master: &Endpoint) -> Vec<&'a str> {
+    let per_group = [
+        "config-epoch",
+        "leader-epoch",
+        "known-replica",
+        "known-sentinel",
+    ];
+    let safe = |l: &str| l.bytes().all(|b| b.is_ascii_graphic() || b == b' ');
+    prior
+        .lines()
+        .map(str::trim)
+        .filter(|l| safe(l))
+        .filter(|l| {
+            let w: Vec<&str> = l.split_whitespace().collect();
+            match w.as_slice() {
+                ["sentinel", "myid", id] => id.len() == 40,
+                ["sentinel", "current-epoch", _] => true,
+                // A replica entry naming the master itself would make Sentinel track the master
+                // twice; it appears when this pod was a replica before and is master now.
+                ["sentinel", "known-replica", g, h, p] => {
+                    *g == group && !(*h == master.host.to_string() && *p == master.port.to_string())
+                }
+                ["sentinel", kind, g, ..] => per_group.contains(kind) && *g == group,
+                _ => false,
+            }
+        })
+        .collect()
+}
+
+/// The master a sentinel last wrote it monitors (it rewrites the line after a failover).
+pub fn prior_monitor(prior: &str, group: &str) -> Option<Endpoint> {
+    prior.lines().find_map(|l| {
+        let w: Vec<&str> = l.split_whitespace().collect();
+        match w.as_slice() {
+            ["sentinel", "monitor", g, host, port, _] if *g == group => {
+                let host = crate::config::parse_host("sentinel.conf", host).ok()?;
+                let port = crate::config::parse_port("sentinel.conf", port).ok()?;
+                Some(Endpoint { host, port })
+            }
+            _ => None,
+        }
+    })
+}
+
+fn render_sentinel(cfg: &Config, master: &Endpoint, bases: &Bases, prior: Option<&str>) -> String {
+    let mut out = bases.sentinel.clone();
+    if !out.ends_with('\n') {
+        out.push('\n');
+    }
+    out.push_str(MARK);
+    out.push('\n');
+    let _ = writeln!(out, "port {}", cfg.sentinel_port);
+    listen_lines(cfg, &mut out);
+    let _ = writeln!(out, "dir {}", quoted(&cfg.sentinel_dir()));
+    let _ = writeln!(out, "sentinel announce-ip {}", cfg.announce_ip());
+    let _ = writeln!(out, "sentinel announce-port {}", cfg.sentinel_port);
+    let g = &cfg.group;
+    let host = match &master.host {
+        Host::Ip(ip) => ip.to_string(),
+        Host::Name(n) => n.clone(),
+    };
+    let _ = writeln!(
+        out,
+        "sentinel monitor {g} {host} {} {}",
+        master.port, cfg.quorum
+    );
+    let _ = writeln!(
+        out,
+        "sentinel down-after-milliseconds {g} {}",
+        cfg.down_after_ms
+    );
+    let _ = writeln!(out, "sentinel parallel-syncs {g} {}", cfg.parallel_syncs);
+    let _ = writeln!(
+        out,
+        "sentinel failover-timeout {g} {}",
+        cfg.failover_timeout_ms
+    );
+    if let Some(prior) = prior {
+        for l in kept_state(prior, g, master) {
+            out.push_str(l);
+            out.push('\n');
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::{build_from_map, Flags};
+    use std::collections::HashMap;
+
+    fn cfg(role: &str, vars: &[(&str, &str)]) -> Config {
+        let f = Flags {
+            role: Some(role.into()),
+            state_dir: Some("/s".into()),
+            ..Default::default()
+        };
+        build_from_map(&f, &vars.iter().copied().collect::<HashMap<_, _>>()).expect("valid config")
+    }
+
+    fn lines(s: &str) -> Vec<&str> {
+        s.lines().collect()
+    }
+
+    #[test]
+    fn replica_in_pod() {
+        let c = cfg(
+            "replica",
+            &[
+                ("MY_POD_IP", "10.0.0.7"),
+                ("REDIS_MASTER_SERVICE_HOST", "redis-primary"),
+                ("REDIS_MASTER_SERVICE_PORT", "6379"),
+            ],
+        );
+        let m = c.master_service.clone().expect("set");
+        let p = render(&c, Role::Replica, &m, &Bases::builtin(), None);
+        let r = lines(&p.redis_conf);
+        for want in [
+            "replicaof redis-primary 6379",
+            "replica-announce-ip 10.0.0.7",
+            "replica-announce-port 6379",
+            "protected-mode no",
+            "bind * -::*",
+            "appendonly yes",
+            "min-replicas-to-write 1",
+            "dir \"/s/redis\"",
+        ] {
+            assert!(
+                r.contains(&want),
+                "redis.conf lacks {want:?}:\n{}",
+                p.redis_conf
+            );
+        }
+        assert!(!p.redis_conf.contains("cluster-announce"));
+        let s = lines(&p.sentinel_conf);
+        for want in [
+            "sentinel monitor mymaster redis-primary 6379 2",
+            "sentinel announce-ip 10.0.0.7",
+            "sentinel announce-port 26379",
+            "sentinel resolve-hostnames yes",
+            "sentinel down-after-milliseconds mymaster 5000",
+            "sentinel failover-timeout mymaster 10000",
+            "sentinel parallel-syncs mymaster 1",
+            "protected-mode no",
+        ] {
+            assert!(
+                s.contains(&want),
+                "sentinel.conf lacks {want:?}:\n{}",
+                p.sentinel_conf
+            );
+        }
+        assert_eq!(
+            p.sentinel_argv.last().map(|a| a.to_str()),
+            Some(Some("--sentinel"))
+        );
+        assert_eq!(p.redis_argv[1], OsString::from("/s/redis/redis.conf"));
+    }
+
+    #[test]
+    fn master_monitors_itself_and_has_no_replicaof() {
+        let c = cfg("master", &[("MY_POD_IP", "10.0.0.5")]);
+        let me = c.self_redis();
+        let p = render(&c, Role::Master, &me, &Bases::builtin(), None);
+        assert!(!p.redis_conf.contains("replicaof"));
+        assert!(lines(&p.sentinel_conf).contains(&"sentinel monitor mymaster 10.0.0.5 6379 2"));
+        assert!(lines(&p.redis_conf).contains(&"replica-announce-ip 10.0.0.5"));
+    }
+
+    #[test]
+    fn local_mode_stays_on_loopback() {
+        let c = cfg("master", &[]);
+        let p = render(&c, Role::Master, &c.self_redis(), &Bases::builtin(), None);
+        assert!(lines(&p.redis_conf).contains(&"bind 127.0.0.1 -::1"));
+        assert!(lines(&p.redis_conf).contains(&"min-replicas-to-write 0"));
+    }
+
+    #[test]
+    fn sentinel_state_is_kept_and_filtered() {
+        let c = cfg("master", &[("MY_POD_IP", "10.0.0.5")]);
+        let prior = "\
+sentinel myid 0123456789012345678901234567890123456789
+sentinel current-epoch 7
+sentinel monitor mymaster 10.0.0.9 6379 2
+sentinel config-epoch mymaster 7
+sentinel leader-epoch mymaster 7
+sentinel known-replica mymaster 10.0.0.6 6379
+sentinel known-replica mymaster 10.0.0.5 6379
+sentinel known-sentinel mymaster 10.0.0.6 26379 abcdef
+sentinel known-replica othergroup 10.0.0.8 6379
+bind 1.2.3.4
+user default on nopass ~* &* +@all
+";
+        let p = render(
+            &c,
+            Role::Master,
+            &c.self_redis(),
+            &Bases::builtin(),
+            Some(prior),
+        );
+        let s = lines(&p.sentinel_conf);
+        for want in [
+            "sentinel myid 0123456789012345678901234567890123456789",
+            "sentinel current-epoch 7",
+            "sentinel config-epoch mymaster 7",
+            "sentinel known-replica mymaster 10.0.0.6 6379",
+            "sentinel known-sentinel mymaster 10.0.0.6 26379 abcdef",
+        ] {
+            assert!(s.contains(&want), "lost {want:?}:\n{}", p.sentinel_conf);
+        }
+        for gone in [
+            "sentinel monitor mymaster 10.0.0.9 6379 2",
+            "sentinel known-replica mymaster 10.0.0.5 6379",
+            "bind 1.2.3.4",
+        ] {
+            assert!(!s.contains(&gone), "kept {gone:?}");
+        }
+        assert_eq!(
+            s.iter()
+                .filter(|l| l.starts_with("sentinel monitor"))
+                .count(),
+            1
+        );
+    }
+}

@@ -1,0 +1,49 @@
+//! The state directory: where rendered files live and what Sentinel wrote survives restarts.
+
+use std::fs;
+use std::io::{self, Write};
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
+use std::path::Path;
+
+use crate::config::Config;
+
+/// EX_CANTCREAT: the state directory cannot be made or written.
+pub const EXIT_CANTCREAT: i32 = 73;
+
+/// Variables that hold secrets: removed from every child's environment.
+pub const SECRET_VARS: &[&str] = &["REDIS_PASSWORD", "REDIS_SENTINEL_PASSWORD"];
+
+/// Creates the state directory tree, owner-only: the rendered files may hold secrets.
+pub fn prepare(cfg: &Config) -> io::Result<()> {
+    for d in [cfg.state_dir.clone(), cfg.redis_dir(), cfg.sentinel_dir()] {
+        fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(&d)?;
+        fs::set_permissions(&d, fs::Permissions::from_mode(0o700))?;
+    }
+    Ok(())
+}
+
+/// Writes a config file atomically (a crash never leaves half a file for the next start) with
+/// mode 0600.
+pub fn write_conf(path: &Path, text: &str) -> io::Result<()> {
+    let tmp = path.with_extension("tmp");
+    {
+        let mut f = fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .mode(0o600)
+            .open(&tmp)?;
+        f.write_all(text.as_bytes())?;
+        f.sync_all()?;
+    }
+    fs::set_permissions(&tmp, fs::Permissions::from_mode(0o600))?;
+    fs::rename(&tmp, path)
+}
+
+/// What Sentinel last wrote, if anything.
+pub fn read_prior_sentinel(cfg: &Config) -> Option<String> {
+    fs::read_to_string(cfg.sentinel_conf_path()).ok()
+}

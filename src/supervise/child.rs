@@ -1,0 +1,123 @@
+//! Starting a child and signalling it. Exit statuses are NOT collected here: the reaper owns them.
+
+use std::ffi::OsString;
+use std::io;
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+
+use nix::errno::Errno;
+use nix::sys::signal::{kill, killpg, Signal};
+use nix::unistd::Pid;
+
+use crate::logs::{self, LogSink};
+
+/// Spawns `argv` in its own process group with stdin from /dev/null and stdout/stderr piped to the
+/// log forwarder. Returns the pid, which is also the process group id.
+pub fn spawn(
+    name: &'static str,
+    argv: &[OsString],
+    sink: &LogSink,
+    env_remove: &[&str],
+) -> io::Result<Pid> {
+    let (exe, args) = argv
+        .split_first()
+        .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "empty argv"))?;
+    let mut cmd = Command::new(exe);
+    cmd.args(args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .process_group(0);
+    for v in env_remove {
+        cmd.env_remove(v);
+    }
+    // SAFETY: only async-signal-safe calls (sigaction via signal(2), sigprocmask) between fork and
+    // exec. std already clears the mask; dispositions the parent *ignored* would survive exec, so
+    // every catchable signal is set back to its default.
+    unsafe {
+        cmd.pre_exec(|| {
+            for sig in 1..32 {
+                if sig != libc::SIGKILL && sig != libc::SIGSTOP {
+                    libc::signal(sig, libc::SIG_DFL);
+                }
+            }
+            let mut set: libc::sigset_t = std::mem::zeroed();
+            libc::sigemptyset(&mut set);
+            libc::sigprocmask(libc::SIG_SETMASK, &set, std::ptr::null_mut());
+            Ok(())
+        });
+    }
+    let mut child = cmd.spawn()?;
+    let pid = Pid::from_raw(child.id() as i32);
+    if let Some(out) = child.stdout.take() {
+        logs::pump(name, "stdout", out.into(), *sink);
+    }
+    if let Some(err) = child.stderr.take() {
+        logs::pump(name, "stderr", err.into(), *sink);
+    }
+    // Dropping std's Child neither waits nor kills: the reaper collects the status.
+    drop(child);
+    Ok(pid)
+}
+
+/// Signals a live child's main process. Callers guarantee the pid is not reaped yet (a zombie
+/// still holds its pid, so it cannot have been reused).
+pub fn signal_pid(pid: Pid, sig: Signal) {
+    match kill(pid, sig) {
+        Ok(()) | Err(Errno::ESRCH) => {}
+        Err(e) => tracing::warn!(pid = pid.as_raw(), signal = %sig, error = %e, "signal failed"),
+    }
+}
+
+/// Signals every process of a group; returns false when the group is empty.
+pub fn signal_group(pgid: Pid, sig: Option<Signal>) -> bool {
+    match killpg(pgid, sig) {
+        Ok(()) => true,
+        Err(Errno::ESRCH) => false,
+        Err(e) => {
+            tracing::warn!(pgid = pgid.as_raw(), error = %e, "group signal failed");
+            true
+        }
+    }
+}
+
+/// How the executable failed a pre-flight check: (exit code, message).
+pub fn check_executable(
+    exe: &Path,
+    path_var: Option<&std::ffi::OsStr>,
+) -> Result<PathBuf, (i32, String)> {
+    use std::os::unix::ffi::OsStrExt;
+    let candidates: Vec<PathBuf> = if exe.as_os_str().as_bytes().contains(&b'/') {
+        vec![exe.to_path_buf()]
+    } else {
+        std::env::split_paths(path_var.unwrap_or_default())
+            .map(|d| d.join(exe))
+            .collect()
+    };
+    let mut not_exec = None;
+    for c in candidates {
+        if let Ok(meta) = std::fs::metadata(&c) {
+            if meta.is_file() && nix::unistd::access(&c, nix::unistd::AccessFlags::X_OK).is_ok() {
+                return Ok(c);
+            }
+            not_exec.get_or_insert(c);
+        }
+    }
+    match not_exec {
+        Some(c) => Err((
+            126,
+            format!("{} is not executable (REDISHA_REDIS_SERVER)", c.display()),
+        )),
+        None => {
+            Err((
+                127,
+                format!(
+                "{} not found (set REDISHA_REDIS_SERVER or install redis-server; searched PATH={})",
+                exe.display(),
+                path_var.map(|p| p.to_string_lossy().into_owned()).unwrap_or_default()
+            ),
+            ))
+        }
+    }
+}

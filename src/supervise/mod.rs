@@ -1,0 +1,558 @@
+//! The event loop of PID 1: one task owns every child, every exit status and every timer.
+//! Events (signals, decisions) arrive on one channel; timers are deadlines, never polling.
+
+pub mod child;
+pub mod policy;
+pub mod reaper;
+
+use std::time::Duration;
+
+use nix::sys::signal::Signal;
+use nix::unistd::Pid;
+use tokio::sync::mpsc;
+use tokio::time::Instant;
+
+use crate::config::Config;
+use crate::discover::{self, Decision};
+use crate::handover;
+use crate::logs::LogSink;
+use crate::render::{self, Bases};
+use crate::state;
+use policy::{Exit, OnExit, RestartPolicy};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Which {
+    Redis = 0,
+    Sentinel = 1,
+}
+
+impl Which {
+    fn name(self) -> &'static str {
+        match self {
+            Which::Redis => "redis",
+            Which::Sentinel => "sentinel",
+        }
+    }
+}
+
+#[derive(Debug)]
+enum SlotState {
+    Running {
+        pid: Pid,
+        since: Instant,
+    },
+    /// Waiting out a restart backoff.
+    Backoff {
+        at: Instant,
+    },
+    /// A role decision is running before a restart of the data node.
+    Deciding,
+    Done,
+}
+
+struct Slot {
+    which: Which,
+    state: SlotState,
+    restarts: u32,
+}
+
+pub enum Event {
+    Signal(i32),
+    Decided(Decision),
+    HandoverDone(handover::Outcome),
+}
+
+struct Stopping {
+    deadline: Instant,
+    /// The sentinel is stopped after the data node, or at this point at the latest.
+    sentinel_by: Instant,
+    sentinel_termed: bool,
+    killed: bool,
+    handing_over: bool,
+}
+
+/// Signals handed to both children unchanged.
+pub const FORWARDED: &[i32] = &[
+    libc::SIGHUP,
+    libc::SIGQUIT,
+    libc::SIGUSR1,
+    libc::SIGUSR2,
+    libc::SIGWINCH,
+    libc::SIGALRM,
+    libc::SIGTTIN,
+    libc::SIGTTOU,
+    libc::SIGCONT,
+];
+
+pub struct Supervisor {
+    cfg: Config,
+    bases: Bases,
+    sink: LogSink,
+    policy: RestartPolicy,
+    decision: Decision,
+    slots: [Slot; 2],
+    stop: Option<Stopping>,
+    gave_up: Option<i32>,
+    tx: mpsc::UnboundedSender<Event>,
+    rx: mpsc::UnboundedReceiver<Event>,
+    task: Option<tokio::task::JoinHandle<()>>,
+}
+
+/// Registers every signal we act on before anything starts: PID 1 ignores signals it has no
+/// handler for, so a TERM arriving before this would be lost.
+pub fn install_signals(
+) -> std::io::Result<(mpsc::UnboundedSender<Event>, mpsc::UnboundedReceiver<Event>)> {
+    use tokio::signal::unix::{signal, SignalKind};
+    let (tx, rx) = mpsc::unbounded_channel();
+    let mut all = vec![libc::SIGTERM, libc::SIGINT, libc::SIGCHLD];
+    all.extend_from_slice(FORWARDED);
+    for sig in all {
+        let mut stream = signal(SignalKind::from_raw(sig))?;
+        let tx = tx.clone();
+        tokio::spawn(async move {
+            while stream.recv().await.is_some() {
+                if tx.send(Event::Signal(sig)).is_err() {
+                    break;
+                }
+            }
+        });
+    }
+    Ok((tx, rx))
+}
+
+impl Supervisor {
+    pub fn new(
+        cfg: Config,
+        bases: Bases,
+        decision: Decision,
+        chan: (mpsc::UnboundedSender<Event>, mpsc::UnboundedReceiver<Event>),
+    ) -> Supervisor {
+        let sink = LogSink {
+            format: cfg.log_format,
+        };
+        let slot = |which| Slot {
+            which,
+            state: SlotState::Done,
+            restarts: 0,
+        };
+        Supervisor {
+            cfg,
+            bases,
+            sink,
+            policy: RestartPolicy::default(),
+            decision,
+            slots: [slot(Which::Redis), slot(Which::Sentinel)],
+            stop: None,
+            gave_up: None,
+            tx: chan.0,
+            rx: chan.1,
+            task: None,
+        }
+    }
+
+    /// Runs until both children are gone after a stop; returns PID 1's exit code.
+    pub async fn run(mut self) -> i32 {
+        for which in [Which::Redis, Which::Sentinel] {
+            self.start(which);
+        }
+        // Bounded by the stop deadline once a stop begins; unbounded while serving, by design.
+        loop {
+            if self.finished() {
+                break;
+            }
+            let deadline = self.next_deadline();
+            tokio::select! {
+                ev = self.rx.recv() => match ev {
+                    Some(ev) => self.on_event(ev),
+                    None => break,
+                },
+                _ = sleep_until_opt(deadline) => self.on_timer(),
+            }
+        }
+        if let Some(t) = self.task.take() {
+            t.abort();
+        }
+        let killed = self.stop.as_ref().is_some_and(|s| s.killed);
+        let code = policy::final_code(self.stop.is_some(), killed, self.gave_up);
+        tracing::info!(code, "all children gone, exiting");
+        code
+    }
+
+    fn finished(&self) -> bool {
+        self.stop.as_ref().is_some_and(|s| !s.handing_over)
+            && self
+                .slots
+                .iter()
+                .all(|s| matches!(s.state, SlotState::Done))
+    }
+
+    fn next_deadline(&self) -> Option<Instant> {
+        let mut d: Option<Instant> = None;
+        let mut take = |t: Instant| d = Some(d.map_or(t, |x: Instant| x.min(t)));
+        for s in &self.slots {
+            if let SlotState::Backoff { at } = s.state {
+                take(at);
+            }
+        }
+        if let Some(st) = &self.stop {
+            if !st.killed {
+                take(st.deadline);
+            }
+            if !st.sentinel_termed && !st.handing_over {
+                take(st.sentinel_by);
+            }
+        }
+        d
+    }
+
+    fn on_event(&mut self, ev: Event) {
+        match ev {
+            Event::Signal(libc::SIGCHLD) => self.reap(),
+            Event::Signal(sig @ (libc::SIGTERM | libc::SIGINT)) => self.on_stop_signal(sig),
+            Event::Signal(sig) => self.forward(sig),
+            Event::Decided(d) => self.on_decided(d),
+            Event::HandoverDone(outcome) => {
+                tracing::info!(outcome = %outcome, "handover finished");
+                if let Some(st) = &mut self.stop {
+                    st.handing_over = false;
+                }
+                self.stop_children();
+            }
+        }
+    }
+
+    fn on_stop_signal(&mut self, sig: i32) {
+        let name = signal_name(sig);
+        match &mut self.stop {
+            None => {
+                tracing::info!(signal = name, "stop requested");
+                self.begin_stop(true);
+            }
+            Some(st) if st.handing_over => {
+                tracing::warn!(
+                    signal = name,
+                    "second stop signal: skipping the rest of the handover"
+                );
+                st.handing_over = false;
+                if let Some(t) = self.task.take() {
+                    t.abort();
+                }
+                self.stop_children();
+            }
+            Some(st) => {
+                tracing::warn!(
+                    signal = name,
+                    "second stop signal: stopping both children now"
+                );
+                st.sentinel_termed = true;
+                for which in [Which::Redis, Which::Sentinel] {
+                    self.term(which);
+                }
+            }
+        }
+    }
+
+    fn forward(&mut self, sig: i32) {
+        let Ok(signal) = Signal::try_from(sig) else {
+            return;
+        };
+        for s in &self.slots {
+            if let SlotState::Running { pid, .. } = s.state {
+                tracing::info!(
+                    signal = signal_name(sig),
+                    child = s.which.name(),
+                    pid = pid.as_raw(),
+                    "forwarding signal"
+                );
+                child::signal_pid(pid, signal);
+            }
+        }
+    }
+
+    fn reap(&mut self) {
+        for (pid, how) in reaper::reap_all() {
+            let slot = self
+                .slots
+                .iter()
+                .position(|s| matches!(s.state, SlotState::Running { pid: p, .. } if p == pid));
+            match slot {
+                Some(i) => self.on_child_exit(i, pid, how),
+                None => {
+                    tracing::debug!(pid = pid.as_raw(), status = how.as_code(), "reaped orphan")
+                }
+            }
+        }
+    }
+
+    fn on_child_exit(&mut self, i: usize, pid: Pid, how: Exit) {
+        let which = self.slots[i].which;
+        let uptime = match self.slots[i].state {
+            SlotState::Running { since, .. } => since.elapsed(),
+            _ => Duration::ZERO,
+        };
+        if let Some(st) = &self.stop {
+            tracing::info!(
+                child = which.name(),
+                pid = pid.as_raw(),
+                status = how.as_code(),
+                "child stopped"
+            );
+            // What the main process left behind in its group dies with it.
+            child::signal_group(
+                pid,
+                Some(if st.killed {
+                    Signal::SIGKILL
+                } else {
+                    Signal::SIGTERM
+                }),
+            );
+            self.slots[i].state = SlotState::Done;
+            if which == Which::Redis && !st.sentinel_termed && !st.handing_over {
+                self.term_sentinel();
+            }
+            return;
+        }
+        child::signal_group(pid, Some(Signal::SIGKILL));
+        match policy::on_unexpected_exit(&self.policy, self.slots[i].restarts, uptime, how) {
+            OnExit::Restart { delay, attempt } => {
+                tracing::warn!(
+                    child = which.name(),
+                    pid = pid.as_raw(),
+                    status = how.as_code(),
+                    uptime_ms = uptime.as_millis() as u64,
+                    restart_in_ms = delay.as_millis() as u64,
+                    attempt,
+                    "child exited unexpectedly; restarting"
+                );
+                self.slots[i].restarts = attempt;
+                self.slots[i].state = SlotState::Backoff {
+                    at: Instant::now() + delay,
+                };
+            }
+            OnExit::GiveUp { code } => {
+                tracing::error!(
+                    child = which.name(),
+                    status = how.as_code(),
+                    "restart budget spent; stopping the pod"
+                );
+                self.slots[i].state = SlotState::Done;
+                self.gave_up = Some(code);
+                self.begin_stop(false);
+            }
+        }
+    }
+
+    fn on_timer(&mut self) {
+        let now = Instant::now();
+        for i in 0..self.slots.len() {
+            if let SlotState::Backoff { at } = self.slots[i].state {
+                if at <= now {
+                    let which = self.slots[i].which;
+                    self.start(which);
+                }
+            }
+        }
+        let Some(st) = &mut self.stop else { return };
+        if !st.killed && st.deadline <= now {
+            st.killed = true;
+            st.sentinel_termed = true;
+            st.handing_over = false;
+            if let Some(t) = self.task.take() {
+                t.abort();
+            }
+            for s in &self.slots {
+                if let SlotState::Running { pid, .. } = s.state {
+                    tracing::warn!(
+                        child = s.which.name(),
+                        pid = pid.as_raw(),
+                        "grace period over; killing its process group"
+                    );
+                    child::signal_group(pid, Some(Signal::SIGKILL));
+                }
+            }
+        } else if !st.sentinel_termed && !st.handing_over && st.sentinel_by <= now {
+            self.term_sentinel();
+        }
+    }
+
+    /// Starts a child. The data node's role is decided again first (Sentinel may have promoted
+    /// someone else while it was down); the decision arrives as an event, so signals stay live.
+    fn start(&mut self, which: Which) {
+        if self.stop.is_some() {
+            return;
+        }
+        match which {
+            Which::Redis if self.slots[0].restarts > 0 => {
+                self.slots[0].state = SlotState::Deciding;
+                let cfg = self.cfg.clone();
+                let tx = self.tx.clone();
+                self.task = Some(tokio::spawn(async move {
+                    let d = discover::decide(&cfg, true).await;
+                    let _ = tx.send(Event::Decided(d));
+                }));
+            }
+            _ => self.spawn_now(which),
+        }
+    }
+
+    fn on_decided(&mut self, d: Decision) {
+        self.task = None;
+        if !matches!(self.slots[0].state, SlotState::Deciding) {
+            return;
+        }
+        tracing::info!(role = %d.role, master = %d.master, reason = %d.reason, "role decided for restart");
+        self.decision = d;
+        self.spawn_now(Which::Redis);
+    }
+
+    fn spawn_now(&mut self, which: Which) {
+        let i = which as usize;
+        let prior = state::read_prior_sentinel(&self.cfg);
+        let master = match which {
+            // A restarted sentinel resumes from what it last wrote: it may have followed a
+            // failover since this pod booted.
+            Which::Sentinel if self.slots[i].restarts > 0 => prior
+                .as_deref()
+                .and_then(|p| render::prior_monitor(p, &self.cfg.group))
+                .unwrap_or_else(|| self.decision.master.clone()),
+            _ => self.decision.master.clone(),
+        };
+        let plan = render::render(
+            &self.cfg,
+            self.decision.role,
+            &master,
+            &self.bases,
+            prior.as_deref(),
+        );
+        let (path, text, argv) = match which {
+            Which::Redis => (&plan.redis_conf_path, &plan.redis_conf, &plan.redis_argv),
+            Which::Sentinel => (
+                &plan.sentinel_conf_path,
+                &plan.sentinel_conf,
+                &plan.sentinel_argv,
+            ),
+        };
+        let result = state::write_conf(path, text)
+            .and_then(|()| child::spawn(which.name(), argv, &self.sink, state::SECRET_VARS));
+        match result {
+            Ok(pid) => {
+                tracing::info!(child = which.name(), pid = pid.as_raw(), role = %self.decision.role, "spawned");
+                self.slots[i].state = SlotState::Running {
+                    pid,
+                    since: Instant::now(),
+                };
+            }
+            Err(e) => {
+                // A failed spawn counts like an immediate exit: back off, and give up when the
+                // budget is spent (exit 127 when the executable vanished).
+                let code = if e.kind() == std::io::ErrorKind::NotFound {
+                    127
+                } else {
+                    126
+                };
+                tracing::error!(child = which.name(), error = %e, "spawn failed");
+                match policy::on_unexpected_exit(
+                    &self.policy,
+                    self.slots[i].restarts,
+                    Duration::ZERO,
+                    Exit::Code(code),
+                ) {
+                    OnExit::Restart { delay, attempt } => {
+                        self.slots[i].restarts = attempt;
+                        self.slots[i].state = SlotState::Backoff {
+                            at: Instant::now() + delay,
+                        };
+                    }
+                    OnExit::GiveUp { code } => {
+                        self.slots[i].state = SlotState::Done;
+                        self.gave_up = Some(code);
+                        self.begin_stop(false);
+                    }
+                }
+            }
+        }
+    }
+
+    fn begin_stop(&mut self, requested: bool) {
+        let now = Instant::now();
+        let grace = Duration::from_millis(self.cfg.stop_grace_ms);
+        for s in &mut self.slots {
+            if matches!(s.state, SlotState::Backoff { .. } | SlotState::Deciding) {
+                s.state = SlotState::Done;
+            }
+        }
+        if let Some(t) = self.task.take() {
+            t.abort();
+        }
+        let redis_pid = match self.slots[0].state {
+            SlotState::Running { pid, .. } => Some(pid),
+            _ => None,
+        };
+        let handing_over = requested
+            && self.cfg.handover
+            && redis_pid.is_some()
+            && handover::worth_trying(&self.decision);
+        self.stop = Some(Stopping {
+            deadline: now + grace,
+            sentinel_by: now + grace / 2,
+            sentinel_termed: false,
+            killed: false,
+            handing_over,
+        });
+        if handing_over {
+            let cfg = self.cfg.clone();
+            let tx = self.tx.clone();
+            // The handover gets most of the grace; what is left is for redis's shutdown save.
+            let budget = grace.mul_f64(0.7);
+            self.task = Some(tokio::spawn(async move {
+                let outcome = handover::run(&cfg, budget).await;
+                let _ = tx.send(Event::HandoverDone(outcome));
+            }));
+        } else {
+            self.stop_children();
+        }
+    }
+
+    /// Data node first: the sentinel keeps answering clients and voting while redis saves, so the
+    /// cluster loses one voter only after this pod's data is safe. The sentinel gets TERM when
+    /// redis is gone, or at half the grace period at the latest.
+    fn stop_children(&mut self) {
+        let redis_running = matches!(self.slots[0].state, SlotState::Running { .. });
+        if redis_running {
+            self.term(Which::Redis);
+        } else {
+            self.term_sentinel();
+        }
+    }
+
+    fn term_sentinel(&mut self) {
+        if let Some(st) = &mut self.stop {
+            st.sentinel_termed = true;
+        }
+        self.term(Which::Sentinel);
+    }
+
+    fn term(&self, which: Which) {
+        if let SlotState::Running { pid, .. } = self.slots[which as usize].state {
+            tracing::info!(
+                child = which.name(),
+                pid = pid.as_raw(),
+                "sending SIGTERM to its process group"
+            );
+            child::signal_group(pid, Some(Signal::SIGTERM));
+        }
+    }
+}
+
+async fn sleep_until_opt(d: Option<Instant>) {
+    match d {
+        Some(d) => tokio::time::sleep_until(d).await,
+        None => std::future::pending().await,
+    }
+}
+
+pub fn signal_name(sig: i32) -> &'static str {
+    Signal::try_from(sig)
+        .map(|s| s.as_str())
+        .unwrap_or("unknown")
+}
