@@ -93,6 +93,7 @@ pub struct Config {
     pub redis_server: PathBuf,
     pub handover: bool,
     pub discovery_timeout_ms: u64,
+    pub restart: crate::supervise::policy::RestartPolicy,
 }
 
 impl Config {
@@ -192,6 +193,9 @@ pub struct RawEnv {
     pub redisha_redis_server: Option<String>,
     pub redisha_handover: Option<String>,
     pub redisha_discovery_timeout_ms: Option<String>,
+    pub redisha_restart_backoff_ms: Option<String>,
+    pub redisha_restart_budget: Option<String>,
+    pub redisha_restart_stable_ms: Option<String>,
     pub home: Option<String>,
 }
 
@@ -218,6 +222,9 @@ pub const VARS: &[&str] = &[
     "REDISHA_REDIS_SERVER",
     "REDISHA_HANDOVER",
     "REDISHA_DISCOVERY_TIMEOUT_MS",
+    "REDISHA_RESTART_BACKOFF_MS",
+    "REDISHA_RESTART_BUDGET",
+    "REDISHA_RESTART_STABLE_MS",
     "HOME",
 ];
 
@@ -620,7 +627,32 @@ pub fn build(flags: &Flags, env: &RawEnv) -> Result<Config, ConfigError> {
         None => DEFAULT_DISCOVERY_TIMEOUT_MS,
     };
 
+    let env_num = |var: &str, v: &Option<String>, d: u64, min: u64, max: u64| match v.as_deref() {
+        Some(v) => parse_num::<u64>(var, v, min, max),
+        None => Ok(d),
+    };
+    let dflt = crate::supervise::policy::RestartPolicy::default();
+    let restart = crate::supervise::policy::RestartPolicy {
+        initial_backoff: std::time::Duration::from_millis(env_num(
+            "REDISHA_RESTART_BACKOFF_MS",
+            &env.redisha_restart_backoff_ms,
+            dflt.initial_backoff.as_millis() as u64,
+            10,
+            60_000,
+        )?),
+        budget: env_num("REDISHA_RESTART_BUDGET", &env.redisha_restart_budget, dflt.budget.into(), 0, 1000)? as u32,
+        stable_after: std::time::Duration::from_millis(env_num(
+            "REDISHA_RESTART_STABLE_MS",
+            &env.redisha_restart_stable_ms,
+            dflt.stable_after.as_millis() as u64,
+            100,
+            86_400_000,
+        )?),
+        ..dflt
+    };
+
     Ok(Config {
+        restart,
         role,
         pod_ip,
         redis_port,

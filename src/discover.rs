@@ -24,7 +24,7 @@ pub struct Decision {
 pub struct Answer {
     pub master: Endpoint,
     pub config_epoch: u64,
-    /// s_down / o_down / failover_in_progress: the answer may be about to change.
+    /// o_down / failover_in_progress: a failover is deciding or under way; the answer may change.
     pub unsettled: bool,
 }
 

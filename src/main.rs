@@ -198,6 +198,9 @@ async fn run(cfg: Config, bases: render::Bases) -> i32 {
         }
     };
     logs::init_tracing(cfg.log_format);
+    // Owner-only for everything we and the children create: rendered configs hold secrets, and
+    // Sentinel rewrites its file with the process umask.
+    nix::sys::stat::umask(nix::sys::stat::Mode::from_bits_truncate(0o077));
     if let Err((code, msg)) =
         supervise::child::check_executable(&cfg.redis_server, std::env::var_os("PATH").as_deref())
     {

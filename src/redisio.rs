@@ -80,7 +80,7 @@ pub async fn sentinel_master(
     let unsettled = flags.split(',').any(|f| {
         matches!(
             f,
-            "s_down" | "o_down" | "failover_in_progress" | "disconnected"
+            "o_down" | "failover_in_progress"
         )
     });
     let config_epoch = m

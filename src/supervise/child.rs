@@ -32,14 +32,16 @@ pub fn spawn(
     for v in env_remove {
         cmd.env_remove(v);
     }
-    // SAFETY: only async-signal-safe calls (sigaction via signal(2), sigprocmask) between fork and
-    // exec. std already clears the mask; dispositions the parent *ignored* would survive exec, so
-    // every catchable signal is set back to its default.
+    // SAFETY: only async-signal-safe calls (rt_sigaction, sigprocmask) between fork and exec.
+    // std already clears the mask; dispositions the parent *ignored* survive exec, so every
+    // signal is set back to its default. The raw syscall reaches the real-time signals glibc
+    // reserves (32, 33) too; an all-zero kernel sigaction is SIG_DFL with no flags.
     unsafe {
         cmd.pre_exec(|| {
-            for sig in 1..32 {
+            let dfl = [0u64; 4];
+            for sig in 1..=64 {
                 if sig != libc::SIGKILL && sig != libc::SIGSTOP {
-                    libc::signal(sig, libc::SIG_DFL);
+                    libc::syscall(libc::SYS_rt_sigaction, sig, dfl.as_ptr(), std::ptr::null_mut::<u64>(), 8usize);
                 }
             }
             let mut set: libc::sigset_t = std::mem::zeroed();

@@ -20,6 +20,7 @@ use crate::render::{self, Bases};
 use crate::state;
 use policy::{Exit, OnExit, RestartPolicy};
 
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Which {
     Redis = 0,
@@ -69,7 +70,12 @@ struct Stopping {
     sentinel_termed: bool,
     killed: bool,
     handing_over: bool,
+    /// Redis refuses a shutdown now and then (e.g. "Writing initial AOF, can't exit") and does
+    /// not retry by itself, so TERM is repeated until it exits or the grace ends.
+    retry_term_at: Instant,
 }
+
+const TERM_RETRY: Duration = Duration::from_secs(1);
 
 /// Signals handed to both children unchanged.
 pub const FORWARDED: &[i32] = &[
@@ -136,10 +142,10 @@ impl Supervisor {
             restarts: 0,
         };
         Supervisor {
+            policy: cfg.restart,
             cfg,
             bases,
             sink,
-            policy: RestartPolicy::default(),
             decision,
             slots: [slot(Which::Redis), slot(Which::Sentinel)],
             stop: None,
@@ -201,6 +207,9 @@ impl Supervisor {
             if !st.sentinel_termed && !st.handing_over {
                 take(st.sentinel_by);
             }
+            if !st.killed && !st.handing_over {
+                take(st.retry_term_at);
+            }
         }
         d
     }
@@ -215,6 +224,7 @@ impl Supervisor {
                 tracing::info!(outcome = %outcome, "handover finished");
                 if let Some(st) = &mut self.stop {
                     st.handing_over = false;
+                    st.retry_term_at = Instant::now() + TERM_RETRY;
                 }
                 self.stop_children();
             }
@@ -370,7 +380,21 @@ impl Supervisor {
                     child::signal_group(pid, Some(Signal::SIGKILL));
                 }
             }
-        } else if !st.sentinel_termed && !st.handing_over && st.sentinel_by <= now {
+            return;
+        }
+        if !st.handing_over && st.retry_term_at <= now {
+            st.retry_term_at = now + TERM_RETRY;
+            let sentinel_termed = st.sentinel_termed;
+            for s in &self.slots {
+                if let SlotState::Running { pid, .. } = s.state {
+                    if s.which == Which::Redis || sentinel_termed {
+                        child::signal_pid(pid, Signal::SIGTERM);
+                    }
+                }
+            }
+        }
+        let Some(st) = &self.stop else { return };
+        if !st.sentinel_termed && !st.handing_over && st.sentinel_by <= now {
             self.term_sentinel();
         }
     }
@@ -498,6 +522,7 @@ impl Supervisor {
             sentinel_termed: false,
             killed: false,
             handing_over,
+            retry_term_at: now + TERM_RETRY,
         });
         if handing_over {
             let cfg = self.cfg.clone();
