@@ -640,7 +640,13 @@ pub fn build(flags: &Flags, env: &RawEnv) -> Result<Config, ConfigError> {
             10,
             60_000,
         )?),
-        budget: env_num("REDISHA_RESTART_BUDGET", &env.redisha_restart_budget, dflt.budget.into(), 0, 1000)? as u32,
+        budget: env_num(
+            "REDISHA_RESTART_BUDGET",
+            &env.redisha_restart_budget,
+            dflt.budget.into(),
+            0,
+            1000,
+        )? as u32,
         stable_after: std::time::Duration::from_millis(env_num(
             "REDISHA_RESTART_STABLE_MS",
             &env.redisha_restart_stable_ms,

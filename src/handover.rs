@@ -1,28 +1,246 @@
-//! Graceful stop of a master: hand the role to a replica before redis stops.
+//! Graceful stop of a master: hand the role to a caught-up replica before redis stops, so no
+//! acknowledged write is lost and clients wait about a second instead of down-after.
+//!
+//! Steps, each bounded by one overall deadline: pause writes (`CLIENT PAUSE .. WRITE`); wait until
+//! a healthy replica has processed everything the master acknowledged; `SENTINEL FAILOVER`; wait
+//! until Sentinel names the new master; make this node its replica (`REPLICAOF`, so clients that
+//! were paused get READONLY and go back to Sentinel); unpause. On any failure: unpause and stop
+//! anyway. `SENTINEL FAILOVER` alone loses the writes acknowledged while the replica lags
+//! (bitnami/charts#12598); the pause and the offset check are what prevent that.
 
 use std::fmt;
 use std::time::Duration;
 
-use crate::config::Config;
-use crate::discover::Decision;
+use tokio::time::Instant;
+
+use crate::config::{Config, Endpoint, Host};
+use crate::redisio;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Outcome {
+    Done { new_master: Endpoint, took_ms: u64 },
     Skipped(String),
+    Failed(String),
 }
 
 impl fmt::Display for Outcome {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
+            Outcome::Done {
+                new_master,
+                took_ms,
+            } => write!(f, "done in {took_ms} ms: {new_master} is master"),
             Outcome::Skipped(why) => write!(f, "skipped: {why}"),
+            Outcome::Failed(why) => write!(f, "failed, stopping anyway: {why}"),
         }
     }
 }
 
-pub fn worth_trying(_d: &Decision) -> bool {
-    false
+/// One replica as the master lists it in `INFO replication`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReplicaInfo {
+    pub addr: Endpoint,
+    pub online: bool,
+    pub offset: u64,
+    pub lag: u64,
 }
 
-pub async fn run(_cfg: &Config, _budget: Duration) -> Outcome {
-    Outcome::Skipped("not implemented".into())
+/// Parses `slaveN:ip=..,port=..,state=online,offset=..,lag=..` lines.
+pub fn replicas(info: &str) -> Vec<ReplicaInfo> {
+    info.lines()
+        .filter(|l| l.starts_with("slave") && l.contains(":ip="))
+        .filter_map(|l| {
+            let (_, kv) = l.split_once(':')?;
+            let get = |k: &str| {
+                kv.split(',')
+                    .find_map(|p| p.strip_prefix(k).and_then(|v| v.strip_prefix('=')))
+            };
+            Some(ReplicaInfo {
+                addr: Endpoint {
+                    host: crate::config::parse_host("INFO", get("ip")?).ok()?,
+                    port: get("port")?.parse().ok()?,
+                },
+                online: get("state")? == "online",
+                offset: get("offset")?.parse().ok()?,
+                lag: get("lag").and_then(|v| v.parse().ok()).unwrap_or(u64::MAX),
+            })
+        })
+        .collect()
+}
+
+/// A replica worth promoting: online and heard from within the last 2 s.
+pub fn healthy(r: &ReplicaInfo) -> bool {
+    r.online && r.lag <= 2
+}
+
+fn local(port: u16) -> Endpoint {
+    Endpoint {
+        host: Host::Ip(std::net::IpAddr::from([127, 0, 0, 1])),
+        port,
+    }
+}
+
+const STEP: Duration = Duration::from_millis(20);
+
+pub async fn run(cfg: &Config, budget: Duration) -> Outcome {
+    let started = Instant::now();
+    let deadline = started + budget;
+    let me = local(cfg.redis_port);
+    let t = Duration::from_millis(1000);
+    let info = match redisio::info(cfg, &me, "replication", t).await {
+        Ok(i) => i,
+        Err(e) => return Outcome::Skipped(format!("local redis does not answer: {e}")),
+    };
+    if redisio::info_field(&info, "role") != Some("master") {
+        return Outcome::Skipped("this node is a replica".into());
+    }
+    if !replicas(&info).iter().any(healthy) {
+        return Outcome::Skipped("no healthy replica to hand over to".into());
+    }
+    let pause_ms = budget.as_millis().max(1000) as u64;
+    let mut con = match redisio::connect(cfg, &me, t).await {
+        Ok(c) => c,
+        Err(e) => return Outcome::Failed(format!("connect to local redis: {e}")),
+    };
+    if let Err(e) = redisio::query::<()>(
+        &mut con,
+        redis::cmd("CLIENT").arg("PAUSE").arg(pause_ms).arg("WRITE"),
+        t,
+    )
+    .await
+    {
+        return Outcome::Failed(format!("CLIENT PAUSE: {e}"));
+    }
+    tracing::info!(pause_ms, "handover: writes paused");
+    let result = steps(cfg, &me, deadline).await;
+    // Always lift the pause: on success clients then get READONLY and follow Sentinel at once;
+    // on failure the master serves again until redis stops.
+    if let Err(e) = redisio::query::<()>(&mut con, redis::cmd("CLIENT").arg("UNPAUSE"), t).await {
+        tracing::warn!(error = %e, "handover: CLIENT UNPAUSE failed");
+    }
+    match result {
+        Ok(new_master) => Outcome::Done {
+            new_master,
+            took_ms: started.elapsed().as_millis() as u64,
+        },
+        Err(why) => Outcome::Failed(why),
+    }
+}
+
+async fn steps(cfg: &Config, me: &Endpoint, deadline: Instant) -> Result<Endpoint, String> {
+    let t = Duration::from_millis(500);
+    // 1. A replica has everything the master acknowledged. Writes are paused, so the master's
+    //    offset now bounds every acknowledged write; each replica is asked for its own processed
+    //    offset (the master's view of it is refreshed only once a second).
+    let info = redisio::info(cfg, me, "replication", t)
+        .await
+        .map_err(|e| format!("INFO: {e}"))?;
+    let target: u64 = redisio::info_field(&info, "master_repl_offset")
+        .and_then(|v| v.parse().ok())
+        .ok_or("INFO lacks master_repl_offset")?;
+    let candidates: Vec<Endpoint> = replicas(&info)
+        .into_iter()
+        .filter(healthy)
+        .map(|r| r.addr)
+        .collect();
+    let caught_up = 'wait: loop {
+        for r in &candidates {
+            if let Ok(i) = redisio::info(cfg, r, "replication", t).await {
+                let off: u64 = redisio::info_field(&i, "slave_repl_offset")
+                    .and_then(|v| v.parse().ok())
+                    .unwrap_or(0);
+                if off >= target && redisio::info_field(&i, "master_link_status") == Some("up") {
+                    break 'wait r.clone();
+                }
+            }
+        }
+        if Instant::now() >= deadline {
+            return Err(format!(
+                "no replica reached the master's offset {target} in time"
+            ));
+        }
+        tokio::time::sleep(STEP).await;
+    };
+    tracing::info!(replica = %caught_up, offset = target, "handover: replica caught up; asking sentinel to fail over");
+    // 2. Sentinel promotes a replica (it picks the one with the largest offset). NOGOODSLAVE can
+    //    be transient (Sentinel has not refreshed a replica's INFO yet): retry until the deadline.
+    let sentinel = local(cfg.sentinel_port);
+    let mut scon = redisio::connect(cfg, &sentinel, t)
+        .await
+        .map_err(|e| format!("connect to local sentinel: {e}"))?;
+    loop {
+        match redisio::query::<()>(
+            &mut scon,
+            redis::cmd("SENTINEL").arg("FAILOVER").arg(&cfg.group),
+            t,
+        )
+        .await
+        {
+            Ok(()) => break,
+            Err(e) if Instant::now() < deadline && e.code() == Some("NOGOODSLAVE") => {
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            Err(e) => return Err(format!("SENTINEL FAILOVER: {e}")),
+        }
+    }
+    // 3. Sentinel names the new master (it does so as soon as the promotion is under way).
+    let self_addr = cfg.self_redis();
+    let new_master = loop {
+        let reply: Option<(String, String)> = redisio::query(
+            &mut scon,
+            redis::cmd("SENTINEL")
+                .arg("GET-MASTER-ADDR-BY-NAME")
+                .arg(&cfg.group),
+            t,
+        )
+        .await
+        .ok()
+        .flatten();
+        if let Some((h, p)) = reply {
+            if let (Ok(host), Ok(port)) =
+                (crate::config::parse_host("sentinel", &h), p.parse::<u16>())
+            {
+                let e = Endpoint { host, port };
+                if e != self_addr && redisio::is_master(cfg, &e, t).await {
+                    break e;
+                }
+            }
+        }
+        if Instant::now() >= deadline {
+            return Err("sentinel did not name a new master in time".into());
+        }
+        tokio::time::sleep(STEP).await;
+    };
+    // 4. Become its replica now rather than when Sentinel gets round to it (seconds later), so
+    //    no client can write here once the pause lifts.
+    let mut con = redisio::connect(cfg, me, t)
+        .await
+        .map_err(|e| format!("connect to local redis: {e}"))?;
+    redisio::query::<()>(
+        &mut con,
+        redis::cmd("REPLICAOF")
+            .arg(new_master.host.to_string())
+            .arg(new_master.port),
+        t,
+    )
+    .await
+    .map_err(|e| format!("REPLICAOF: {e}"))?;
+    tracing::info!(new_master = %new_master, "handover: this node is now a replica of the new master");
+    Ok(new_master)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_replica_lines() {
+        let info = "# Replication\r\nrole:master\r\nconnected_slaves:2\r\nslave0:ip=10.0.0.2,port=6379,state=online,offset=420,lag=0\r\nslave1:ip=10.0.0.3,port=6379,state=wait_bgsave,offset=0,lag=5\r\nmaster_repl_offset:420\r\n";
+        let r = replicas(info);
+        assert_eq!(r.len(), 2);
+        assert_eq!(r[0].addr.to_string(), "10.0.0.2:6379");
+        assert!(healthy(&r[0]));
+        assert!(!healthy(&r[1]));
+        assert_eq!(r[0].offset, 420);
+    }
 }

@@ -77,12 +77,9 @@ pub async fn sentinel_master(
         return Ok(None);
     };
     let flags = m.get("flags").map(String::as_str).unwrap_or("");
-    let unsettled = flags.split(',').any(|f| {
-        matches!(
-            f,
-            "o_down" | "failover_in_progress"
-        )
-    });
+    let unsettled = flags
+        .split(',')
+        .any(|f| matches!(f, "o_down" | "failover_in_progress"));
     let config_epoch = m
         .get("config-epoch")
         .and_then(|v| v.parse().ok())
@@ -117,4 +114,13 @@ pub fn info_field<'a>(info: &'a str, key: &str) -> Option<&'a str> {
 
 pub async fn is_master(cfg: &Config, e: &Endpoint, timeout: Duration) -> bool {
     matches!(info(cfg, e, "replication", timeout).await, Ok(i) if info_field(&i, "role") == Some("master"))
+}
+
+/// One command on an open connection, bounded.
+pub async fn query<T: redis::FromRedisValue>(
+    con: &mut redis::aio::MultiplexedConnection,
+    cmd: &mut redis::Cmd,
+    timeout: Duration,
+) -> redis::RedisResult<T> {
+    bounded(timeout, cmd.query_async(con)).await
 }

@@ -14,10 +14,17 @@ use common::*;
 fn run(args: &[&str], vars: &[(&OsStr, &OsStr)]) -> (i32, String, String, bool) {
     let dir = tempdir();
     let marker = dir.path().join("started");
-    let exe = script(dir.path(), "redis-server", &format!("touch '{}'; sleep 5", marker.display()));
+    let exe = script(
+        dir.path(),
+        "redis-server",
+        &format!("touch '{}'; sleep 5", marker.display()),
+    );
     let state = dir.path().join("state");
     let mut cmd = Command::new(BIN);
-    cmd.args(args).env_clear().env("REDISHA_REDIS_SERVER", &exe).env("REDISHA_STATE_DIR", &state);
+    cmd.args(args)
+        .env_clear()
+        .env("REDISHA_REDIS_SERVER", &exe)
+        .env("REDISHA_STATE_DIR", &state);
     for (k, v) in vars {
         cmd.env(k, v);
     }
@@ -50,25 +57,39 @@ fn bad_environment_exits_78_naming_the_variable() {
         ("SENTINEL_ANNOUNCE_PORT", s("0")),
         ("REDISHA_QUORUM", s("x")),
         ("REDISHA_DOWN_AFTER_MS", s("1e3")),
-        ("REDISHA_FAILOVER_TIMEOUT_MS", s("10000\nsentinel monitor evil 1.2.3.4 1 1")),
+        (
+            "REDISHA_FAILOVER_TIMEOUT_MS",
+            s("10000\nsentinel monitor evil 1.2.3.4 1 1"),
+        ),
         ("REDISHA_PARALLEL_SYNCS", s("")),
         ("REDISHA_LOG_FORMAT", s("yaml")),
         ("REDISHA_STOP_GRACE_MS", s("soon")),
         ("REDISHA_MASTER_GROUP", s("a\nb")),
         ("REDISHA_ROLE", s("primary")),
-        ("REDIS_MASTER_SERVICE_HOST", s("redis-primary\nreplicaof 6.6.6.6 1")),
+        (
+            "REDIS_MASTER_SERVICE_HOST",
+            s("redis-primary\nreplicaof 6.6.6.6 1"),
+        ),
         ("REDIS_MASTER_SERVICE_PORT", s("-1")),
         ("REDISHA_SENTINELS", s("redis-primary")),
     ];
     for (var, val) in cases {
         let mut vars = vec![(s("REDIS_MASTER_SERVICE_HOST"), s("redis-primary"))];
         vars.push((s(var), val));
-        let args: &[&str] = if var == "REDISHA_ROLE" { &[] } else { &["--role", "replica"] };
+        let args: &[&str] = if var == "REDISHA_ROLE" {
+            &[]
+        } else {
+            &["--role", "replica"]
+        };
         let (code, stdout, stderr, started) = run(args, &vars);
         assert_eq!(code, 78, "{var}: exit code; stderr={stderr}");
         assert_eq!(stderr.lines().count(), 1, "{var}: one line: {stderr:?}");
         assert!(stderr.contains(var), "{var}: error names it: {stderr}");
-        assert!(stderr.len() < 400, "{var}: error is short ({} bytes)", stderr.len());
+        assert!(
+            stderr.len() < 400,
+            "{var}: error is short ({} bytes)",
+            stderr.len()
+        );
         assert!(stdout.is_empty(), "{var}: nothing on stdout");
         assert!(!started, "{var}: nothing may start or be written");
     }
@@ -116,14 +137,22 @@ fn missing_or_non_executable_redis_server() {
     let dir = tempdir();
     let state = dir.path().join("st");
     let out = Command::new(BIN)
-        .args(["--role", "master", "--redis-server", "/nonexistent/redis-server"])
+        .args([
+            "--role",
+            "master",
+            "--redis-server",
+            "/nonexistent/redis-server",
+        ])
         .env_clear()
         .env("REDISHA_STATE_DIR", &state)
         .output()
         .expect("run");
     assert_eq!(out.status.code(), Some(127));
     assert!(String::from_utf8_lossy(&out.stderr).contains("not found"));
-    assert!(!state.exists(), "nothing written when the executable is missing");
+    assert!(
+        !state.exists(),
+        "nothing written when the executable is missing"
+    );
 
     let f = dir.path().join("redis-server");
     std::fs::write(&f, "#!/bin/sh\n").expect("write");

@@ -14,7 +14,9 @@ const PID1: &[&str] = &["unshare", "--pid", "--fork", "--mount-proc"];
 /// The redisha-init process inside `unshare --fork`: the only child of unshare.
 fn init_pid(wrapper: i32) -> i32 {
     wait_for(Duration::from_secs(5), || {
-        children_of(wrapper).into_iter().find(|p| cmdline(*p).contains("redisha-init"))
+        children_of(wrapper)
+            .into_iter()
+            .find(|p| cmdline(*p).contains("redisha-init"))
     })
     .expect("redisha-init running under unshare")
 }
@@ -30,25 +32,50 @@ fn fake_env(dir: &std::path::Path, exe: &std::path::Path) -> HashMap<String, Str
 fn orphans_are_reaped_as_pid1() {
     let dir = tempdir();
     // 100 grandchildren orphaned at once (SIGCHLDs coalesce), then the child lives on.
-    let exe = script(dir.path(), "fake", "for i in $(seq 100); do (sleep 0.3 &) ; done; exec sleep 60");
-    let mut init = Init::start(&[], &fake_env(dir.path(), &exe), PID1, dir.path().join("log"));
+    let exe = script(
+        dir.path(),
+        "fake",
+        "for i in $(seq 100); do (sleep 0.3 &) ; done; exec sleep 60",
+    );
+    let mut init = Init::start(
+        &[],
+        &fake_env(dir.path(), &exe),
+        PID1,
+        dir.path().join("log"),
+    );
     let pid1 = init_pid(init.pid);
     assert_eq!(
-        std::fs::read_to_string(format!("/proc/{pid1}/status")).ok().and_then(|s| s
-            .lines()
-            .find(|l| l.starts_with("NSpid:"))
-            .map(|l| l.split_whitespace().last().unwrap_or("").to_string())),
+        std::fs::read_to_string(format!("/proc/{pid1}/status"))
+            .ok()
+            .and_then(|s| s.lines().find(|l| l.starts_with("NSpid:")).map(|l| l
+                .split_whitespace()
+                .last()
+                .unwrap_or("")
+                .to_string())),
         Some("1".to_string()),
         "redisha-init is PID 1 of its namespace"
     );
     // Orphans appear as direct children of PID 1, run 0.3 s, and must be reaped, not left as Z.
     let settled = wait_for(Duration::from_secs(10), || {
         let kids = children_of(pid1);
-        let zombies = kids.iter().filter(|p| proc_field(**p, "State").is_some_and(|s| s.starts_with('Z'))).count();
-        let sleepers = kids.iter().filter(|p| cmdline(**p).starts_with("sleep 0.3")).count();
+        let zombies = kids
+            .iter()
+            .filter(|p| proc_field(**p, "State").is_some_and(|s| s.starts_with('Z')))
+            .count();
+        let sleepers = kids
+            .iter()
+            .filter(|p| cmdline(**p).starts_with("sleep 0.3"))
+            .count();
         (zombies == 0 && sleepers == 0 && kids.len() == 2).then_some(())
     });
-    assert!(settled.is_some(), "orphans left: {:?}", children_of(pid1).iter().map(|p| (cmdline(*p), proc_field(*p, "State"))).collect::<Vec<_>>());
+    assert!(
+        settled.is_some(),
+        "orphans left: {:?}",
+        children_of(pid1)
+            .iter()
+            .map(|p| (cmdline(*p), proc_field(*p, "State")))
+            .collect::<Vec<_>>()
+    );
     // unshare does not forward signals: signal PID 1 itself, as a container runtime would.
     unsafe {
         libc::kill(pid1, libc::SIGTERM);
@@ -67,9 +94,25 @@ echo ready-$name
 grep -E '^Sig(Blk|Ign)' /proc/$$/status | tr '\t' ' ' | sed "s/^/$name-/"
 while :; do sleep 0.05; done"#;
     let exe = script(dir.path(), "fake", body);
-    let mut init = Init::start(&[], &fake_env(dir.path(), &exe), &[], dir.path().join("log"));
-    assert!(wait_for(Duration::from_secs(5), || (init.output().contains("ready-redis") && init.output().contains("ready-sentinel")).then_some(())).is_some());
-    for sig in [libc::SIGHUP, libc::SIGUSR1, libc::SIGUSR2, libc::SIGWINCH, libc::SIGQUIT] {
+    let mut init = Init::start(
+        &[],
+        &fake_env(dir.path(), &exe),
+        &[],
+        dir.path().join("log"),
+    );
+    assert!(wait_for(Duration::from_secs(5), || (init
+        .output()
+        .contains("ready-redis")
+        && init.output().contains("ready-sentinel"))
+    .then_some(()))
+    .is_some());
+    for sig in [
+        libc::SIGHUP,
+        libc::SIGUSR1,
+        libc::SIGUSR2,
+        libc::SIGWINCH,
+        libc::SIGQUIT,
+    ] {
         init.signal(sig);
         std::thread::sleep(Duration::from_millis(150));
     }
@@ -77,44 +120,88 @@ while :; do sleep 0.05; done"#;
         let out = init.output();
         ["HUP", "USR1", "USR2", "WINCH", "QUIT"]
             .iter()
-            .all(|s| out.contains(&format!("[redis] got-{s}-redis")) && out.contains(&format!("[sentinel] got-{s}-sentinel")))
+            .all(|s| {
+                out.contains(&format!("[redis] got-{s}-redis"))
+                    && out.contains(&format!("[sentinel] got-{s}-sentinel"))
+            })
             .then_some(())
     });
-    assert!(got.is_some(), "every signal reaches both children:\n{}", init.output());
+    assert!(
+        got.is_some(),
+        "every signal reaches both children:\n{}",
+        init.output()
+    );
     let out = init.output();
     for name in ["redis", "sentinel"] {
-        assert!(out.contains(&format!("{name}-SigBlk: 0000000000000000")), "{name} starts with an empty mask:\n{out}");
-        assert!(out.contains(&format!("{name}-SigIgn: 0000000000000000")), "{name} starts ignoring nothing:\n{out}");
+        assert!(
+            out.contains(&format!("{name}-SigBlk: 0000000000000000")),
+            "{name} starts with an empty mask:\n{out}"
+        );
+        assert!(
+            out.contains(&format!("{name}-SigIgn: 0000000000000000")),
+            "{name} starts ignoring nothing:\n{out}"
+        );
     }
     init.signal(libc::SIGTERM);
-    let st = init.wait(Duration::from_secs(10)).expect("exits after TERM");
-    assert_eq!(st.code(), Some(0), "requested clean stop exits 0:\n{}", init.output());
+    let st = init
+        .wait(Duration::from_secs(10))
+        .expect("exits after TERM");
+    assert_eq!(
+        st.code(),
+        Some(0),
+        "requested clean stop exits 0:\n{}",
+        init.output()
+    );
 }
 
 #[test]
 fn child_ignoring_term_is_killed_after_grace() {
     let dir = tempdir();
-    let exe = script(dir.path(), "fake", "trap '' TERM; echo up; while :; do sleep 0.05; done");
+    let exe = script(
+        dir.path(),
+        "fake",
+        "trap '' TERM; echo up; while :; do sleep 0.05; done",
+    );
     let mut env = fake_env(dir.path(), &exe);
     env.insert("REDISHA_STOP_GRACE_MS".into(), "1500".into());
     let mut init = Init::start(&[], &env, PID1, dir.path().join("log"));
     let pid1 = init_pid(init.pid);
-    assert!(wait_for(Duration::from_secs(5), || (init.output().matches("] up").count() == 2).then_some(())).is_some());
+    assert!(wait_for(Duration::from_secs(5), || (init
+        .output()
+        .matches("] up")
+        .count()
+        == 2)
+        .then_some(()))
+    .is_some());
     let t = Instant::now();
     unsafe {
         libc::kill(pid1, libc::SIGTERM);
     }
-    let st = init.wait(Duration::from_secs(10)).expect("killed after grace");
+    let st = init
+        .wait(Duration::from_secs(10))
+        .expect("killed after grace");
     let took = t.elapsed();
-    assert!(took >= Duration::from_millis(1400) && took < Duration::from_secs(5), "took {took:?}");
-    assert_eq!(st.code(), Some(137), "a stop that needed SIGKILL is not clean:\n{}", init.output());
+    assert!(
+        took >= Duration::from_millis(1400) && took < Duration::from_secs(5),
+        "took {took:?}"
+    );
+    assert_eq!(
+        st.code(),
+        Some(137),
+        "a stop that needed SIGKILL is not clean:\n{}",
+        init.output()
+    );
 }
 
 #[test]
 fn restart_budget_spent_stops_the_pod_with_the_childs_code() {
     let dir = tempdir();
     // The data node fails at once every time; the sentinel would run forever.
-    let exe = script(dir.path(), "fake", r#"[ "$2" = "--sentinel" ] && exec sleep 60; echo crash; exit 3"#);
+    let exe = script(
+        dir.path(),
+        "fake",
+        r#"[ "$2" = "--sentinel" ] && exec sleep 60; echo crash; exit 3"#,
+    );
     let mut env = fake_env(dir.path(), &exe);
     env.insert("REDISHA_RESTART_BACKOFF_MS".into(), "50".into());
     env.insert("REDISHA_RESTART_BUDGET".into(), "3".into());
@@ -122,7 +209,11 @@ fn restart_budget_spent_stops_the_pod_with_the_childs_code() {
     let st = init.wait(Duration::from_secs(15)).expect("gives up");
     let out = init.output();
     assert_eq!(st.code(), Some(3), "{out}");
-    assert_eq!(out.matches("[redis] crash").count(), 4, "1 start + 3 restarts:\n{out}");
+    assert_eq!(
+        out.matches("[redis] crash").count(),
+        4,
+        "1 start + 3 restarts:\n{out}"
+    );
     assert!(out.contains("restart budget spent"), "{out}");
 }
 
@@ -137,15 +228,32 @@ pad=$(printf '%0300d' 0)
 i=0; while [ $i -lt 5000 ]; do echo "$name-$i-$pad-end"; echo "$name-$i-$pad-err" >&2; i=$((i+1)); done
 exec sleep 60"#;
     let exe = script(dir.path(), "fake", body);
-    let mut init = Init::start(&[], &fake_env(dir.path(), &exe), &[], dir.path().join("log"));
+    let mut init = Init::start(
+        &[],
+        &fake_env(dir.path(), &exe),
+        &[],
+        dir.path().join("log"),
+    );
     let want = 4 * 5000;
-    let done = wait_for(Duration::from_secs(30), || (init.output().lines().filter(|l| l.contains("-end") || l.contains("-err")).count() >= want).then_some(()));
+    let done = wait_for(Duration::from_secs(30), || {
+        (init
+            .output()
+            .lines()
+            .filter(|l| l.contains("-end") || l.contains("-err"))
+            .count()
+            >= want)
+            .then_some(())
+    });
     init.signal(libc::SIGTERM);
     init.wait(Duration::from_secs(10));
     assert!(done.is_some(), "all lines forwarded");
     let pad = "0".repeat(300);
     let mut n = 0;
-    for line in init.output().lines().filter(|l| l.starts_with("[redis] ") || l.starts_with("[sentinel] ")) {
+    for line in init
+        .output()
+        .lines()
+        .filter(|l| l.starts_with("[redis] ") || l.starts_with("[sentinel] "))
+    {
         if !line.contains("-end") && !line.contains("-err") {
             continue;
         }
@@ -154,7 +262,10 @@ exec sleep 60"#;
         let parts: Vec<&str> = rest.split('-').collect();
         assert_eq!(parts.len(), 4, "broken line: {line}");
         assert_eq!(parts[0], who, "line tagged with the wrong child: {line}");
-        assert!(parts[1].parse::<u32>().is_ok() && parts[2] == pad, "broken line: {line}");
+        assert!(
+            parts[1].parse::<u32>().is_ok() && parts[2] == pad,
+            "broken line: {line}"
+        );
         n += 1;
     }
     assert_eq!(n, want, "no line lost");
@@ -163,17 +274,28 @@ exec sleep 60"#;
 #[test]
 fn json_log_format_is_one_object_per_line() {
     let dir = tempdir();
-    let exe = script(dir.path(), "fake", r#"echo "1:M 26 Nov 2026 00:00:00.000 # hello \"quoted\""; exec sleep 60"#);
+    let exe = script(
+        dir.path(),
+        "fake",
+        r#"echo "1:M 26 Nov 2026 00:00:00.000 # hello \"quoted\""; exec sleep 60"#,
+    );
     let mut env = fake_env(dir.path(), &exe);
     env.insert("REDISHA_LOG_FORMAT".into(), "json".into());
     let mut init = Init::start(&[], &env, &[], dir.path().join("log"));
-    assert!(wait_for(Duration::from_secs(5), || (init.output().matches("hello").count() == 2).then_some(())).is_some());
+    assert!(wait_for(Duration::from_secs(5), || (init
+        .output()
+        .matches("hello")
+        .count()
+        == 2)
+        .then_some(()))
+    .is_some());
     init.signal(libc::SIGTERM);
     init.wait(Duration::from_secs(10)).expect("stops");
     let out = init.output();
     let mut sources = std::collections::HashSet::new();
     for line in out.lines() {
-        let v: serde_json::Value = serde_json::from_str(line).unwrap_or_else(|e| panic!("not JSON ({e}): {line}"));
+        let v: serde_json::Value =
+            serde_json::from_str(line).unwrap_or_else(|e| panic!("not JSON ({e}): {line}"));
         for k in ["time", "source", "message"] {
             assert!(v.get(k).is_some(), "{k} missing: {line}");
         }

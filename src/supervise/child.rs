@@ -41,7 +41,13 @@ pub fn spawn(
             let dfl = [0u64; 4];
             for sig in 1..=64 {
                 if sig != libc::SIGKILL && sig != libc::SIGSTOP {
-                    libc::syscall(libc::SYS_rt_sigaction, sig, dfl.as_ptr(), std::ptr::null_mut::<u64>(), 8usize);
+                    libc::syscall(
+                        libc::SYS_rt_sigaction,
+                        sig,
+                        dfl.as_ptr(),
+                        std::ptr::null_mut::<u64>(),
+                        8usize,
+                    );
                 }
             }
             let mut set: libc::sigset_t = std::mem::zeroed();

@@ -20,7 +20,6 @@ use crate::render::{self, Bases};
 use crate::state;
 use policy::{Exit, OnExit, RestartPolicy};
 
-
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Which {
     Redis = 0,
@@ -512,10 +511,9 @@ impl Supervisor {
             SlotState::Running { pid, .. } => Some(pid),
             _ => None,
         };
-        let handing_over = requested
-            && self.cfg.handover
-            && redis_pid.is_some()
-            && handover::worth_trying(&self.decision);
+        // The handover task itself finds out at once whether this node is a master with a
+        // healthy replica; on a replica it returns within a millisecond.
+        let handing_over = requested && self.cfg.handover && redis_pid.is_some();
         self.stop = Some(Stopping {
             deadline: now + grace,
             sentinel_by: now + grace / 2,

@@ -20,7 +20,9 @@ pub fn free_port() -> u16 {
     for _ in 0..2000 {
         let n = NEXT.fetch_add(1, Ordering::SeqCst);
         let p = 20000 + ((std::process::id() as u16).wrapping_mul(97) % 20000 + n * 7) % 25000;
-        if TcpListener::bind(("127.0.0.1", p)).is_ok() && TcpListener::bind(("127.0.0.1", p + 1)).is_ok() {
+        if TcpListener::bind(("127.0.0.1", p)).is_ok()
+            && TcpListener::bind(("127.0.0.1", p + 1)).is_ok()
+        {
             return p;
         }
     }
@@ -42,7 +44,10 @@ pub fn wait_for<T>(timeout: Duration, mut f: impl FnMut() -> Option<T>) -> Optio
 }
 
 pub fn tempdir() -> tempfile::TempDir {
-    tempfile::Builder::new().prefix("redisha-test-").tempdir().expect("tempdir")
+    tempfile::Builder::new()
+        .prefix("redisha-test-")
+        .tempdir()
+        .expect("tempdir")
 }
 
 /// Writes an executable shell script standing in for redis-server where a test needs a child
@@ -71,19 +76,30 @@ pub fn base_env(state: &Path, port: u16) -> HashMap<String, String> {
 
 impl Init {
     /// `wrap`: a prefix such as `unshare --pid --fork --mount-proc` to run it as PID 1.
-    pub fn start(args: &[&str], env: &HashMap<String, String>, wrap: &[&str], log: PathBuf) -> Init {
+    pub fn start(
+        args: &[&str],
+        env: &HashMap<String, String>,
+        wrap: &[&str],
+        log: PathBuf,
+    ) -> Init {
         let out = fs::File::create(&log).expect("log file");
         let err = out.try_clone().expect("dup");
         let mut argv: Vec<&str> = wrap.to_vec();
         argv.push(BIN);
         argv.extend_from_slice(args);
         let mut cmd = Command::new(argv[0]);
-        cmd.args(&argv[1..]).env_clear().env("PATH", std::env::var("PATH").unwrap_or_default());
+        cmd.args(&argv[1..])
+            .env_clear()
+            .env("PATH", std::env::var("PATH").unwrap_or_default());
         cmd.envs(env).stdin(Stdio::null()).stdout(out).stderr(err);
         std::os::unix::process::CommandExt::process_group(&mut cmd, 0);
         let child = cmd.spawn().expect("spawn redisha-init");
         let pid = child.id() as i32;
-        Init { child: Some(child), log, pid }
+        Init {
+            child: Some(child),
+            log,
+            pid,
+        }
     }
 
     pub fn signal(&self, sig: i32) {
@@ -129,7 +145,9 @@ pub fn children_of(pid: i32) -> Vec<i32> {
     let mut out = Vec::new();
     if let Ok(rd) = fs::read_dir("/proc") {
         for e in rd.flatten() {
-            let Ok(p) = e.file_name().to_string_lossy().parse::<i32>() else { continue };
+            let Ok(p) = e.file_name().to_string_lossy().parse::<i32>() else {
+                continue;
+            };
             if proc_field(p, "PPid").and_then(|v| v.parse::<i32>().ok()) == Some(pid) {
                 out.push(p);
             }
@@ -160,11 +178,17 @@ pub fn kill_tree(pid: i32) {
 
 pub fn proc_field(pid: i32, key: &str) -> Option<String> {
     let s = fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-    s.lines().find_map(|l| l.strip_prefix(key).and_then(|r| r.strip_prefix(':')).map(|v| v.trim().to_string()))
+    s.lines().find_map(|l| {
+        l.strip_prefix(key)
+            .and_then(|r| r.strip_prefix(':'))
+            .map(|v| v.trim().to_string())
+    })
 }
 
 pub fn cmdline(pid: i32) -> String {
-    fs::read(format!("/proc/{pid}/cmdline")).map(|b| String::from_utf8_lossy(&b).replace('\0', " ")).unwrap_or_default()
+    fs::read(format!("/proc/{pid}/cmdline"))
+        .map(|b| String::from_utf8_lossy(&b).replace('\0', " "))
+        .unwrap_or_default()
 }
 
 pub fn redis_cmd(port: u16, args: &[&str]) -> redis::RedisResult<redis::Value> {
@@ -195,5 +219,9 @@ pub fn ping(port: u16) -> bool {
 
 pub fn info_field(port: u16, section: &str, key: &str) -> Option<String> {
     let info = redis_str(port, &["INFO", section])?;
-    info.lines().find_map(|l| l.strip_prefix(key).and_then(|r| r.strip_prefix(':')).map(|v| v.trim().to_string()))
+    info.lines().find_map(|l| {
+        l.strip_prefix(key)
+            .and_then(|r| r.strip_prefix(':'))
+            .map(|v| v.trim().to_string())
+    })
 }
