@@ -92,6 +92,8 @@ pub struct Config {
     pub stop_grace_ms: u64,
     pub redis_server: PathBuf,
     pub handover: bool,
+    pub auth: Auth,
+    pub tls: Option<TlsFiles>,
     pub discovery_timeout_ms: u64,
     pub restart: crate::supervise::policy::RestartPolicy,
 }
@@ -124,6 +126,38 @@ impl Config {
     pub fn sentinel_conf_path(&self) -> PathBuf {
         self.sentinel_dir().join("sentinel.conf")
     }
+}
+
+/// A secret value. Its Debug output is redacted so it cannot leak through a log line.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret(String);
+
+impl Secret {
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Secret(<redacted>)")
+    }
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Auth {
+    /// requirepass/masterauth of the data nodes, auth-pass of the sentinels.
+    pub redis: Option<Secret>,
+    /// requirepass of the sentinels and sentinel-pass between them.
+    pub sentinel: Option<Secret>,
+}
+
+/// Certificate paths; TLS is on for clients, replication and sentinels when these are set.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TlsFiles {
+    pub cert: PathBuf,
+    pub key: PathBuf,
+    pub ca: PathBuf,
 }
 
 /// One bad input. Its `Display` is the single line the operator sees.
@@ -194,6 +228,14 @@ pub struct RawEnv {
     pub redisha_handover: Option<String>,
     pub redisha_discovery_timeout_ms: Option<String>,
     pub redisha_restart_backoff_ms: Option<String>,
+    pub redis_password: Option<String>,
+    pub redis_password_file: Option<String>,
+    pub redis_sentinel_password: Option<String>,
+    pub redis_sentinel_password_file: Option<String>,
+    pub allow_empty_password: Option<String>,
+    pub redisha_tls_cert_file: Option<String>,
+    pub redisha_tls_key_file: Option<String>,
+    pub redisha_tls_ca_file: Option<String>,
     pub redisha_restart_budget: Option<String>,
     pub redisha_restart_stable_ms: Option<String>,
     pub home: Option<String>,
@@ -223,6 +265,14 @@ pub const VARS: &[&str] = &[
     "REDISHA_HANDOVER",
     "REDISHA_DISCOVERY_TIMEOUT_MS",
     "REDISHA_RESTART_BACKOFF_MS",
+    "REDIS_PASSWORD",
+    "REDIS_PASSWORD_FILE",
+    "REDIS_SENTINEL_PASSWORD",
+    "REDIS_SENTINEL_PASSWORD_FILE",
+    "ALLOW_EMPTY_PASSWORD",
+    "REDISHA_TLS_CERT_FILE",
+    "REDISHA_TLS_KEY_FILE",
+    "REDISHA_TLS_CA_FILE",
     "REDISHA_RESTART_BUDGET",
     "REDISHA_RESTART_STABLE_MS",
     "HOME",
@@ -657,7 +707,12 @@ pub fn build(flags: &Flags, env: &RawEnv) -> Result<Config, ConfigError> {
         ..dflt
     };
 
+    let auth = build_auth(env, pod_ip.is_some())?;
+    let tls = build_tls(env)?;
+
     Ok(Config {
+        auth,
+        tls,
         restart,
         role,
         pod_ip,
@@ -680,6 +735,84 @@ pub fn build(flags: &Flags, env: &RawEnv) -> Result<Config, ConfigError> {
         handover,
         discovery_timeout_ms,
     })
+}
+
+/// Checks a secret without ever echoing it: errors name the variable only.
+fn check_secret(name: &str, v: &str) -> Result<Secret, ConfigError> {
+    let bad = |reason: &str| ConfigError { name: name.into(), value: None, reason: reason.into() };
+    if v.is_empty() {
+        return Err(bad("empty"));
+    }
+    if v.len() > 4096 {
+        return Err(bad("longer than 4096 bytes"));
+    }
+    if v.chars().any(char::is_control) {
+        return Err(bad("holds control characters (value not shown)"));
+    }
+    Ok(Secret(v.to_string()))
+}
+
+/// `VAR` or `VAR_FILE` (a mounted Kubernetes Secret; one trailing newline is dropped).
+fn secret_from(env_val: &Option<String>, var: &str, file_val: &Option<String>, file_var: &str) -> Result<Option<Secret>, ConfigError> {
+    match (env_val, file_val) {
+        (Some(_), Some(_)) => Err(ConfigError { name: var.into(), value: None, reason: format!("set both {var} and {file_var}; set one") }),
+        (Some(v), None) => check_secret(var, v).map(Some),
+        (None, Some(path)) => {
+            let p = parse_path(file_var, path)?;
+            let text = std::fs::read_to_string(&p).map_err(|e| err(file_var, path, format!("cannot read: {}", e.kind())))?;
+            let text = text.strip_suffix('\n').map(|t| t.strip_suffix('\r').unwrap_or(t)).unwrap_or(&text);
+            check_secret(file_var, text).map(Some)
+        }
+        (None, None) => Ok(None),
+    }
+}
+
+fn build_auth(env: &RawEnv, in_pod: bool) -> Result<Auth, ConfigError> {
+    let redis = secret_from(&env.redis_password, "REDIS_PASSWORD", &env.redis_password_file, "REDIS_PASSWORD_FILE")?;
+    let sentinel = secret_from(
+        &env.redis_sentinel_password,
+        "REDIS_SENTINEL_PASSWORD",
+        &env.redis_sentinel_password_file,
+        "REDIS_SENTINEL_PASSWORD_FILE",
+    )?
+    .or_else(|| redis.clone());
+    let allow_empty = match env.allow_empty_password.as_deref() {
+        Some(v) => parse_bool("ALLOW_EMPTY_PASSWORD", v)?,
+        None => false,
+    };
+    // Reachable beyond loopback with no password: anyone on the pod network would own the data.
+    if in_pod && redis.is_none() && !allow_empty {
+        return Err(ConfigError {
+            name: "REDIS_PASSWORD".into(),
+            value: None,
+            reason: "no password while reachable on MY_POD_IP: set REDIS_PASSWORD_FILE (a mounted Secret) or REDIS_PASSWORD, or ALLOW_EMPTY_PASSWORD=yes to run open".into(),
+        });
+    }
+    Ok(Auth { redis, sentinel })
+}
+
+fn build_tls(env: &RawEnv) -> Result<Option<TlsFiles>, ConfigError> {
+    let vars = [
+        ("REDISHA_TLS_CERT_FILE", &env.redisha_tls_cert_file),
+        ("REDISHA_TLS_KEY_FILE", &env.redisha_tls_key_file),
+        ("REDISHA_TLS_CA_FILE", &env.redisha_tls_ca_file),
+    ];
+    if vars.iter().all(|(_, v)| v.is_none()) {
+        return Ok(None);
+    }
+    let mut paths = Vec::new();
+    for (name, v) in vars {
+        let Some(v) = v else {
+            return Err(ConfigError { name: name.into(), value: None, reason: "missing: TLS needs the cert, key and CA files".into() });
+        };
+        let p = parse_path(name, v)?;
+        if std::fs::File::open(&p).is_err() {
+            return Err(err(name, v, "cannot be read"));
+        }
+        paths.push(p);
+    }
+    let [cert, key, ca]: [PathBuf; 3] = paths.try_into().map_err(|_| err("REDISHA_TLS_CERT_FILE", "", "internal"))?;
+    Ok(Some(TlsFiles { cert, key, ca }))
 }
 
 /// In a pod the state lives in the volume at /data; on a laptop it goes under $HOME, one directory
@@ -823,6 +956,7 @@ mod tests {
             &HashMap::from([
                 ("REDIS_MASTER_SERVICE_HOST", "redis-primary"),
                 ("MY_POD_IP", "10.1.2.3"),
+                ("ALLOW_EMPTY_PASSWORD", "yes"),
             ]),
         )
         .expect("valid");
@@ -845,6 +979,36 @@ mod tests {
         assert!(parse_endpoint("X", "a.b").is_err());
         assert!(parse_endpoint("X", "a b:1").is_err());
         assert!(parse_endpoint("X", "a:0").is_err());
+    }
+
+    #[test]
+    fn pod_without_password_is_refused_unless_allowed() {
+        let e = build_from_map(&flags_role("master"), &HashMap::from([("MY_POD_IP", "10.1.2.3")])).expect_err("refused");
+        assert_eq!(e.name, "REDIS_PASSWORD");
+        assert!(e.to_string().contains("ALLOW_EMPTY_PASSWORD"), "{e}");
+        let c = build_from_map(&flags_role("master"), &HashMap::from([("MY_POD_IP", "10.1.2.3"), ("REDIS_PASSWORD", "s3cret")]))
+            .expect("valid");
+        assert_eq!(c.auth.redis.as_ref().map(Secret::expose), Some("s3cret"));
+        assert_eq!(c.auth.sentinel.as_ref().map(Secret::expose), Some("s3cret"), "sentinel defaults to the same secret");
+        assert!(!format!("{c:?}").contains("s3cret"), "Debug of the config never shows a secret");
+    }
+
+    #[test]
+    fn secret_errors_never_echo_the_value() {
+        for (var, val) in [("REDIS_PASSWORD", "abc\ndef"), ("REDIS_SENTINEL_PASSWORD", "x\u{7f}y"), ("REDIS_PASSWORD", "")] {
+            let e = build_from_map(&flags_role("master"), &HashMap::from([(var, val)])).expect_err("bad secret");
+            assert_eq!(e.name, var);
+            assert!(e.value.is_none());
+            if !val.is_empty() {
+                assert!(!e.to_string().contains(val) && !e.to_string().contains("abc"), "{e}");
+            }
+        }
+        let dir = std::env::temp_dir().join(format!("redisha-pw-{}", std::process::id()));
+        std::fs::write(&dir, "from-file\n").expect("write");
+        let path = dir.display().to_string();
+        let c = build_from_map(&flags_role("master"), &HashMap::from([("REDIS_PASSWORD_FILE", path.as_str())])).expect("valid");
+        assert_eq!(c.auth.redis.as_ref().map(Secret::expose), Some("from-file"));
+        let _ = std::fs::remove_file(&dir);
     }
 
     #[test]

@@ -70,9 +70,14 @@ pub fn verdict(
         ));
     };
     if &a.master == me {
-        if a.unsettled {
+        // Any sentinel naming us that is failing us over counts, not only the picked answer
+        // (only the leader flags failover_in_progress): starting as master would race it.
+        let unsettled = answers
+            .iter()
+            .any(|x| &x.master == me && x.config_epoch == a.config_epoch && x.unsettled);
+        if unsettled {
             return Verdict::Retry(format!(
-                "sentinels name this pod ({me}) but report it down; waiting for them to settle"
+                "sentinels name this pod ({me}) but are failing it over; waiting for them to settle"
             ));
         }
         return Verdict::Decided(Decision {

@@ -98,7 +98,7 @@ pub async fn run(cfg: &Config, budget: Duration) -> Outcome {
         return Outcome::Skipped("no healthy replica to hand over to".into());
     }
     let pause_ms = budget.as_millis().max(1000) as u64;
-    let mut con = match redisio::connect(cfg, &me, t).await {
+    let mut con = match redisio::connect(cfg, &me, redisio::Target::Redis, t).await {
         Ok(c) => c,
         Err(e) => return Outcome::Failed(format!("connect to local redis: {e}")),
     };
@@ -165,7 +165,7 @@ async fn steps(cfg: &Config, me: &Endpoint, deadline: Instant) -> Result<Endpoin
     // 2. Sentinel promotes a replica (it picks the one with the largest offset). NOGOODSLAVE can
     //    be transient (Sentinel has not refreshed a replica's INFO yet): retry until the deadline.
     let sentinel = local(cfg.sentinel_port);
-    let mut scon = redisio::connect(cfg, &sentinel, t)
+    let mut scon = redisio::connect(cfg, &sentinel, redisio::Target::Sentinel, t)
         .await
         .map_err(|e| format!("connect to local sentinel: {e}"))?;
     loop {
@@ -213,7 +213,7 @@ async fn steps(cfg: &Config, me: &Endpoint, deadline: Instant) -> Result<Endpoin
     };
     // 4. Become its replica now rather than when Sentinel gets round to it (seconds later), so
     //    no client can write here once the pause lifts.
-    let mut con = redisio::connect(cfg, me, t)
+    let mut con = redisio::connect(cfg, me, redisio::Target::Redis, t)
         .await
         .map_err(|e| format!("connect to local redis: {e}"))?;
     redisio::query::<()>(

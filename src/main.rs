@@ -1,9 +1,11 @@
 //! redisha-init: PID 1 of a Redis + Sentinel pod. See README.md for the architecture.
 
+mod cleanup;
 mod config;
 mod discover;
 mod handover;
 mod logs;
+mod probe;
 mod redisio;
 mod render;
 mod state;
@@ -38,6 +40,30 @@ enum Cmd {
     Run,
     /// Print what `run` would start (both files, both argument lists); start and write nothing.
     Render,
+    /// Health check for Kubernetes exec probes and Docker HEALTHCHECK: exit 0 healthy, 1 not.
+    Probe(ProbeArgs),
+}
+
+#[derive(Args, Debug)]
+struct ProbeArgs {
+    /// Which server of this pod to check
+    #[arg(value_enum)]
+    server: ProbeServer,
+    /// Liveness: PONG, LOADING and MASTERDOWN count as alive
+    #[arg(long, conflicts_with = "ready", required_unless_present = "ready")]
+    live: bool,
+    /// Readiness: PONG and, on a replica, master link up and no initial sync; a sentinel must name a master
+    #[arg(long)]
+    ready: bool,
+    /// Give up after this long
+    #[arg(long, default_value_t = 1000)]
+    timeout_ms: u64,
+}
+
+#[derive(clap::ValueEnum, Clone, Copy, Debug)]
+enum ProbeServer {
+    Redis,
+    Sentinel,
 }
 
 #[derive(Args, Debug, Default)]
@@ -129,7 +155,13 @@ fn main() -> ExitCode {
         Ok(e) => e,
         Err(e) => return fail(EXIT_CONFIG, format_args!("config error: {e}")),
     };
-    let cfg = match config::build(&cli.opts.flags(), &env) {
+    let cmd = cli.cmd.unwrap_or(Cmd::Run);
+    let mut flags = cli.opts.flags();
+    // A probe checks this pod's servers by port; the role does not matter to it.
+    if matches!(cmd, Cmd::Probe(_)) && flags.role.is_none() && env.redisha_role.is_none() {
+        flags.role = Some("master".into());
+    }
+    let cfg = match config::build(&flags, &env) {
         Ok(c) => c,
         Err(e) => return fail(EXIT_CONFIG, format_args!("config error: {e}")),
     };
@@ -150,11 +182,28 @@ fn main() -> ExitCode {
         Ok(rt) => rt,
         Err(e) => return fail(71, format_args!("cannot start the runtime: {e}")),
     };
-    let code = match cli.cmd.unwrap_or(Cmd::Run) {
+    let code = match cmd {
+        Cmd::Probe(p) => rt.block_on(run_probe(&cfg, &p)),
         Cmd::Render => rt.block_on(print_render(&cfg, &bases)),
         Cmd::Run => rt.block_on(run(cfg, bases)),
     };
     ExitCode::from(code.clamp(0, 255) as u8)
+}
+
+async fn run_probe(cfg: &Config, p: &ProbeArgs) -> i32 {
+    let (kind, name) = match p.server {
+        ProbeServer::Redis => (probe::Kind::Redis, "redis"),
+        ProbeServer::Sentinel => (probe::Kind::Sentinel, "sentinel"),
+    };
+    let mode = if p.ready { probe::Mode::Ready } else { probe::Mode::Live };
+    match probe::run(cfg, kind, mode, std::time::Duration::from_millis(p.timeout_ms.max(1))).await {
+        Ok(()) => 0,
+        Err(why) => {
+            let what = if p.ready { "not ready" } else { "not live" };
+            let _ = writeln!(std::io::stderr(), "redisha-init probe: {name} {what}: {why}");
+            1
+        }
+    }
 }
 
 async fn print_render(cfg: &Config, bases: &render::Bases) -> i32 {
@@ -174,12 +223,12 @@ async fn print_render(cfg: &Config, bases: &render::Bases) -> i32 {
     out.push_str(&format!(
         "# ==> {} <==\n{}",
         plan.redis_conf_path.display(),
-        plan.redis_conf
+        render::redact(&plan.redis_conf)
     ));
     out.push_str(&format!(
         "# ==> {} <==\n{}",
         plan.sentinel_conf_path.display(),
-        plan.sentinel_conf
+        render::redact(&plan.sentinel_conf)
     ));
     let _ = std::io::stdout().write_all(out.as_bytes());
     0
@@ -198,6 +247,13 @@ async fn run(cfg: Config, bases: render::Bases) -> i32 {
         }
     };
     logs::init_tracing(cfg.log_format);
+    let cleanup_settings = match cleanup::Settings::from_env(&cfg) {
+        Ok(st) => st,
+        Err(e) => {
+            let _ = writeln!(std::io::stderr(), "redisha-init: config error: {e}");
+            return EXIT_CONFIG;
+        }
+    };
     // Owner-only for everything we and the children create: rendered configs hold secrets, and
     // Sentinel rewrites its file with the process umask.
     nix::sys::stat::umask(nix::sys::stat::Mode::from_bits_truncate(0o077));
@@ -228,9 +284,14 @@ async fn run(cfg: Config, bases: render::Bases) -> i32 {
         }
     };
     tracing::info!(role = %decision.role, master = %decision.master, reason = %decision.reason, "role decided");
-    supervise::Supervisor::new(cfg, bases, decision, chan)
+    // Stale-address cleanup of this pod's sentinel, on a slow timer (cleanup.rs says when it may
+    // reset); it lives exactly as long as the supervisor.
+    let cleanup = tokio::spawn(cleanup::run(cfg.clone(), cleanup_settings));
+    let code = supervise::Supervisor::new(cfg, bases, decision, chan)
         .run()
-        .await
+        .await;
+    cleanup.abort();
+    code
 }
 
 /// Waits for TERM/INT while nothing runs yet (other signals have nobody to go to).

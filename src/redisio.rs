@@ -8,26 +8,54 @@ use redis::AsyncConnectionConfig;
 use crate::config::{parse_host, parse_port, Config, Endpoint};
 use crate::discover::Answer;
 
+/// Which kind of server an endpoint is: it decides the password.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Target {
+    Redis,
+    Sentinel,
+}
+
+fn client(cfg: &Config, e: &Endpoint, target: Target) -> redis::RedisResult<redis::Client> {
+    let host = e.host.to_string();
+    let addr = match &cfg.tls {
+        None => redis::ConnectionAddr::Tcp(host, e.port),
+        Some(_) => redis::ConnectionAddr::TcpTls { host, port: e.port, insecure: false, tls_params: None },
+    };
+    let mut settings = redis::RedisConnectionInfo::default().set_skip_set_lib_name();
+    let secret = match target {
+        Target::Redis => cfg.auth.redis.as_ref(),
+        Target::Sentinel => cfg.auth.sentinel.as_ref(),
+    };
+    if let Some(pw) = secret {
+        settings = settings.set_password(pw.expose());
+    }
+    let info = redis::IntoConnectionInfo::into_connection_info(addr)?.set_redis_settings(settings);
+    match &cfg.tls {
+        None => redis::Client::open(info),
+        Some(t) => {
+            let read = |p: &std::path::Path| {
+                std::fs::read(p).map_err(|e| redis::RedisError::from((redis::ErrorKind::Io, "cannot read TLS file", e.to_string())))
+            };
+            let certs = redis::TlsCertificates {
+                client_tls: Some(redis::ClientTlsConfig { client_cert: read(&t.cert)?, client_key: read(&t.key)? }),
+                root_cert: Some(read(&t.ca)?),
+            };
+            redis::Client::build_with_tls(info, certs)
+        }
+    }
+}
+
 pub async fn connect(
-    _cfg: &Config,
+    cfg: &Config,
     e: &Endpoint,
+    target: Target,
     timeout: Duration,
 ) -> redis::RedisResult<redis::aio::MultiplexedConnection> {
-    let client = redis::Client::open(format!("redis://{e}/"))?;
-    let conf = AsyncConnectionConfig::new()
-        .set_connection_timeout(Some(timeout))
-        .set_response_timeout(Some(timeout));
-    match tokio::time::timeout(
-        timeout * 2,
-        client.get_multiplexed_async_connection_with_config(&conf),
-    )
-    .await
-    {
+    let client = client(cfg, e, target)?;
+    let conf = AsyncConnectionConfig::new().set_connection_timeout(Some(timeout)).set_response_timeout(Some(timeout));
+    match tokio::time::timeout(timeout * 2, client.get_multiplexed_async_connection_with_config(&conf)).await {
         Ok(r) => r,
-        Err(_) => Err(redis::RedisError::from((
-            redis::ErrorKind::Io,
-            "connect timed out",
-        ))),
+        Err(_) => Err(redis::RedisError::from((redis::ErrorKind::Io, "connect timed out"))),
     }
 }
 
@@ -51,7 +79,7 @@ pub async fn sentinel_master(
     group: &str,
     timeout: Duration,
 ) -> redis::RedisResult<Option<Answer>> {
-    let mut con = connect(cfg, s, timeout).await?;
+    let mut con = connect(cfg, s, Target::Sentinel, timeout).await?;
     let reply: redis::RedisResult<HashMap<String, String>> = bounded(
         timeout,
         redis::cmd("SENTINEL")
@@ -97,7 +125,7 @@ pub async fn info(
     section: &str,
     timeout: Duration,
 ) -> redis::RedisResult<String> {
-    let mut con = connect(cfg, e, timeout).await?;
+    let mut con = connect(cfg, e, Target::Redis, timeout).await?;
     bounded(
         timeout,
         redis::cmd("INFO").arg(section).query_async(&mut con),

@@ -90,6 +90,59 @@ fn listen_lines(cfg: &Config, out: &mut String) {
     }
 }
 
+/// A secret inside a config line: double-quoted with every byte outside a plain alphabet written
+/// as `\xHH` (Redis's config parser decodes it), so no value can end the string or the line.
+fn quote_secret(s: &str) -> String {
+    let mut out = String::from("\"");
+    for b in s.bytes() {
+        if b.is_ascii_alphanumeric() || b"-_.@%+=:/,".contains(&b) {
+            out.push(b as char);
+        } else {
+            let _ = write!(out, "\\x{b:02x}");
+        }
+    }
+    out.push('"');
+    out
+}
+
+/// Directives whose last argument is a secret.
+const SECRET_DIRECTIVES: &[&str] = &["requirepass", "masterauth", "sentinel auth-pass", "sentinel sentinel-pass", "tls-key-file-pass"];
+
+/// The text with every secret replaced, for `render` output.
+pub fn redact(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for line in text.lines() {
+        let t = line.trim_start();
+        if SECRET_DIRECTIVES.iter().any(|d| t.starts_with(&format!("{d} "))) {
+            let keep = t.rfind(' ').map(|i| &t[..i]).unwrap_or(t);
+            let _ = writeln!(out, "{keep} \"<redacted>\"");
+        } else {
+            out.push_str(line);
+            out.push('\n');
+        }
+    }
+    out
+}
+
+/// TLS on every port (the plaintext port is closed) and for replication and sentinel links.
+fn tls_lines(cfg: &Config, port: u16, out: &mut String) {
+    match &cfg.tls {
+        None => {
+            let _ = writeln!(out, "port {port}");
+        }
+        Some(t) => {
+            let _ = writeln!(out, "port 0");
+            let _ = writeln!(out, "tls-port {port}");
+            let _ = writeln!(out, "tls-cert-file {}", quoted(&t.cert));
+            let _ = writeln!(out, "tls-key-file {}", quoted(&t.key));
+            let _ = writeln!(out, "tls-ca-cert-file {}", quoted(&t.ca));
+            let _ = writeln!(out, "tls-replication yes");
+            // Clients authenticate with the password; a certificate is checked when presented.
+            let _ = writeln!(out, "tls-auth-clients optional");
+        }
+    }
+}
+
 fn quoted(p: &Path) -> String {
     // config::parse_path refused quotes, backslashes and control characters, so plain quoting is
     // enough to keep spaces from splitting the argument.
@@ -106,8 +159,12 @@ fn render_redis(cfg: &Config, role: Role, master: &Endpoint, bases: &Bases) -> S
     }
     out.push_str(MARK);
     out.push('\n');
-    let _ = writeln!(out, "port {}", cfg.redis_port);
+    tls_lines(cfg, cfg.redis_port, &mut out);
     listen_lines(cfg, &mut out);
+    if let Some(pw) = &cfg.auth.redis {
+        let _ = writeln!(out, "requirepass {}", quote_secret(pw.expose()));
+        let _ = writeln!(out, "masterauth {}", quote_secret(pw.expose()));
+    }
     let _ = writeln!(out, "dir {}", quoted(&cfg.redis_dir()));
     // Sentinel learns replicas from the master's INFO; every node announces its pod address, the
     // master too, because it becomes a replica once demoted.
@@ -174,8 +231,12 @@ fn render_sentinel(cfg: &Config, master: &Endpoint, bases: &Bases, prior: Option
     }
     out.push_str(MARK);
     out.push('\n');
-    let _ = writeln!(out, "port {}", cfg.sentinel_port);
+    tls_lines(cfg, cfg.sentinel_port, &mut out);
     listen_lines(cfg, &mut out);
+    if let Some(pw) = &cfg.auth.sentinel {
+        let _ = writeln!(out, "requirepass {}", quote_secret(pw.expose()));
+        let _ = writeln!(out, "sentinel sentinel-pass {}", quote_secret(pw.expose()));
+    }
     let _ = writeln!(out, "dir {}", quoted(&cfg.sentinel_dir()));
     let _ = writeln!(out, "sentinel announce-ip {}", cfg.announce_ip());
     let _ = writeln!(out, "sentinel announce-port {}", cfg.sentinel_port);
@@ -200,6 +261,9 @@ fn render_sentinel(cfg: &Config, master: &Endpoint, bases: &Bases, prior: Option
         "sentinel failover-timeout {g} {}",
         cfg.failover_timeout_ms
     );
+    if let Some(pw) = &cfg.auth.redis {
+        let _ = writeln!(out, "sentinel auth-pass {g} {}", quote_secret(pw.expose()));
+    }
     if let Some(prior) = prior {
         for l in kept_state(prior, g, master) {
             out.push_str(l);
@@ -234,6 +298,7 @@ mod tests {
             "replica",
             &[
                 ("MY_POD_IP", "10.0.0.7"),
+                ("ALLOW_EMPTY_PASSWORD", "yes"),
                 ("REDIS_MASTER_SERVICE_HOST", "redis-primary"),
                 ("REDIS_MASTER_SERVICE_PORT", "6379"),
             ],
@@ -284,12 +349,32 @@ mod tests {
 
     #[test]
     fn master_monitors_itself_and_has_no_replicaof() {
-        let c = cfg("master", &[("MY_POD_IP", "10.0.0.5")]);
+        let c = cfg("master", &[("MY_POD_IP", "10.0.0.5"), ("ALLOW_EMPTY_PASSWORD", "yes")]);
         let me = c.self_redis();
         let p = render(&c, Role::Master, &me, &Bases::builtin(), None);
         assert!(!p.redis_conf.contains("replicaof"));
         assert!(lines(&p.sentinel_conf).contains(&"sentinel monitor mymaster 10.0.0.5 6379 2"));
         assert!(lines(&p.redis_conf).contains(&"replica-announce-ip 10.0.0.5"));
+    }
+
+    #[test]
+    fn secrets_are_escaped_and_redacted() {
+        let pw = "p\"w\\ \u{e9}\"\nx"; // quote, backslash, space, non-ASCII; newline refused earlier
+        let pw = &pw[..pw.len() - 2];
+        let c = cfg("master", &[("MY_POD_IP", "10.0.0.5"), ("REDIS_PASSWORD", pw)]);
+        let p = render(&c, Role::Master, &c.self_redis(), &Bases::builtin(), None);
+        let want = "\"p\\x22w\\x5c\\x20\\xc3\\xa9\\x22\"";
+        assert!(lines(&p.redis_conf).contains(&format!("requirepass {want}").as_str()), "{}", p.redis_conf);
+        assert!(lines(&p.redis_conf).contains(&format!("masterauth {want}").as_str()));
+        assert!(lines(&p.sentinel_conf).contains(&format!("sentinel auth-pass mymaster {want}").as_str()));
+        assert!(lines(&p.sentinel_conf).contains(&format!("requirepass {want}").as_str()));
+        assert!(lines(&p.sentinel_conf).contains(&format!("sentinel sentinel-pass {want}").as_str()));
+        for text in [&p.redis_conf, &p.sentinel_conf] {
+            let r = redact(text);
+            assert!(!r.contains("x22w"), "{r}");
+            assert_eq!(r.lines().count(), text.lines().count());
+        }
+        assert!(redact(&p.redis_conf).contains("requirepass \"<redacted>\""));
     }
 
     #[test]
@@ -302,7 +387,7 @@ mod tests {
 
     #[test]
     fn sentinel_state_is_kept_and_filtered() {
-        let c = cfg("master", &[("MY_POD_IP", "10.0.0.5")]);
+        let c = cfg("master", &[("MY_POD_IP", "10.0.0.5"), ("ALLOW_EMPTY_PASSWORD", "yes")]);
         let prior = "\
 sentinel myid 0123456789012345678901234567890123456789
 sentinel current-epoch 7

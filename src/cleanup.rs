@@ -1,0 +1,515 @@
+//! Stale-address cleanup: this pod's sentinel forgets replicas and sentinels that have been down
+//! for a long time (a pod's old IP), with `SENTINEL RESET <group>` on its OWN sentinel only.
+//!
+//! Sentinels never forget an address (anchors.md). Stale entries make `SENTINEL REPLICAS` lie and
+//! raise the number of votes a failover needs. But a careless reset causes outages: resetting
+//! while the master is down can abort a failover for good, resetting often prevents failovers.
+//! So a reset happens only when all of this holds, checked on a slow timer:
+//!
+//! - some entry has been `s_down` for longer than `stale_after` (far beyond down-after);
+//! - our sentinel sees the master up and not failing over (flags exactly `master`);
+//! - more than half of the sentinels we know are up, and every one of them answers us, names the
+//!   same master, sees it up, and is itself complete: it knows every live sentinel and replica
+//!   we know (a sentinel that has just reset is still rediscovering and is not complete, so two
+//!   resets never overlap);
+//! - every live sentinel also sees each stale entry down (or has forgotten it already);
+//! - among the live sentinels that still hold stale entries, ours has the lowest run id (one at
+//!   a time, without any lock: the others wait their turn).
+//!
+//! After a reset we wait, bounded, until our sentinel has rediscovered every live sentinel and
+//! replica it knew before, and only then go back to the timer.
+//!
+//! Polling: every `REDISHA_CLEANUP_INTERVAL_MS` (default 30 s, ±25 % jitter so pods do not tick
+//! together; 0 turns the cleanup off) a few `SENTINEL` queries to our own sentinel and to the
+//! live peers. An entry is stale after `REDISHA_STALE_AFTER_MS` (default 60 s) in `s_down`.
+
+use std::collections::{HashMap, HashSet};
+use std::fmt;
+use std::time::Duration;
+
+use crate::config::{Config, ConfigError, Endpoint, Host};
+use crate::redisio;
+
+pub const DEFAULT_INTERVAL_MS: u64 = 30_000;
+pub const DEFAULT_STALE_AFTER_MS: u64 = 60_000;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Settings {
+    /// 0: no cleanup.
+    pub interval_ms: u64,
+    pub stale_after_ms: u64,
+}
+
+impl Settings {
+    /// Reads REDISHA_CLEANUP_INTERVAL_MS and REDISHA_STALE_AFTER_MS. Kept here rather than in
+    /// config.rs only to keep this change local; errors name the variable like config.rs does.
+    pub fn from_env(cfg: &Config) -> Result<Settings, ConfigError> {
+        let get = |name: &str, default: u64, min: u64| -> Result<u64, ConfigError> {
+            let Some(raw) = std::env::var_os(name) else {
+                return Ok(default);
+            };
+            let bad = |v: String| ConfigError {
+                name: name.into(),
+                value: Some(v),
+                reason: format!("not an integer in {min}..=86400000"),
+            };
+            let v = raw
+                .into_string()
+                .map_err(|_| bad("<not UTF-8>".into()))?;
+            match v.parse::<u64>() {
+                Ok(n) if (n == 0 || n >= min) && n <= 86_400_000 => Ok(n),
+                _ => Err(bad(v.chars().take(64).collect())),
+            }
+        };
+        let interval_ms = get("REDISHA_CLEANUP_INTERVAL_MS", DEFAULT_INTERVAL_MS, 1_000)?;
+        let stale_after_ms = get("REDISHA_STALE_AFTER_MS", DEFAULT_STALE_AFTER_MS, 1_000)?;
+        // An entry down for less than down-after is not even s_down; shorter would be meaningless.
+        if stale_after_ms <= cfg.down_after_ms {
+            return Err(ConfigError {
+                name: "REDISHA_STALE_AFTER_MS".into(),
+                value: Some(stale_after_ms.to_string()),
+                reason: format!(
+                    "must exceed the down-after time ({} ms)",
+                    cfg.down_after_ms
+                ),
+            });
+        }
+        Ok(Settings {
+            interval_ms,
+            stale_after_ms,
+        })
+    }
+}
+
+/// A replica or sentinel as one sentinel lists it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Entry {
+    /// ip:port as announced.
+    pub addr: String,
+    pub run_id: String,
+    /// Milliseconds in `s_down`; `None` when up.
+    pub down_ms: Option<u64>,
+}
+
+impl Entry {
+    fn up(&self) -> bool {
+        self.down_ms.is_none()
+    }
+}
+
+/// One sentinel's view of the group.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct View {
+    pub run_id: String,
+    /// ip:port of the master it monitors.
+    pub master: String,
+    /// Flags exactly `master` and the master reports role master: up, no failover running.
+    pub master_ok: bool,
+    pub replicas: Vec<Entry>,
+    pub sentinels: Vec<Entry>,
+}
+
+impl View {
+    fn stale(&self, after_ms: u64) -> Vec<&Entry> {
+        self.replicas
+            .iter()
+            .chain(&self.sentinels)
+            .filter(|e| e.down_ms.is_some_and(|d| d >= after_ms))
+            .collect()
+    }
+
+    fn live_sentinel_ids(&self) -> HashSet<&str> {
+        self.sentinels
+            .iter()
+            .filter(|e| e.up())
+            .map(|e| e.run_id.as_str())
+            .chain([self.run_id.as_str()])
+            .collect()
+    }
+
+    fn live_replicas(&self) -> HashSet<&str> {
+        self.replicas
+            .iter()
+            .filter(|e| e.up())
+            .map(|e| e.addr.as_str())
+            .collect()
+    }
+
+    /// Whether this view knows (as up) every live sentinel and replica that `other` knows.
+    fn covers(&self, other: &View) -> bool {
+        self.live_sentinel_ids().is_superset(&other.live_sentinel_ids())
+            && self.live_replicas().is_superset(&other.live_replicas())
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Plan {
+    /// Nothing stale.
+    Clean,
+    /// Stale entries, but not now; the string says why.
+    Wait(String),
+    /// Reset our own sentinel now; the string lists what goes.
+    Reset(String),
+}
+
+impl fmt::Display for Plan {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Plan::Clean => f.write_str("nothing stale"),
+            Plan::Wait(w) => write!(f, "wait: {w}"),
+            Plan::Reset(r) => write!(f, "reset: {r}"),
+        }
+    }
+}
+
+/// The pure decision. `peers`: one (address, view) per sentinel that `me` lists as up; the view
+/// is `None` when that sentinel did not answer.
+pub fn plan(me: &View, peers: &[(String, Option<View>)], stale_after_ms: u64) -> Plan {
+    let stale = me.stale(stale_after_ms);
+    if stale.is_empty() {
+        return Plan::Clean;
+    }
+    if !me.master_ok {
+        return Plan::Wait("the master is down or a failover is running".into());
+    }
+    let known = me.sentinels.len() + 1;
+    let live = me.sentinels.iter().filter(|e| e.up()).count() + 1;
+    if live * 2 <= known {
+        return Plan::Wait(format!(
+            "only {live} of {known} known sentinels are up (we may be the partitioned side)"
+        ));
+    }
+    let mut turn = me.run_id.as_str();
+    for (addr, view) in peers {
+        let Some(v) = view else {
+            return Plan::Wait(format!("sentinel {addr} does not answer"));
+        };
+        if v.master != me.master || !v.master_ok {
+            return Plan::Wait(format!(
+                "sentinel {addr} does not see master {} up and settled",
+                me.master
+            ));
+        }
+        if !v.covers(me) {
+            return Plan::Wait(format!(
+                "sentinel {addr} has not (re)discovered every live peer yet"
+            ));
+        }
+        for e in &stale {
+            let seen_up = v
+                .replicas
+                .iter()
+                .chain(&v.sentinels)
+                .any(|x| x.addr == e.addr && x.up());
+            if seen_up {
+                return Plan::Wait(format!("sentinel {addr} still sees {} up", e.addr));
+            }
+        }
+        if !v.stale(stale_after_ms).is_empty() && v.run_id.as_str() < turn {
+            turn = v.run_id.as_str();
+        }
+    }
+    if turn != me.run_id {
+        return Plan::Wait(format!("sentinel {turn} resets first"));
+    }
+    let list: Vec<&str> = stale.iter().map(|e| e.addr.as_str()).collect();
+    Plan::Reset(format!("down longer than {stale_after_ms} ms: {}", list.join(" ")))
+}
+
+fn entry(m: &HashMap<String, String>) -> Option<Entry> {
+    let (ip, port) = (m.get("ip")?, m.get("port")?);
+    let down = m
+        .get("flags")
+        .is_some_and(|f| f.split(',').any(|x| x == "s_down"));
+    Some(Entry {
+        addr: format!("{ip}:{port}"),
+        run_id: m.get("runid").cloned().unwrap_or_default(),
+        down_ms: down.then(|| {
+            m.get("s-down-time")
+                .and_then(|v| v.parse().ok())
+                .unwrap_or(0)
+        }),
+    })
+}
+
+/// Queries one sentinel: `SENTINEL MYID`, `MASTER`, `REPLICAS`, `SENTINELS`.
+async fn view(cfg: &Config, s: &Endpoint, timeout: Duration) -> redis::RedisResult<View> {
+    let mut con = redisio::connect(cfg, s, redisio::Target::Sentinel, timeout).await?;
+    let q = |sub: &str| {
+        let mut c = redis::cmd("SENTINEL");
+        c.arg(sub);
+        if sub != "MYID" {
+            c.arg(&cfg.group);
+        }
+        c
+    };
+    let run_id: String = redisio::query(&mut con, &mut q("MYID"), timeout).await?;
+    let master: HashMap<String, String> =
+        redisio::query(&mut con, &mut q("MASTER"), timeout).await?;
+    let replicas: Vec<HashMap<String, String>> =
+        redisio::query(&mut con, &mut q("REPLICAS"), timeout).await?;
+    let sentinels: Vec<HashMap<String, String>> =
+        redisio::query(&mut con, &mut q("SENTINELS"), timeout).await?;
+    let get = |k: &str| master.get(k).map(String::as_str).unwrap_or("");
+    Ok(View {
+        run_id,
+        master: format!("{}:{}", get("ip"), get("port")),
+        master_ok: get("flags") == "master" && get("role-reported") == "master",
+        replicas: replicas.iter().filter_map(entry).collect(),
+        sentinels: sentinels.iter().filter_map(entry).collect(),
+    })
+}
+
+fn endpoint(addr: &str) -> Option<Endpoint> {
+    let (ip, port) = addr.rsplit_once(':')?;
+    Some(Endpoint {
+        host: Host::Ip(ip.parse().ok()?),
+        port: port.parse().ok()?,
+    })
+}
+
+/// A pseudo-random factor in [0.75, 1.25): enough to keep the pods' timers apart.
+fn jitter(d: Duration) -> Duration {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|t| t.subsec_nanos())
+        .unwrap_or(0);
+    let mix = (nanos ^ std::process::id().wrapping_mul(2_654_435_761)) % 1000;
+    d.mul_f64(0.75 + f64::from(mix) / 2000.0)
+}
+
+/// One round: look, decide, maybe reset and wait for the rediscovery. Never returns an error:
+/// anything unexpected means "not this time".
+async fn tick(cfg: &Config, st: Settings, local: &Endpoint) {
+    let timeout = Duration::from_millis(1000);
+    let me = match view(cfg, local, timeout).await {
+        Ok(v) => v,
+        Err(e) => {
+            tracing::debug!(error = %e, "cleanup: own sentinel not answering");
+            return;
+        }
+    };
+    if me.stale(st.stale_after_ms).is_empty() {
+        return;
+    }
+    let mut peers = Vec::new();
+    for e in me.sentinels.iter().filter(|e| e.up()) {
+        let v = match endpoint(&e.addr) {
+            Some(ep) => view(cfg, &ep, timeout).await.ok(),
+            None => None,
+        };
+        peers.push((e.addr.clone(), v));
+    }
+    let decision = plan(&me, &peers, st.stale_after_ms);
+    let Plan::Reset(why) = &decision else {
+        tracing::info!(decision = %decision, "cleanup: stale sentinel entries kept for now");
+        return;
+    };
+    // Re-check our own sentinel right before the reset: a failover may have begun meanwhile.
+    match view(cfg, local, timeout).await {
+        Ok(v) if v.master_ok && v.master == me.master => {}
+        _ => {
+            tracing::info!("cleanup: master state changed; reset postponed");
+            return;
+        }
+    }
+    let reset = async {
+        let mut con = redisio::connect(cfg, local, redisio::Target::Sentinel, timeout).await?;
+        redisio::query::<i64>(
+            &mut con,
+            redis::cmd("SENTINEL").arg("RESET").arg(&cfg.group),
+            timeout,
+        )
+        .await
+    };
+    match reset.await {
+        Ok(n) => tracing::info!(reason = %why, groups = n, "cleanup: SENTINEL RESET of our own sentinel"),
+        Err(e) => {
+            tracing::warn!(error = %e, "cleanup: SENTINEL RESET failed");
+            return;
+        }
+    }
+    // Wait until everything that was live is known again: sentinels come back through hello
+    // messages (every 2 s), replicas through the master's INFO.
+    let bound = Duration::from_millis((cfg.down_after_ms * 4).max(20_000));
+    let started = tokio::time::Instant::now();
+    for _ in 0..200 {
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        if let Ok(v) = view(cfg, local, timeout).await {
+            if v.master_ok && v.covers(&me) {
+                tracing::info!(
+                    after_ms = started.elapsed().as_millis() as u64,
+                    "cleanup: own sentinel rediscovered every live peer"
+                );
+                return;
+            }
+        }
+        if started.elapsed() >= bound {
+            break;
+        }
+    }
+    tracing::warn!(
+        waited_ms = bound.as_millis() as u64,
+        "cleanup: own sentinel has not rediscovered every live peer yet"
+    );
+}
+
+/// Runs for the life of the pod. Cancelled (dropped) when the supervisor returns.
+pub async fn run(cfg: Config, st: Settings) {
+    if st.interval_ms == 0 {
+        return;
+    }
+    let local = Endpoint {
+        host: Host::Ip(std::net::IpAddr::from([127, 0, 0, 1])),
+        port: cfg.sentinel_port,
+    };
+    let every = Duration::from_millis(st.interval_ms);
+    loop {
+        tokio::time::sleep(jitter(every)).await;
+        tick(&cfg, st, &local).await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn e(addr: &str, id: &str, down: Option<u64>) -> Entry {
+        Entry {
+            addr: addr.into(),
+            run_id: id.into(),
+            down_ms: down,
+        }
+    }
+
+    /// Three pods; pod "a" (10.0.0.1) died long ago and pods b, c remain, c master.
+    fn view_of(id: &str, sentinels: Vec<Entry>, replicas: Vec<Entry>) -> View {
+        View {
+            run_id: id.into(),
+            master: "10.0.0.3:6379".into(),
+            master_ok: true,
+            replicas,
+            sentinels,
+        }
+    }
+
+    fn b() -> View {
+        view_of(
+            "b",
+            vec![
+                e("10.0.0.1:26379", "a", Some(90_000)),
+                e("10.0.0.3:26379", "c", None),
+            ],
+            vec![
+                e("10.0.0.1:6379", "", Some(90_000)),
+                e("10.0.0.2:6379", "", None),
+            ],
+        )
+    }
+
+    fn c() -> View {
+        view_of(
+            "c",
+            vec![
+                e("10.0.0.1:26379", "a", Some(90_000)),
+                e("10.0.0.2:26379", "b", None),
+            ],
+            vec![
+                e("10.0.0.1:6379", "", Some(90_000)),
+                e("10.0.0.2:6379", "", None),
+            ],
+        )
+    }
+
+    #[test]
+    fn lowest_run_id_resets_first_then_the_next() {
+        let p = plan(&b(), &[("10.0.0.3:26379".into(), Some(c()))], 60_000);
+        assert!(matches!(p, Plan::Reset(_)), "{p}");
+        let p = plan(&c(), &[("10.0.0.2:26379".into(), Some(b()))], 60_000);
+        assert_eq!(p, Plan::Wait("sentinel b resets first".into()));
+        // b reset and has rediscovered c and the live replica: c's turn.
+        let b_done = view_of(
+            "b",
+            vec![e("10.0.0.3:26379", "c", None)],
+            vec![e("10.0.0.2:6379", "", None)],
+        );
+        let p = plan(&c(), &[("10.0.0.2:26379".into(), Some(b_done))], 60_000);
+        assert!(matches!(p, Plan::Reset(_)), "{p}");
+    }
+
+    #[test]
+    fn waits_while_a_peer_is_rediscovering() {
+        let b_fresh = view_of("b", vec![], vec![]);
+        let p = plan(&c(), &[("10.0.0.2:26379".into(), Some(b_fresh))], 60_000);
+        assert!(matches!(p, Plan::Wait(ref w) if w.contains("discovered every live peer")), "{p}");
+    }
+
+    #[test]
+    fn never_while_the_master_is_down_or_failing_over() {
+        let mut me = b();
+        me.master_ok = false;
+        assert!(matches!(
+            plan(&me, &[("10.0.0.3:26379".into(), Some(c()))], 60_000),
+            Plan::Wait(_)
+        ));
+        let mut peer = c();
+        peer.master_ok = false;
+        assert!(matches!(
+            plan(&b(), &[("10.0.0.3:26379".into(), Some(peer))], 60_000),
+            Plan::Wait(_)
+        ));
+        let mut peer = c();
+        peer.master = "10.0.0.2:6379".into();
+        assert!(matches!(
+            plan(&b(), &[("10.0.0.3:26379".into(), Some(peer))], 60_000),
+            Plan::Wait(_)
+        ));
+    }
+
+    #[test]
+    fn never_without_a_majority_or_a_silent_peer() {
+        // Partitioned: both peers down from here.
+        let me = view_of(
+            "a",
+            vec![
+                e("10.0.0.2:26379", "b", Some(90_000)),
+                e("10.0.0.3:26379", "c", Some(90_000)),
+            ],
+            vec![],
+        );
+        assert!(matches!(plan(&me, &[], 60_000), Plan::Wait(ref w) if w.contains("1 of 3")));
+        assert!(matches!(
+            plan(&b(), &[("10.0.0.3:26379".into(), None)], 60_000),
+            Plan::Wait(ref w) if w.contains("does not answer")
+        ));
+    }
+
+    #[test]
+    fn not_stale_yet_or_seen_up_elsewhere() {
+        assert_eq!(
+            plan(&b(), &[("10.0.0.3:26379".into(), Some(c()))], 120_000),
+            Plan::Clean
+        );
+        let mut peer = c();
+        peer.replicas[0].down_ms = None;
+        assert!(matches!(
+            plan(&b(), &[("10.0.0.3:26379".into(), Some(peer))], 60_000),
+            Plan::Wait(ref w) if w.contains("still sees")
+        ));
+    }
+
+    #[test]
+    fn entries_parse() {
+        let m: HashMap<String, String> = [
+            ("ip", "10.0.0.1"),
+            ("port", "6379"),
+            ("runid", "x"),
+            ("flags", "s_down,slave,disconnected"),
+            ("s-down-time", "1234"),
+        ]
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+        assert_eq!(entry(&m), Some(e("10.0.0.1:6379", "x", Some(1234))));
+    }
+}
