@@ -53,9 +53,7 @@ impl Settings {
                 value: Some(v),
                 reason: format!("not an integer in {min}..=86400000"),
             };
-            let v = raw
-                .into_string()
-                .map_err(|_| bad("<not UTF-8>".into()))?;
+            let v = raw.into_string().map_err(|_| bad("<not UTF-8>".into()))?;
             match v.parse::<u64>() {
                 Ok(n) if (n == 0 || n >= min) && n <= 86_400_000 => Ok(n),
                 _ => Err(bad(v.chars().take(64).collect())),
@@ -68,10 +66,7 @@ impl Settings {
             return Err(ConfigError {
                 name: "REDISHA_STALE_AFTER_MS".into(),
                 value: Some(stale_after_ms.to_string()),
-                reason: format!(
-                    "must exceed the down-after time ({} ms)",
-                    cfg.down_after_ms
-                ),
+                reason: format!("must exceed the down-after time ({} ms)", cfg.down_after_ms),
             });
         }
         Ok(Settings {
@@ -137,7 +132,8 @@ impl View {
 
     /// Whether this view knows (as up) every live sentinel and replica that `other` knows.
     fn covers(&self, other: &View) -> bool {
-        self.live_sentinel_ids().is_superset(&other.live_sentinel_ids())
+        self.live_sentinel_ids()
+            .is_superset(&other.live_sentinel_ids())
             && self.live_replicas().is_superset(&other.live_replicas())
     }
 }
@@ -213,7 +209,10 @@ pub fn plan(me: &View, peers: &[(String, Option<View>)], stale_after_ms: u64) ->
         return Plan::Wait(format!("sentinel {turn} resets first"));
     }
     let list: Vec<&str> = stale.iter().map(|e| e.addr.as_str()).collect();
-    Plan::Reset(format!("down longer than {stale_after_ms} ms: {}", list.join(" ")))
+    Plan::Reset(format!(
+        "down longer than {stale_after_ms} ms: {}",
+        list.join(" ")
+    ))
 }
 
 fn entry(m: &HashMap<String, String>) -> Option<Entry> {
@@ -323,7 +322,9 @@ async fn tick(cfg: &Config, st: Settings, local: &Endpoint) {
         .await
     };
     match reset.await {
-        Ok(n) => tracing::info!(reason = %why, groups = n, "cleanup: SENTINEL RESET of our own sentinel"),
+        Ok(n) => {
+            tracing::info!(reason = %why, groups = n, "cleanup: SENTINEL RESET of our own sentinel")
+        }
         Err(e) => {
             tracing::warn!(error = %e, "cleanup: SENTINEL RESET failed");
             return;
@@ -441,7 +442,10 @@ mod tests {
     fn waits_while_a_peer_is_rediscovering() {
         let b_fresh = view_of("b", vec![], vec![]);
         let p = plan(&c(), &[("10.0.0.2:26379".into(), Some(b_fresh))], 60_000);
-        assert!(matches!(p, Plan::Wait(ref w) if w.contains("discovered every live peer")), "{p}");
+        assert!(
+            matches!(p, Plan::Wait(ref w) if w.contains("discovered every live peer")),
+            "{p}"
+        );
     }
 
     #[test]

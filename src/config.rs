@@ -739,7 +739,11 @@ pub fn build(flags: &Flags, env: &RawEnv) -> Result<Config, ConfigError> {
 
 /// Checks a secret without ever echoing it: errors name the variable only.
 fn check_secret(name: &str, v: &str) -> Result<Secret, ConfigError> {
-    let bad = |reason: &str| ConfigError { name: name.into(), value: None, reason: reason.into() };
+    let bad = |reason: &str| ConfigError {
+        name: name.into(),
+        value: None,
+        reason: reason.into(),
+    };
     if v.is_empty() {
         return Err(bad("empty"));
     }
@@ -753,14 +757,27 @@ fn check_secret(name: &str, v: &str) -> Result<Secret, ConfigError> {
 }
 
 /// `VAR` or `VAR_FILE` (a mounted Kubernetes Secret; one trailing newline is dropped).
-fn secret_from(env_val: &Option<String>, var: &str, file_val: &Option<String>, file_var: &str) -> Result<Option<Secret>, ConfigError> {
+fn secret_from(
+    env_val: &Option<String>,
+    var: &str,
+    file_val: &Option<String>,
+    file_var: &str,
+) -> Result<Option<Secret>, ConfigError> {
     match (env_val, file_val) {
-        (Some(_), Some(_)) => Err(ConfigError { name: var.into(), value: None, reason: format!("set both {var} and {file_var}; set one") }),
+        (Some(_), Some(_)) => Err(ConfigError {
+            name: var.into(),
+            value: None,
+            reason: format!("set both {var} and {file_var}; set one"),
+        }),
         (Some(v), None) => check_secret(var, v).map(Some),
         (None, Some(path)) => {
             let p = parse_path(file_var, path)?;
-            let text = std::fs::read_to_string(&p).map_err(|e| err(file_var, path, format!("cannot read: {}", e.kind())))?;
-            let text = text.strip_suffix('\n').map(|t| t.strip_suffix('\r').unwrap_or(t)).unwrap_or(&text);
+            let text = std::fs::read_to_string(&p)
+                .map_err(|e| err(file_var, path, format!("cannot read: {}", e.kind())))?;
+            let text = text
+                .strip_suffix('\n')
+                .map(|t| t.strip_suffix('\r').unwrap_or(t))
+                .unwrap_or(&text);
             check_secret(file_var, text).map(Some)
         }
         (None, None) => Ok(None),
@@ -768,7 +785,12 @@ fn secret_from(env_val: &Option<String>, var: &str, file_val: &Option<String>, f
 }
 
 fn build_auth(env: &RawEnv, in_pod: bool) -> Result<Auth, ConfigError> {
-    let redis = secret_from(&env.redis_password, "REDIS_PASSWORD", &env.redis_password_file, "REDIS_PASSWORD_FILE")?;
+    let redis = secret_from(
+        &env.redis_password,
+        "REDIS_PASSWORD",
+        &env.redis_password_file,
+        "REDIS_PASSWORD_FILE",
+    )?;
     let sentinel = secret_from(
         &env.redis_sentinel_password,
         "REDIS_SENTINEL_PASSWORD",
@@ -800,18 +822,29 @@ fn build_tls(env: &RawEnv) -> Result<Option<TlsFiles>, ConfigError> {
     if vars.iter().all(|(_, v)| v.is_none()) {
         return Ok(None);
     }
+    // Each value given is checked first, so the error names the variable that is wrong.
+    for (name, v) in vars {
+        if let Some(v) = v {
+            let p = parse_path(name, v)?;
+            if std::fs::File::open(&p).is_err() {
+                return Err(err(name, v, "cannot be read"));
+            }
+        }
+    }
     let mut paths = Vec::new();
     for (name, v) in vars {
         let Some(v) = v else {
-            return Err(ConfigError { name: name.into(), value: None, reason: "missing: TLS needs the cert, key and CA files".into() });
+            return Err(ConfigError {
+                name: name.into(),
+                value: None,
+                reason: "missing: TLS needs the cert, key and CA files".into(),
+            });
         };
-        let p = parse_path(name, v)?;
-        if std::fs::File::open(&p).is_err() {
-            return Err(err(name, v, "cannot be read"));
-        }
-        paths.push(p);
+        paths.push(PathBuf::from(v));
     }
-    let [cert, key, ca]: [PathBuf; 3] = paths.try_into().map_err(|_| err("REDISHA_TLS_CERT_FILE", "", "internal"))?;
+    let [cert, key, ca]: [PathBuf; 3] = paths
+        .try_into()
+        .map_err(|_| err("REDISHA_TLS_CERT_FILE", "", "internal"))?;
     Ok(Some(TlsFiles { cert, key, ca }))
 }
 
@@ -983,30 +1016,56 @@ mod tests {
 
     #[test]
     fn pod_without_password_is_refused_unless_allowed() {
-        let e = build_from_map(&flags_role("master"), &HashMap::from([("MY_POD_IP", "10.1.2.3")])).expect_err("refused");
+        let e = build_from_map(
+            &flags_role("master"),
+            &HashMap::from([("MY_POD_IP", "10.1.2.3")]),
+        )
+        .expect_err("refused");
         assert_eq!(e.name, "REDIS_PASSWORD");
         assert!(e.to_string().contains("ALLOW_EMPTY_PASSWORD"), "{e}");
-        let c = build_from_map(&flags_role("master"), &HashMap::from([("MY_POD_IP", "10.1.2.3"), ("REDIS_PASSWORD", "s3cret")]))
-            .expect("valid");
+        let c = build_from_map(
+            &flags_role("master"),
+            &HashMap::from([("MY_POD_IP", "10.1.2.3"), ("REDIS_PASSWORD", "s3cret")]),
+        )
+        .expect("valid");
         assert_eq!(c.auth.redis.as_ref().map(Secret::expose), Some("s3cret"));
-        assert_eq!(c.auth.sentinel.as_ref().map(Secret::expose), Some("s3cret"), "sentinel defaults to the same secret");
-        assert!(!format!("{c:?}").contains("s3cret"), "Debug of the config never shows a secret");
+        assert_eq!(
+            c.auth.sentinel.as_ref().map(Secret::expose),
+            Some("s3cret"),
+            "sentinel defaults to the same secret"
+        );
+        assert!(
+            !format!("{c:?}").contains("s3cret"),
+            "Debug of the config never shows a secret"
+        );
     }
 
     #[test]
     fn secret_errors_never_echo_the_value() {
-        for (var, val) in [("REDIS_PASSWORD", "abc\ndef"), ("REDIS_SENTINEL_PASSWORD", "x\u{7f}y"), ("REDIS_PASSWORD", "")] {
-            let e = build_from_map(&flags_role("master"), &HashMap::from([(var, val)])).expect_err("bad secret");
+        for (var, val) in [
+            ("REDIS_PASSWORD", "abc\ndef"),
+            ("REDIS_SENTINEL_PASSWORD", "x\u{7f}y"),
+            ("REDIS_PASSWORD", ""),
+        ] {
+            let e = build_from_map(&flags_role("master"), &HashMap::from([(var, val)]))
+                .expect_err("bad secret");
             assert_eq!(e.name, var);
             assert!(e.value.is_none());
             if !val.is_empty() {
-                assert!(!e.to_string().contains(val) && !e.to_string().contains("abc"), "{e}");
+                assert!(
+                    !e.to_string().contains(val) && !e.to_string().contains("abc"),
+                    "{e}"
+                );
             }
         }
         let dir = std::env::temp_dir().join(format!("redisha-pw-{}", std::process::id()));
         std::fs::write(&dir, "from-file\n").expect("write");
         let path = dir.display().to_string();
-        let c = build_from_map(&flags_role("master"), &HashMap::from([("REDIS_PASSWORD_FILE", path.as_str())])).expect("valid");
+        let c = build_from_map(
+            &flags_role("master"),
+            &HashMap::from([("REDIS_PASSWORD_FILE", path.as_str())]),
+        )
+        .expect("valid");
         assert_eq!(c.auth.redis.as_ref().map(Secret::expose), Some("from-file"));
         let _ = std::fs::remove_file(&dir);
     }

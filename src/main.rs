@@ -195,12 +195,26 @@ async fn run_probe(cfg: &Config, p: &ProbeArgs) -> i32 {
         ProbeServer::Redis => (probe::Kind::Redis, "redis"),
         ProbeServer::Sentinel => (probe::Kind::Sentinel, "sentinel"),
     };
-    let mode = if p.ready { probe::Mode::Ready } else { probe::Mode::Live };
-    match probe::run(cfg, kind, mode, std::time::Duration::from_millis(p.timeout_ms.max(1))).await {
+    let mode = if p.ready {
+        probe::Mode::Ready
+    } else {
+        probe::Mode::Live
+    };
+    match probe::run(
+        cfg,
+        kind,
+        mode,
+        std::time::Duration::from_millis(p.timeout_ms.max(1)),
+    )
+    .await
+    {
         Ok(()) => 0,
         Err(why) => {
             let what = if p.ready { "not ready" } else { "not live" };
-            let _ = writeln!(std::io::stderr(), "redisha-init probe: {name} {what}: {why}");
+            let _ = writeln!(
+                std::io::stderr(),
+                "redisha-init probe: {name} {what}: {why}"
+            );
             1
         }
     }

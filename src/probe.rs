@@ -30,13 +30,23 @@ pub enum Ping {
 
 /// The pure judgement. `info`: `INFO replication` (redis readiness); `names_master`: whether the
 /// sentinel names a master (sentinel readiness).
-pub fn judge(kind: Kind, mode: Mode, ping: &Ping, info: Option<&str>, names_master: Option<bool>) -> Result<(), String> {
+pub fn judge(
+    kind: Kind,
+    mode: Mode,
+    ping: &Ping,
+    info: Option<&str>,
+    names_master: Option<bool>,
+) -> Result<(), String> {
     match (ping, mode) {
         (Ping::Unreachable(e), _) => return Err(format!("not reachable: {e}")),
         // Alive but busy: loading its data set, or a replica whose master is down. Restarting it
         // would only make that worse.
-        (Ping::Error(code), Mode::Live) if code == "LOADING" || code == "MASTERDOWN" => return Ok(()),
-        (Ping::Error(code), Mode::Ready) if code == "LOADING" => return Err("loading the data set".into()),
+        (Ping::Error(code), Mode::Live) if code == "LOADING" || code == "MASTERDOWN" => {
+            return Ok(())
+        }
+        (Ping::Error(code), Mode::Ready) if code == "LOADING" => {
+            return Err("loading the data set".into())
+        }
         (Ping::Error(code), _) => return Err(format!("PING answered {code}")),
         (Ping::Pong, Mode::Live) => return Ok(()),
         (Ping::Pong, Mode::Ready) => {}
@@ -67,13 +77,17 @@ pub async fn run(cfg: &Config, kind: Kind, mode: Mode, timeout: Duration) -> Res
         Kind::Redis => (cfg.redis_port, Target::Redis),
         Kind::Sentinel => (cfg.sentinel_port, Target::Sentinel),
     };
-    let e = Endpoint { host: Host::Ip(std::net::IpAddr::from([127, 0, 0, 1])), port };
+    let e = Endpoint {
+        host: Host::Ip(std::net::IpAddr::from([127, 0, 0, 1])),
+        port,
+    };
     let work = async {
         let mut con = match redisio::connect(cfg, &e, target, timeout).await {
             Ok(c) => c,
             Err(err) => return judge(kind, mode, &classify(&err), None, None),
         };
-        let ping = match redisio::query::<String>(&mut con, &mut redis::cmd("PING"), timeout).await {
+        let ping = match redisio::query::<String>(&mut con, &mut redis::cmd("PING"), timeout).await
+        {
             Ok(s) if s == "PONG" => Ping::Pong,
             Ok(s) => Ping::Error(s),
             Err(err) => classify(&err),
@@ -83,13 +97,18 @@ pub async fn run(cfg: &Config, kind: Kind, mode: Mode, timeout: Duration) -> Res
         }
         match kind {
             Kind::Redis => {
-                let info: Option<String> = redisio::query(&mut con, redis::cmd("INFO").arg("replication"), timeout).await.ok();
+                let info: Option<String> =
+                    redisio::query(&mut con, redis::cmd("INFO").arg("replication"), timeout)
+                        .await
+                        .ok();
                 judge(kind, mode, &ping, info.as_deref(), None)
             }
             Kind::Sentinel => {
                 let addr: Option<(String, String)> = redisio::query(
                     &mut con,
-                    redis::cmd("SENTINEL").arg("GET-MASTER-ADDR-BY-NAME").arg(&cfg.group),
+                    redis::cmd("SENTINEL")
+                        .arg("GET-MASTER-ADDR-BY-NAME")
+                        .arg(&cfg.group),
                     timeout,
                 )
                 .await
@@ -108,7 +127,11 @@ pub async fn run(cfg: &Config, kind: Kind, mode: Mode, timeout: Duration) -> Res
 fn classify(e: &redis::RedisError) -> Ping {
     match e.code() {
         Some(code) => Ping::Error(code.to_string()),
-        None if e.is_io_error() || e.is_timeout() || e.is_connection_refusal() || e.is_connection_dropped() => {
+        None if e.is_io_error()
+            || e.is_timeout()
+            || e.is_connection_refusal()
+            || e.is_connection_dropped() =>
+        {
             Ping::Unreachable(e.to_string())
         }
         None => Ping::Unreachable(e.to_string()),
@@ -120,7 +143,8 @@ mod tests {
     use super::*;
 
     const SYNCED: &str = "role:slave\r\nmaster_link_status:up\r\nmaster_sync_in_progress:0\r\n";
-    const LINK_DOWN: &str = "role:slave\r\nmaster_link_status:down\r\nmaster_sync_in_progress:0\r\n";
+    const LINK_DOWN: &str =
+        "role:slave\r\nmaster_link_status:down\r\nmaster_sync_in_progress:0\r\n";
     const SYNCING: &str = "role:slave\r\nmaster_link_status:down\r\nmaster_sync_in_progress:1\r\n";
 
     #[test]
@@ -136,7 +160,14 @@ mod tests {
             (Redis, Live, err("NOAUTH"), None, None, false),
             (Redis, Live, down.clone(), None, None, false),
             (Redis, Ready, err("LOADING"), None, None, false),
-            (Redis, Ready, Ping::Pong, Some("role:master\r\n"), None, true),
+            (
+                Redis,
+                Ready,
+                Ping::Pong,
+                Some("role:master\r\n"),
+                None,
+                true,
+            ),
             (Redis, Ready, Ping::Pong, Some(SYNCED), None, true),
             (Redis, Ready, Ping::Pong, Some(LINK_DOWN), None, false),
             (Redis, Ready, Ping::Pong, Some(SYNCING), None, false),

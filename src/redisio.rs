@@ -19,7 +19,12 @@ fn client(cfg: &Config, e: &Endpoint, target: Target) -> redis::RedisResult<redi
     let host = e.host.to_string();
     let addr = match &cfg.tls {
         None => redis::ConnectionAddr::Tcp(host, e.port),
-        Some(_) => redis::ConnectionAddr::TcpTls { host, port: e.port, insecure: false, tls_params: None },
+        Some(_) => redis::ConnectionAddr::TcpTls {
+            host,
+            port: e.port,
+            insecure: false,
+            tls_params: None,
+        },
     };
     let mut settings = redis::RedisConnectionInfo::default().set_skip_set_lib_name();
     let secret = match target {
@@ -34,10 +39,19 @@ fn client(cfg: &Config, e: &Endpoint, target: Target) -> redis::RedisResult<redi
         None => redis::Client::open(info),
         Some(t) => {
             let read = |p: &std::path::Path| {
-                std::fs::read(p).map_err(|e| redis::RedisError::from((redis::ErrorKind::Io, "cannot read TLS file", e.to_string())))
+                std::fs::read(p).map_err(|e| {
+                    redis::RedisError::from((
+                        redis::ErrorKind::Io,
+                        "cannot read TLS file",
+                        e.to_string(),
+                    ))
+                })
             };
             let certs = redis::TlsCertificates {
-                client_tls: Some(redis::ClientTlsConfig { client_cert: read(&t.cert)?, client_key: read(&t.key)? }),
+                client_tls: Some(redis::ClientTlsConfig {
+                    client_cert: read(&t.cert)?,
+                    client_key: read(&t.key)?,
+                }),
                 root_cert: Some(read(&t.ca)?),
             };
             redis::Client::build_with_tls(info, certs)
@@ -52,10 +66,20 @@ pub async fn connect(
     timeout: Duration,
 ) -> redis::RedisResult<redis::aio::MultiplexedConnection> {
     let client = client(cfg, e, target)?;
-    let conf = AsyncConnectionConfig::new().set_connection_timeout(Some(timeout)).set_response_timeout(Some(timeout));
-    match tokio::time::timeout(timeout * 2, client.get_multiplexed_async_connection_with_config(&conf)).await {
+    let conf = AsyncConnectionConfig::new()
+        .set_connection_timeout(Some(timeout))
+        .set_response_timeout(Some(timeout));
+    match tokio::time::timeout(
+        timeout * 2,
+        client.get_multiplexed_async_connection_with_config(&conf),
+    )
+    .await
+    {
         Ok(r) => r,
-        Err(_) => Err(redis::RedisError::from((redis::ErrorKind::Io, "connect timed out"))),
+        Err(_) => Err(redis::RedisError::from((
+            redis::ErrorKind::Io,
+            "connect timed out",
+        ))),
     }
 }
 

@@ -106,14 +106,23 @@ fn quote_secret(s: &str) -> String {
 }
 
 /// Directives whose last argument is a secret.
-const SECRET_DIRECTIVES: &[&str] = &["requirepass", "masterauth", "sentinel auth-pass", "sentinel sentinel-pass", "tls-key-file-pass"];
+const SECRET_DIRECTIVES: &[&str] = &[
+    "requirepass",
+    "masterauth",
+    "sentinel auth-pass",
+    "sentinel sentinel-pass",
+    "tls-key-file-pass",
+];
 
 /// The text with every secret replaced, for `render` output.
 pub fn redact(text: &str) -> String {
     let mut out = String::with_capacity(text.len());
     for line in text.lines() {
         let t = line.trim_start();
-        if SECRET_DIRECTIVES.iter().any(|d| t.starts_with(&format!("{d} "))) {
+        if SECRET_DIRECTIVES
+            .iter()
+            .any(|d| t.starts_with(&format!("{d} ")))
+        {
             let keep = t.rfind(' ').map(|i| &t[..i]).unwrap_or(t);
             let _ = writeln!(out, "{keep} \"<redacted>\"");
         } else {
@@ -349,7 +358,10 @@ mod tests {
 
     #[test]
     fn master_monitors_itself_and_has_no_replicaof() {
-        let c = cfg("master", &[("MY_POD_IP", "10.0.0.5"), ("ALLOW_EMPTY_PASSWORD", "yes")]);
+        let c = cfg(
+            "master",
+            &[("MY_POD_IP", "10.0.0.5"), ("ALLOW_EMPTY_PASSWORD", "yes")],
+        );
         let me = c.self_redis();
         let p = render(&c, Role::Master, &me, &Bases::builtin(), None);
         assert!(!p.redis_conf.contains("replicaof"));
@@ -361,14 +373,24 @@ mod tests {
     fn secrets_are_escaped_and_redacted() {
         let pw = "p\"w\\ \u{e9}\"\nx"; // quote, backslash, space, non-ASCII; newline refused earlier
         let pw = &pw[..pw.len() - 2];
-        let c = cfg("master", &[("MY_POD_IP", "10.0.0.5"), ("REDIS_PASSWORD", pw)]);
+        let c = cfg(
+            "master",
+            &[("MY_POD_IP", "10.0.0.5"), ("REDIS_PASSWORD", pw)],
+        );
         let p = render(&c, Role::Master, &c.self_redis(), &Bases::builtin(), None);
         let want = "\"p\\x22w\\x5c\\x20\\xc3\\xa9\\x22\"";
-        assert!(lines(&p.redis_conf).contains(&format!("requirepass {want}").as_str()), "{}", p.redis_conf);
+        assert!(
+            lines(&p.redis_conf).contains(&format!("requirepass {want}").as_str()),
+            "{}",
+            p.redis_conf
+        );
         assert!(lines(&p.redis_conf).contains(&format!("masterauth {want}").as_str()));
-        assert!(lines(&p.sentinel_conf).contains(&format!("sentinel auth-pass mymaster {want}").as_str()));
+        assert!(lines(&p.sentinel_conf)
+            .contains(&format!("sentinel auth-pass mymaster {want}").as_str()));
         assert!(lines(&p.sentinel_conf).contains(&format!("requirepass {want}").as_str()));
-        assert!(lines(&p.sentinel_conf).contains(&format!("sentinel sentinel-pass {want}").as_str()));
+        assert!(
+            lines(&p.sentinel_conf).contains(&format!("sentinel sentinel-pass {want}").as_str())
+        );
         for text in [&p.redis_conf, &p.sentinel_conf] {
             let r = redact(text);
             assert!(!r.contains("x22w"), "{r}");
@@ -387,7 +409,10 @@ mod tests {
 
     #[test]
     fn sentinel_state_is_kept_and_filtered() {
-        let c = cfg("master", &[("MY_POD_IP", "10.0.0.5"), ("ALLOW_EMPTY_PASSWORD", "yes")]);
+        let c = cfg(
+            "master",
+            &[("MY_POD_IP", "10.0.0.5"), ("ALLOW_EMPTY_PASSWORD", "yes")],
+        );
         let prior = "\
 sentinel myid 0123456789012345678901234567890123456789
 sentinel current-epoch 7
@@ -431,5 +456,79 @@ user default on nopass ~* &* +@all
                 .count(),
             1
         );
+    }
+}
+
+/// Property: whatever the environment holds, a configuration that validates renders exactly the
+/// per-pod lines we intend: no value adds, splits or comments out a line. Bounded (512 cases).
+#[cfg(test)]
+mod prop {
+    use super::*;
+    use crate::config::{build_from_map, Flags};
+    use proptest::prelude::*;
+    use std::collections::HashMap;
+
+    const VARS: &[&str] = &[
+        "MY_POD_IP",
+        "MASTER_ANNOUNCE_PORT",
+        "SENTINEL_ANNOUNCE_PORT",
+        "REDIS_MASTER_SERVICE_HOST",
+        "REDIS_MASTER_SERVICE_PORT",
+        "REDISHA_MASTER_GROUP",
+        "REDISHA_QUORUM",
+        "REDISHA_STATE_DIR",
+        "REDIS_PASSWORD",
+        "REDIS_SENTINEL_PASSWORD",
+        "REDISHA_DOWN_AFTER_MS",
+    ];
+
+    fn value() -> impl Strategy<Value = String> {
+        prop_oneof![
+            // plausible values, so that many cases validate and reach the renderer
+            Just("10.0.0.1".to_string()),
+            Just("6380".to_string()),
+            Just("redis-primary".to_string()),
+            "[a-z0-9.-]{1,20}",
+            "[0-9]{1,6}",
+            // hostile ones
+            "[ -~]{0,30}",
+            ".{0,30}",
+            Just("x\nbind 0.0.0.0".to_string()),
+            Just("\"\nrequirepass \"".to_string()),
+            Just("pw with spaces\"and#hash\\".to_string()),
+        ]
+    }
+
+    fn directive_count(text: &str) -> usize {
+        text.split(MARK)
+            .nth(1)
+            .map(|t| t.lines().filter(|l| !l.is_empty()).count())
+            .unwrap_or(0)
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 512, ..ProptestConfig::default() })]
+        #[test]
+        fn values_never_inject_lines(vals in proptest::collection::vec(value(), VARS.len()), mask in any::<u16>()) {
+            let mut env: HashMap<&str, &str> = HashMap::from([("REDIS_MASTER_SERVICE_HOST", "redis-primary"), ("ALLOW_EMPTY_PASSWORD", "yes")]);
+            for (i, var) in VARS.iter().enumerate() {
+                if mask & (1 << i) != 0 {
+                    env.insert(var, vals[i].as_str());
+                }
+            }
+            let flags = Flags { role: Some("replica".into()), ..Default::default() };
+            if let Ok(c) = build_from_map(&flags, &env) {
+                let m = c.master_service.clone().expect("replica has a master");
+                let p = render(&c, Role::Replica, &m, &Bases::builtin(), None);
+                let redis_lines = 9 + if c.auth.redis.is_some() { 2 } else { 0 };
+                prop_assert_eq!(directive_count(&p.redis_conf), redis_lines, "{}", p.redis_conf);
+                let sentinel_lines = 10 + if c.auth.redis.is_some() { 1 } else { 0 } + if c.auth.sentinel.is_some() { 2 } else { 0 };
+                prop_assert_eq!(directive_count(&p.sentinel_conf), sentinel_lines, "{}", p.sentinel_conf);
+                for line in p.redis_conf.lines().chain(p.sentinel_conf.lines()) {
+                    prop_assert!(!line.chars().any(|ch| ch.is_control()), "control character in {:?}", line);
+                    prop_assert!(!line.trim_start().starts_with('#') || !line.contains(MARK) || line == MARK);
+                }
+            }
+        }
     }
 }

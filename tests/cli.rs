@@ -95,6 +95,72 @@ fn bad_environment_exits_78_naming_the_variable() {
     }
 }
 
+/// Every variable we read, fed empty, hostile (a newline and a directive), huge and non-UTF-8.
+#[test]
+fn every_variable_rejects_hostile_values() {
+    const VARS: &[&str] = &[
+        "MY_POD_IP",
+        "MASTER_ANNOUNCE_PORT",
+        "SENTINEL_ANNOUNCE_PORT",
+        "REDIS_MASTER_SERVICE_HOST",
+        "REDIS_MASTER_SERVICE_PORT",
+        "REDISHA_ROLE",
+        "REDISHA_SENTINELS",
+        "REDISHA_STATE_DIR",
+        "REDISHA_CONF_DIR",
+        "REDISHA_MASTER_GROUP",
+        "REDISHA_QUORUM",
+        "REDISHA_DOWN_AFTER_MS",
+        "REDISHA_FAILOVER_TIMEOUT_MS",
+        "REDISHA_PARALLEL_SYNCS",
+        "REDISHA_MIN_REPLICAS_TO_WRITE",
+        "REDISHA_MIN_REPLICAS_MAX_LAG",
+        "REDISHA_LOG_FORMAT",
+        "REDISHA_STOP_GRACE_MS",
+        "REDISHA_REDIS_SERVER",
+        "REDISHA_HANDOVER",
+        "REDISHA_DISCOVERY_TIMEOUT_MS",
+        "REDISHA_RESTART_BACKOFF_MS",
+        "REDISHA_RESTART_BUDGET",
+        "REDISHA_RESTART_STABLE_MS",
+        "REDIS_PASSWORD",
+        "REDIS_PASSWORD_FILE",
+        "REDIS_SENTINEL_PASSWORD",
+        "REDIS_SENTINEL_PASSWORD_FILE",
+        "ALLOW_EMPTY_PASSWORD",
+        "REDISHA_TLS_CERT_FILE",
+        "REDISHA_TLS_KEY_FILE",
+        "REDISHA_TLS_CA_FILE",
+    ];
+    let huge = "7".repeat(120 * 1024);
+    let values: Vec<(&str, &OsStr)> = vec![
+        ("empty", s("")),
+        ("hostile", s("1\nrequirepass \"\"\nbind 0.0.0.0")),
+        ("huge", s(&huge)),
+        ("non-utf8", OsStr::from_bytes(b"\xff\xfe")),
+    ];
+    for var in VARS {
+        for (what, val) in &values {
+            let mut vars = vec![(s("REDIS_MASTER_SERVICE_HOST"), s("127.0.0.1"))];
+            vars.push((s(var), val));
+            let args: &[&str] = if *var == "REDISHA_ROLE" {
+                &[]
+            } else {
+                &["--role", "replica"]
+            };
+            let (code, _, stderr, started) = run(args, &vars);
+            assert_eq!(code, 78, "{var} {what}: exit code; stderr={stderr}");
+            assert!(
+                stderr.contains(var),
+                "{var} {what}: error names it: {stderr}"
+            );
+            assert_eq!(stderr.lines().count(), 1, "{var} {what}: one line");
+            assert!(stderr.len() < 400, "{var} {what}: short error");
+            assert!(!started, "{var} {what}: nothing started");
+        }
+    }
+}
+
 #[test]
 fn unknown_role_flag_and_missing_master_host() {
     let (code, _, err, started) = run(&["--role", "leader"], &[]);
@@ -114,6 +180,7 @@ fn render_prints_both_files_and_argvs_and_writes_nothing() {
         (s("REDIS_MASTER_SERVICE_HOST"), s("127.0.0.1")),
         // nobody listens there: discovery falls back to the role quickly
         (s("REDISHA_SENTINELS"), s("127.0.0.1:9")),
+        (s("ALLOW_EMPTY_PASSWORD"), s("yes")),
     ];
     let (code, out, err, started) = run(&["render", "--role", "replica"], &vars);
     assert_eq!(code, 0, "{err}");
