@@ -153,7 +153,8 @@ mod tests {
         use Mode::*;
         let err = |c: &str| Ping::Error(c.into());
         let down = Ping::Unreachable("refused".into());
-        let rows: Vec<(Kind, Mode, Ping, Option<&str>, Option<bool>, bool)> = vec![
+        type Row<'a> = (Kind, Mode, Ping, Option<&'a str>, Option<bool>, bool);
+        let rows: Vec<Row> = vec![
             (Redis, Live, Ping::Pong, None, None, true),
             (Redis, Live, err("LOADING"), None, None, true),
             (Redis, Live, err("MASTERDOWN"), None, None, true),

@@ -12,14 +12,22 @@ use common::*;
 const PW: &str = "Very$ecret pass\"word";
 
 fn auth_str(port: u16, pw: &str, args: &[&str]) -> Result<String, String> {
-    let client = redis::Client::open(format!("redis://127.0.0.1:{port}/")).map_err(|e| e.to_string())?;
-    let mut con = client.get_connection_with_timeout(Duration::from_secs(1)).map_err(|e| e.to_string())?;
-    redis::cmd("AUTH").arg(pw).query::<()>(&mut con).map_err(|e| e.to_string())?;
+    let client =
+        redis::Client::open(format!("redis://127.0.0.1:{port}/")).map_err(|e| e.to_string())?;
+    let mut con = client
+        .get_connection_with_timeout(Duration::from_secs(1))
+        .map_err(|e| e.to_string())?;
+    redis::cmd("AUTH")
+        .arg(pw)
+        .query::<()>(&mut con)
+        .map_err(|e| e.to_string())?;
     let mut c = redis::cmd(args[0]);
     for a in &args[1..] {
         c.arg(*a);
     }
-    c.query::<redis::Value>(&mut con).map(|v| format!("{v:?}")).map_err(|e| e.to_string())
+    c.query::<redis::Value>(&mut con)
+        .map(|v| format!("{v:?}"))
+        .map_err(|e| e.to_string())
 }
 
 #[test]
@@ -33,13 +41,30 @@ fn password_is_required_and_never_visible() {
     std::fs::write(&pwfile, format!("{PW}\n")).expect("pw");
     env.insert("REDIS_PASSWORD_FILE".into(), pwfile.display().to_string());
     let mut init = Init::start(&[], &env, &[], dir.path().join("log"));
-    assert!(wait_for(Duration::from_secs(10), || auth_str(port + 1, PW, &["PING"]).ok()).is_some(), "{}", init.output());
-    assert!(wait_for(Duration::from_secs(10), || auth_str(port, PW, &["PING"]).ok()).is_some());
+    assert!(
+        wait_for(Duration::from_secs(10), || auth_str(
+            port + 1,
+            PW,
+            &["PING"]
+        )
+        .ok())
+        .is_some(),
+        "{}",
+        init.output()
+    );
+    assert!(
+        wait_for(Duration::from_secs(10), || auth_str(port, PW, &["PING"])
+            .ok())
+        .is_some()
+    );
 
     for p in [port, port + 1] {
         let e = redis_cmd(p, &["PING"]).expect_err("unauthenticated PING refused");
         assert_eq!(e.code(), Some("NOAUTH"), "port {p}: {e}");
-        assert!(auth_str(p, "wrong", &["PING"]).is_err(), "wrong password refused on {p}");
+        assert!(
+            auth_str(p, "wrong", &["PING"]).is_err(),
+            "wrong password refused on {p}"
+        );
     }
     // The sentinel reaches its master with the password.
     let m = auth_str(port + 1, PW, &["SENTINEL", "MASTER", "mymaster"]).expect("sentinel master");
@@ -48,9 +73,16 @@ fn password_is_required_and_never_visible() {
     let kids = descendants(init.pid);
     assert_eq!(kids.len(), 2);
     for pid in kids.iter().copied().chain([init.pid]) {
-        assert!(!cmdline(pid).contains("ecret"), "cmdline of {pid}: {}", cmdline(pid));
+        assert!(
+            !cmdline(pid).contains("ecret"),
+            "cmdline of {pid}: {}",
+            cmdline(pid)
+        );
         let environ = std::fs::read(format!("/proc/{pid}/environ")).unwrap_or_default();
-        assert!(!String::from_utf8_lossy(&environ).contains("ecret"), "environ of {pid}");
+        assert!(
+            !String::from_utf8_lossy(&environ).contains("ecret"),
+            "environ of {pid}"
+        );
     }
     for (path, mode) in [
         (state.clone(), 0o700),
@@ -59,19 +91,38 @@ fn password_is_required_and_never_visible() {
         (state.join("redis/redis.conf"), 0o600),
         (state.join("sentinel/sentinel.conf"), 0o600),
     ] {
-        let m = std::fs::metadata(&path).expect("exists").permissions().mode() & 0o777;
+        let m = std::fs::metadata(&path)
+            .expect("exists")
+            .permissions()
+            .mode()
+            & 0o777;
         assert_eq!(m, mode, "{}", path.display());
     }
 
     // render shows everything but the secret.
-    let out = Command::new(BIN).arg("render").env_clear().envs(&env).output().expect("render");
+    let out = Command::new(BIN)
+        .arg("render")
+        .env_clear()
+        .envs(&env)
+        .output()
+        .expect("render");
     let text = String::from_utf8_lossy(&out.stdout);
     assert_eq!(out.status.code(), Some(0));
-    assert!(text.contains("requirepass \"<redacted>\"") && text.contains("sentinel auth-pass mymaster \"<redacted>\""), "{text}");
-    assert!(!text.contains("ecret") && !text.contains("x24ecret"), "render leaks:\n{text}");
+    assert!(
+        text.contains("requirepass \"<redacted>\"")
+            && text.contains("sentinel auth-pass mymaster \"<redacted>\""),
+        "{text}"
+    );
+    assert!(
+        !text.contains("ecret") && !text.contains("x24ecret"),
+        "render leaks:\n{text}"
+    );
 
     init.signal(libc::SIGTERM);
-    assert_eq!(init.wait(Duration::from_secs(10)).and_then(|s| s.code()), Some(0));
+    assert_eq!(
+        init.wait(Duration::from_secs(10)).and_then(|s| s.code()),
+        Some(0)
+    );
     let log = init.output();
     assert!(!log.contains("ecret"), "a log line holds the password");
 }
@@ -87,6 +138,9 @@ fn pod_address_without_password_is_refused() {
         .expect("run");
     let err = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(78), "{err}");
-    assert!(err.contains("REDIS_PASSWORD") && err.contains("ALLOW_EMPTY_PASSWORD"), "{err}");
+    assert!(
+        err.contains("REDIS_PASSWORD") && err.contains("ALLOW_EMPTY_PASSWORD"),
+        "{err}"
+    );
     assert_eq!(err.lines().count(), 1);
 }
