@@ -626,12 +626,15 @@ pub fn build(flags: &Flags, env: &RawEnv) -> Result<Config, ConfigError> {
         0,
         64,
     )? as u32;
+    // An isolated master must stop accepting writes no later than the majority starts a
+    // failover (down-after): writes it takes after that are lost when it is demoted.
+    let lag_default = (down_after_ms / 1000).saturating_sub(1).clamp(2, 3600);
     let min_replicas_max_lag = num(
         &flags.min_replicas_max_lag,
         "--min-replicas-max-lag",
         &env.redisha_min_replicas_max_lag,
         "REDISHA_MIN_REPLICAS_MAX_LAG",
-        10,
+        lag_default,
         1,
         3600,
     )? as u32;
@@ -996,6 +999,7 @@ mod tests {
         assert_eq!(c.sentinels.len(), 1);
         assert_eq!(c.sentinels[0].to_string(), "redis-primary:26379");
         assert_eq!(c.min_replicas_to_write, 1);
+        assert_eq!(c.min_replicas_max_lag, 4, "derived from down-after 5000");
         assert_eq!(c.state_dir, PathBuf::from("/data"));
     }
 

@@ -309,6 +309,17 @@ mod tests {
                 None,
                 Err(()),
             ),
+            // ... also when only one of the sentinels (the failover leader) says so
+            (
+                Role::Master,
+                vec![
+                    ans("10.0.0.9:6379", 4, false),
+                    ans("10.0.0.9:6379", 4, false),
+                    ans("10.0.0.9:6379", 4, true),
+                ],
+                None,
+                Err(()),
+            ),
         ];
         for (role, answers, up, want) in rows {
             let got = verdict(role, &me, Some(&svc), &answers, up);

@@ -1,0 +1,336 @@
+"""Issue 3, scenarios 1-7, on three pods (see harness.py for the layout).
+
+Each scenario ends with the invariants (Cluster.settle): exactly one node reports role:master;
+every sentinel names it; SENTINEL REPLICAS / SENTINEL SENTINELS list every live pod once and no
+dead address; every replica linked and synced. Acknowledged writes are read back from the final
+master; lost ones are counted (and must be zero wherever no failover is involved, and in 7).
+Each scenario prints and appends to tests/ha/results.txt one line `SCENARIO n name: ...`.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import subprocess
+import time
+
+import harness
+from harness import DOWN_AFTER, MIN_REPLICAS_MAX_LAG, RoleSampler, Writer, record, wait_until
+
+
+def times_to_safety(cluster, pods, timeout=40.0) -> dict[str, float]:
+    """Polls all pods together (so one slow pod does not delay the others' measurement)."""
+    out: dict[str, float] = {}
+    deadline = time.monotonic() + timeout
+    while len(out) < len(pods):
+        assert time.monotonic() < deadline, f"not synced within {timeout}s: " + ", ".join(
+            p.name for p in pods if p.name not in out)
+        for p in pods:
+            if p.name in out:
+                continue
+            try:
+                i = harness.info_replication(p.ip, 0.3)
+            except Exception:
+                continue
+            if (i.get("role") == "slave" and i.get("master_link_status") == "up"
+                    and str(i.get("master_sync_in_progress")) == "0"):
+                out[p.name] = time.monotonic() - p.started_at
+        time.sleep(0.05)
+    return out
+
+
+def fmt_tts(t: dict[str, float]) -> str:
+    return ",".join(f"{k}:{v:.1f}s" for k, v in sorted(t.items()))
+
+
+def named_master(cluster, ips) -> str | None:
+    """The master the given sentinels all name, if they agree."""
+    names = set()
+    for ip in ips:
+        try:
+            with harness.client(ip, harness.SENTINEL_PORT, 0.3) as c:
+                a = c.sentinel_get_master_addr_by_name(harness.GROUP)
+            names.add(a[0] if a else None)
+        except Exception:
+            return None
+    return names.pop() if len(names) == 1 else None
+
+
+def replicas_caught_up(cluster, master_ip: str, key: str) -> None:
+    with harness.client(master_ip, harness.REDIS_PORT, 2) as c:
+        want = c.llen(key)
+    for p in cluster.live():
+        if p.ip == master_ip:
+            continue
+
+        def same(ip=p.ip):
+            with harness.client(ip, harness.REDIS_PORT, 1) as c:
+                return c.llen(key) == want
+        wait_until(same, 20, 0.1, f"{p.name} caught up on {key}")
+
+
+def test_1_cold_start(cluster):
+    """All three pods started at the same moment, from empty state: exactly one master (pod 0,
+    the only one configured master), both replicas synced."""
+    for p in cluster.pods:
+        if p.alive:
+            cluster.kill_pod(p.idx)
+        shutil.rmtree(p.state_dir, ignore_errors=True)
+    w = Writer(cluster, "ha:s1")
+    cluster.start_pods([0, 1, 2])
+    w.start()
+    try:
+        tts = times_to_safety(cluster, cluster.pods[1:])
+        m, _, settle_s = cluster.settle(60, "cold start")
+        time.sleep(2)
+    finally:
+        res = w.finish()
+    assert m == cluster.pods[0].ip, f"master is {m}, expected redis-0"
+    assert res.acked, f"no write was ever acknowledged: {res.errors}"
+    # The gap is measured from the first acknowledged write (before it, the cluster was booting).
+    first = res.acked[0][1]
+    gaps = [b[1] - a[1] for a, b in zip(res.acked, res.acked[1:])]
+    lost = w.count_lost(res, m)
+    record(f"SCENARIO 1 cold-start: write_gap={max(gaps, default=0):.2f}s lost={len(lost)} "
+           f"first_write_after={first - w.t0:.1f}s time_to_safety={fmt_tts(tts)} "
+           f"acked={len(res.acked)}")
+    assert not lost, f"acknowledged writes lost: {lost[:20]}"
+
+
+def test_1b_cold_start_master_last(cluster):
+    """Cold start in the worst order (beyond issue 3's list, for "whatever order the processes
+    come up in"): the replica pods first, the configured master only after down-after, when their
+    sentinels already call it down and tried a failover. Still exactly one master: redis-0."""
+    for p in cluster.pods:
+        if p.alive:
+            cluster.kill_pod(p.idx)
+        shutil.rmtree(p.state_dir, ignore_errors=True)
+    # The Service and the pod name of redis-0 exist (resolve) before its process starts.
+    cluster.pods[0].delete_network()
+    cluster.pods[0].create_network(cluster.fresh_ip())
+    w = Writer(cluster, "ha:s1b")
+    cluster.start_pods([1, 2])
+    w.start()
+    try:
+        time.sleep(3 * DOWN_AFTER)
+        cluster.start_pods([0], new_ip=False)
+        m, _, settle_s = cluster.settle(60, "cold start, master last")
+        time.sleep(1)
+    finally:
+        res = w.finish()
+    assert m == cluster.pods[0].ip, f"master is {m}, expected redis-0"
+    assert res.acked, f"no write was ever acknowledged: {res.errors}"
+    lost = w.count_lost(res, m)
+    gaps = [b[1] - a[1] for a, b in zip(res.acked, res.acked[1:])]
+    record(f"SCENARIO 1b cold-start-master-last: write_gap={max(gaps, default=0):.2f}s "
+           f"lost={len(lost)} master_start_to_settled={settle_s:.1f}s acked={len(res.acked)}")
+    assert not lost, f"acknowledged writes lost: {lost[:20]}"
+
+
+def test_2_master_killed(healthy):
+    """The master pod SIGKILLed (whole process tree, its address gone): a replica is promoted."""
+    c = healthy
+    old = c.master_pod()
+    old_ip = old.ip
+    w = Writer(c, "ha:s2")
+    w.start()
+    try:
+        time.sleep(2)
+        t_kill = time.monotonic()
+        c.kill_pod(old.idx)
+        survivors = [p.ip for p in c.live()]
+        new = wait_until(lambda: (named_master(c, survivors) not in (None, old_ip))
+                         and named_master(c, survivors), 40, 0.1, "a promoted master")
+        failover_s = time.monotonic() - t_kill
+        m, _, cleanup_s = c.settle(90, "invariants after the master was killed")
+        time.sleep(2)
+    finally:
+        res = w.finish()
+    lost = w.count_lost(res, m)
+    record(f"SCENARIO 2 master-killed: write_gap={res.max_gap:.2f}s lost={len(lost)} "
+           f"failover={failover_s:.1f}s settled_after_failover={cleanup_s:.1f}s "
+           f"acked={len(res.acked)} errors={res.errors}")
+    assert m == new and m != old_ip
+    # Reported rather than asserted: an asynchronous write acknowledged in the instant before
+    # the kill may not have reached a replica (Sentinel's documented window).
+    if lost:
+        print(f"WARNING scenario 2 lost acknowledged writes: {lost[:20]}")
+
+
+def test_3_old_master_back_with_new_ip(healthy_or_dead):
+    """The pod killed in 2 starts again with a new IP: it joins as a replica; roles sampled five
+    times a second never show two masters."""
+    c, p = healthy_or_dead
+    before = c.master_pod()
+    s = RoleSampler(c, 0.2)
+    w = Writer(c, "ha:s3")
+    s.start()
+    w.start()
+    try:
+        time.sleep(1)
+        c.start_pods([p.idx], new_ip=True)
+        tts = times_to_safety(c, [p])
+        m, _, _ = c.settle(90, "invariants after the old master came back")
+        time.sleep(1)
+    finally:
+        s.finish()
+        res = w.finish()
+    lost = w.count_lost(res, m)
+    record(f"SCENARIO 3 old-master-new-ip: write_gap={res.max_gap:.2f}s lost={len(lost)} "
+           f"time_to_safety={fmt_tts(tts)} max_masters_per_sample={s.max_masters()} "
+           f"samples={len(s.samples)} acked={len(res.acked)}")
+    assert s.max_masters() <= 1, "two nodes reported role:master at the same sample"
+    assert m == before.ip and m != p.ip, "the returning pod must join as a replica"
+    if lost:
+        print(f"WARNING scenario 3 lost acknowledged writes: {lost[:20]}")
+
+
+def isolated_set(pod) -> str:
+    """A client inside the isolated pod's network writes to its (old) master."""
+    r = subprocess.run(
+        ["ip", "netns", "exec", pod.ns, "redis-cli", "-h", pod.ip, "-p", str(harness.REDIS_PORT)]
+        + (["--no-auth-warning", "-a", harness.PASSWORD] if harness.PASSWORD else [])
+        + ["SET", "ha:s4:isolated", str(time.time())],
+        capture_output=True, text=True, timeout=5)
+    return (r.stdout + r.stderr).strip()
+
+
+def test_4_master_partitioned(healthy):
+    """The master's link cut longer than down-after (and than min-replicas-max-lag): it refuses
+    writes; the majority elects a new master; after the heal the old master is a replica."""
+    c = healthy
+    old = c.master_pod()
+    others = [p.ip for p in c.live() if p is not old]
+    w = Writer(c, "ha:s4")
+    w.start()
+    refused_after = None
+    try:
+        time.sleep(2)
+        t_cut = time.monotonic()
+        c.set_link(old.idx, False)
+        harness.log(f"cut {old.name}@{old.ip}")
+        try:
+            new = wait_until(lambda: (named_master(c, others) not in (None, old.ip))
+                             and named_master(c, others), 40, 0.1, "majority promotes")
+            failover_s = time.monotonic() - t_cut
+            accepted_at_start = isolated_set(old)
+            wait_until(lambda: "NOREPLICAS" in isolated_set(old), MIN_REPLICAS_MAX_LAG + 10, 0.5,
+                       "the isolated master refusing writes")
+            refused_after = time.monotonic() - t_cut
+            # Make sure the cut outlasts down-after by a wide margin whatever happened above.
+            time.sleep(max(0.0, 3 * DOWN_AFTER - (time.monotonic() - t_cut)))
+            cut_s = time.monotonic() - t_cut
+        finally:
+            c.set_link(old.idx, True)
+            harness.log(f"healed {old.name}")
+        m, snap, heal_s = c.settle(90, "invariants after the partition healed")
+        time.sleep(1)
+    finally:
+        res = w.finish()
+    lost = w.count_lost(res, m)
+    record(f"SCENARIO 4 master-partitioned: write_gap={res.max_gap:.2f}s lost={len(lost)} "
+           f"cut={cut_s:.1f}s failover={failover_s:.1f}s isolated_refuses_after={refused_after:.1f}s "
+           f"heal_to_settled={heal_s:.1f}s acked={len(res.acked)}")
+    assert m == new and m != old.ip
+    assert snap["nodes"][old.ip].get("role") == "slave", "old master must be a replica after heal"
+    print(f"isolated master, right after the failover: {accepted_at_start!r}")
+    if lost:
+        print(f"WARNING scenario 4 lost acknowledged writes: {lost[:20]}")
+
+
+def test_5_all_sentinels_restarted(healthy):
+    """All three sentinels killed at once (data nodes stay): the same master, no failover."""
+    c = healthy
+    m0, snap0, _ = c.settle(30)
+    epochs0 = {ip: s["epoch"] for ip, s in snap0["sentinels"].items()}
+    w = Writer(c, "ha:s5")
+    w.start()
+    try:
+        time.sleep(2)
+        pids = {p.name: p.child_pid("sentinel") for p in c.live()}
+        for pid in pids.values():
+            os.kill(pid, signal.SIGKILL)
+        for p in c.live():
+            wait_until(lambda p=p: p.child_pid("sentinel") != pids[p.name], 20, 0.1,
+                       f"{p.name}'s sentinel restarted")
+        m, _, _ = c.settle(60, "invariants after all sentinels restarted")
+        # A failover would come within a few down-after periods: watch for it.
+        time.sleep(3 * DOWN_AFTER)
+        m, snap, _ = c.settle(30, "invariants after all sentinels restarted (later)")
+    finally:
+        res = w.finish()
+    lost = w.count_lost(res, m)
+    epochs = {ip: s["epoch"] for ip, s in snap["sentinels"].items()}
+    record(f"SCENARIO 5 sentinels-restarted: write_gap={res.max_gap:.2f}s lost={len(lost)} "
+           f"master_same={m == m0} epochs={sorted(epochs.values())} acked={len(res.acked)}")
+    assert m == m0, "the master changed: a failover happened"
+    assert epochs == epochs0, f"config epoch changed {epochs0} -> {epochs}: a failover happened"
+    assert not lost, f"acknowledged writes lost: {lost[:20]}"
+
+
+def test_6_replica_back_with_new_ip(healthy):
+    """A replica pod killed and started again with a new IP: it resyncs; sentinels list it
+    once (its old address gone)."""
+    c = healthy
+    m0 = c.master_pod()
+    r = next(p for p in c.live() if p is not m0)
+    old_ip = r.ip
+    w = Writer(c, "ha:s6")
+    w.start()
+    try:
+        time.sleep(1)
+        c.kill_pod(r.idx)
+        time.sleep(DOWN_AFTER + 1)  # a rescheduled pod comes back after a while
+        c.start_pods([r.idx], new_ip=True)
+        tts = times_to_safety(c, [r])
+        m, _, settle_s = c.settle(90, "invariants after the replica came back")
+        time.sleep(1)
+    finally:
+        res = w.finish()
+    lost = w.count_lost(res, m)
+    record(f"SCENARIO 6 replica-new-ip: write_gap={res.max_gap:.2f}s lost={len(lost)} "
+           f"time_to_safety={fmt_tts(tts)} old_ip={old_ip} new_ip={r.ip} "
+           f"settled_after_sync={settle_s:.1f}s acked={len(res.acked)}")
+    assert m == m0.ip
+    assert not lost, f"acknowledged writes lost: {lost[:20]}"
+
+
+def test_7_master_redis_process_killed(healthy):
+    """Only the master's redis-server killed (pod and sentinel stay): no acknowledged write lost,
+    no replica emptied, never two masters."""
+    c = healthy
+    m0 = c.master_pod()
+    key = "ha:s7"
+    s = RoleSampler(c, 0.1, key=key)
+    w = Writer(c, key)
+    s.start()
+    w.start()
+    try:
+        time.sleep(2)
+        pid = m0.child_pid("redis")
+        t_kill = time.monotonic()
+        os.kill(pid, signal.SIGKILL)
+        harness.log(f"killed redis-server pid {pid} of {m0.name}")
+        wait_until(lambda: m0.child_pid("redis") != pid, 30, 0.05, "redis restarted")
+        wait_until(lambda: str(harness.info_replication(m0.ip, 0.3).get("role")) in
+                   ("master", "slave"), 30, 0.05, "the restarted redis answering")
+        back_s = time.monotonic() - t_kill
+        m, _, _ = c.settle(60, "invariants after the master's redis was killed")
+        time.sleep(1)
+    finally:
+        s.finish()
+        res = w.finish()
+    lost = w.count_lost(res, m)
+    replicas_caught_up(c, m, key)
+    lost_on = {p.name: len(w.count_lost(res, p.ip)) for p in c.live() if p.ip != m}
+    shrunk = {ip: v for ip, v in s.llen.items() if any(b < a for a, b in zip(v, v[1:]))}
+    record(f"SCENARIO 7 master-redis-killed: write_gap={res.max_gap:.2f}s lost={len(lost)} "
+           f"restarted_in={back_s:.1f}s failover={m != m0.ip} "
+           f"max_masters_per_sample={s.max_masters()} zero_master_samples="
+           f"{s.zero_master_samples()}/{len(s.samples)} lost_on_replicas={lost_on} "
+           f"acked={len(res.acked)}")
+    assert not lost, f"acknowledged writes lost: {lost[:20]}"
+    assert not any(lost_on.values()), f"a replica misses acknowledged writes: {lost_on}"
+    assert not shrunk, f"a replica's copy shrank (emptied by a resync): {shrunk}"
+    assert s.max_masters() <= 1, "two nodes reported role:master at the same sample"
