@@ -107,6 +107,13 @@ pub fn verdict(
 
 fn follow_role(role: Role, me: &Endpoint, fallback: Option<&Endpoint>, why: &str) -> Decision {
     match (role, fallback) {
+        // The master Service is this very pod (a StatefulSet's pod 0 behind its own name): a
+        // replica of itself makes no sense; it is the first master.
+        (Role::Replica, Some(m)) if m == me => Decision {
+            role: Role::Master,
+            master: me.clone(),
+            reason: format!("{why}; the master address {m} is this pod"),
+        },
         (Role::Replica, Some(m)) => Decision {
             role,
             master: m.clone(),
@@ -264,6 +271,15 @@ mod tests {
             Some("10.0.0.2:6379".into())
         );
         assert_eq!(pick(&[]), None);
+    }
+
+    #[test]
+    fn replica_whose_master_address_is_itself_is_master() {
+        let me = ep("10.0.0.9:6379");
+        match verdict(Role::Replica, &me, Some(&me), &[], None) {
+            Verdict::Decided(d) => assert_eq!((d.role, d.master), (Role::Master, me)),
+            v => panic!("{v:?}"),
+        }
     }
 
     #[test]

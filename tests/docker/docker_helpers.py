@@ -1,0 +1,204 @@
+"""Shared helpers for tests/docker: running commands with bounds, building images, measurements."""
+
+from __future__ import annotations
+
+import ipaddress
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[2]
+DOCKER_DIR = REPO / "docker"
+K8S_DIR = REPO / "k8s"
+COMPOSE_FILE = DOCKER_DIR / "compose.yml"
+TAG = os.environ.get("REDISHA_TEST_TAG", "test")
+IMAGE_PREFIX = os.environ.get("REDISHA_TEST_IMAGE_PREFIX", "redisha")
+MEASUREMENTS: dict[str, object] = {}
+MEASUREMENTS_FILE = Path(os.environ.get("REDISHA_TEST_MEASUREMENTS", "/tmp/redisha-docker-measurements.json"))
+
+
+def log(msg: str) -> None:
+    print(f"[tests/docker] {msg}", file=sys.stderr, flush=True)
+
+
+def record(key: str, value) -> None:
+    MEASUREMENTS[key] = value
+    try:
+        MEASUREMENTS_FILE.write_text(json.dumps(MEASUREMENTS, indent=2, sort_keys=True))
+    except OSError:
+        pass
+
+
+def run(cmd: list[str], timeout: float, check: bool = True, env: dict | None = None,
+        cwd: Path | None = None, quiet: bool = False) -> subprocess.CompletedProcess:
+    """A bounded command. Output is captured and shown when it fails."""
+    r = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=env, cwd=cwd)
+    if check and r.returncode != 0:
+        raise AssertionError(
+            f"{' '.join(cmd)} exited {r.returncode}\n--- stdout\n{r.stdout[-4000:]}\n--- stderr\n{r.stderr[-4000:]}"
+        )
+    if not quiet and r.returncode != 0:
+        log(f"{' '.join(cmd[:4])} ... exited {r.returncode}: {r.stderr.strip()[-500:]}")
+    return r
+
+
+def docker_available() -> str | None:
+    """None when a Docker engine answers, else why not."""
+    if not shutil.which("docker"):
+        return "docker CLI not installed"
+    try:
+        r = subprocess.run(["docker", "info", "--format", "{{.ServerVersion}}"],
+                           capture_output=True, text=True, timeout=20)
+    except subprocess.TimeoutExpired:
+        return "docker info timed out"
+    return None if r.returncode == 0 else f"no Docker engine: {r.stderr.strip()[:200]}"
+
+
+def compose_cmd() -> list[str]:
+    if shutil.which("docker-compose"):
+        return ["docker-compose"]
+    r = subprocess.run(["docker", "compose", "version"], capture_output=True, text=True, timeout=20)
+    if r.returncode == 0:
+        return ["docker", "compose"]
+    raise AssertionError("neither docker-compose nor `docker compose` is installed")
+
+
+def image_exists(ref: str) -> bool:
+    return subprocess.run(["docker", "image", "inspect", ref], capture_output=True,
+                          timeout=30).returncode == 0
+
+
+def image_size_mb(ref: str) -> float:
+    r = run(["docker", "image", "inspect", "-f", "{{.Size}}", ref], timeout=30)
+    return round(int(r.stdout.strip()) / 1e6, 1)
+
+
+def base_images() -> tuple[str, str]:
+    """The (RUST_IMAGE, REDIS_IMAGE) build arguments: given ones, or the locally made bases."""
+    rust = os.environ.get("REDISHA_TEST_RUST_IMAGE")
+    redis = os.environ.get("REDISHA_TEST_REDIS_IMAGE")
+    if rust and redis:
+        return rust, redis
+    t0 = time.monotonic()
+    run([sys.executable, str(DOCKER_DIR / "local-base" / "make_local_bases.py")], timeout=600)
+    record("base_images_s", round(time.monotonic() - t0, 1))
+    return rust or "redisha-local/rust:1-bookworm", redis or "redisha-local/redis:7-bookworm"
+
+
+def snapshot_context(dest: Path) -> Path:
+    """Copies what the build context admits (see /.dockerignore) into `dest`, so that all three
+    builds see one and the same tree even while files in the work tree change, and the image
+    cache (keyed by content) is reused across runs."""
+    for name in ("Cargo.toml", "Cargo.lock", "build.rs", ".dockerignore"):
+        if (REPO / name).exists():
+            shutil.copy2(REPO / name, dest / name)
+    for d in ("src", "conf"):
+        if (REPO / d).is_dir():
+            shutil.copytree(REPO / d, dest / d)
+    for rs in [*(REPO / "tests").rglob("*.rs"), *(REPO / "benches").rglob("*.rs")]:
+        out = dest / rs.relative_to(REPO)
+        out.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(rs, out)
+    (dest / "docker").mkdir()
+    shutil.copy2(DOCKER_DIR / "Dockerfile", dest / "docker" / "Dockerfile")
+    return dest
+
+
+def build_images() -> dict[str, str]:
+    """Builds master-sentinel and replica-sentinel from docker/Dockerfile; returns target -> ref.
+
+    The binary is compiled inside the build stage unless REDISHA_TEST_PREBUILT names a static
+    binary, which is then copied into the context (docker/dist/) and installed as is."""
+    rust, redis = base_images()
+    args = ["--build-arg", f"RUST_IMAGE={rust}", "--build-arg", f"REDIS_IMAGE={redis}"]
+    ctx = Path(tempfile.mkdtemp(prefix="redisha-docker-ctx-"))
+    try:
+        return _build_all(args, snapshot_context(ctx))
+    finally:
+        shutil.rmtree(ctx, ignore_errors=True)
+
+
+def _build_all(args: list[str], ctx: Path) -> dict[str, str]:
+    prebuilt = os.environ.get("REDISHA_TEST_PREBUILT")
+    if prebuilt:
+        dist = ctx / "docker" / "dist"
+        dist.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(prebuilt, dist / "redisha-init")
+        args = [*args, "--build-arg", "REDISHA_BINARY=docker/dist/redisha-init"]
+    refs = {}
+    started = int(time.time())
+    # The build stage is tagged too: an untagged stage image would be pruned below, and with it the
+    # cache of the compile step.
+    for target in ("build", "master-sentinel", "replica-sentinel"):
+        ref = f"{IMAGE_PREFIX}/{target}:{TAG}"
+        t0 = time.monotonic()
+        log(f"building {ref} (the first build compiles the binary: a minute or two)")
+        run(["docker", "build", "-q", "-f", str(ctx / "docker" / "Dockerfile"), "--target", target,
+             "-t", ref, *args, str(ctx)], timeout=1200)
+        record(f"build_{target}_s", round(time.monotonic() - t0, 1))
+        if target != "build":
+            record(f"image_{target}_mb", image_size_mb(ref))
+            refs[target] = ref
+    # Images of earlier runs that lost their tag to this run's (a stage image is over 1 GB).
+    run(["docker", "image", "prune", "-f", "--filter", "label=io.redisha.stage",
+         "--filter", f"until={started}"], timeout=120, check=False)
+    return refs
+
+
+def used_subnets() -> list[ipaddress.IPv4Network]:
+    ids = run(["docker", "network", "ls", "-q"], timeout=30).stdout.split()
+    if not ids:
+        return []
+    r = run(["docker", "network", "inspect", *ids], timeout=30, check=False)
+    nets = []
+    try:
+        for n in json.loads(r.stdout or "[]"):
+            for c in (n.get("IPAM") or {}).get("Config") or []:
+                try:
+                    nets.append(ipaddress.ip_network(c.get("Subnet", ""), strict=False))
+                except ValueError:
+                    pass
+    except json.JSONDecodeError:
+        pass
+    # Routes of the host itself (its own LAN, VPNs): a bridge there would shadow them.
+    if shutil.which("ip"):
+        r = subprocess.run(["ip", "-4", "route"], capture_output=True, text=True, timeout=10)
+        for line in r.stdout.splitlines():
+            dst = line.split()[0] if line.split() else ""
+            if dst != "default":
+                try:
+                    nets.append(ipaddress.ip_network(dst, strict=False))
+                except ValueError:
+                    pass
+    return nets
+
+
+def free_subnet_prefix() -> str:
+    """A /24 in 172.28.0.0/16 that no Docker network uses; returned as 'a.b.c'."""
+    used = used_subnets()
+    for third in range(60, 250):
+        net = ipaddress.ip_network(f"172.28.{third}.0/24")
+        if not any(net.overlaps(u) for u in used if u.version == 4):
+            return f"172.28.{third}"
+    raise AssertionError("no free /24 in 172.28.0.0/16 for the test network")
+
+
+def wait_until(what: str, fn, timeout: float, interval: float = 0.1):
+    """Polls fn() until it returns something truthy; fails naming `what` and the last value."""
+    deadline = time.monotonic() + timeout
+    last = None
+    while True:
+        try:
+            last = fn()
+        except Exception as e:  # noqa: BLE001 - keep polling, report the last failure
+            last = e
+        if last and not isinstance(last, Exception):
+            return last
+        if time.monotonic() >= deadline:
+            raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}; last: {last!r}")
+        time.sleep(interval)
