@@ -305,6 +305,7 @@ async fn run(cfg: Config, bases: render::Bases) -> i32 {
         .run()
         .await;
     cleanup.abort();
+    logs::drain(std::time::Duration::from_millis(500));
     code
 }
 

@@ -308,3 +308,54 @@ fn json_log_format_is_one_object_per_line() {
         assert!(sources.contains(s), "no line from {s}:\n{out}");
     }
 }
+
+#[test]
+fn raw_log_format_passes_output_through_untagged() {
+    let dir = tempdir();
+    let exe = script(dir.path(), "fake", r#"echo "plain-line-$2"; exec sleep 60"#);
+    let mut env = fake_env(dir.path(), &exe);
+    env.insert("REDISHA_LOG_FORMAT".into(), "raw".into());
+    let mut init = Init::start(&[], &env, &[], dir.path().join("log"));
+    assert!(
+        wait_for(Duration::from_secs(5), || (init
+            .output()
+            .matches("plain-line-")
+            .count()
+            == 2)
+            .then_some(()))
+        .is_some(),
+        "{}",
+        init.output()
+    );
+    init.signal(libc::SIGTERM);
+    init.wait(Duration::from_secs(10)).expect("stops");
+    let out = init.output();
+    assert!(
+        out.lines()
+            .any(|l| l.starts_with("plain-line-") && l.ends_with("--sentinel")),
+        "untagged:\n{out}"
+    );
+    assert!(!out.contains("] plain-line-"), "no tag in raw mode:\n{out}");
+}
+
+#[test]
+fn last_lines_of_a_failing_child_are_not_lost() {
+    let dir = tempdir();
+    // The data node prints its reason and dies at once, every time; the pod gives up quickly.
+    let exe = script(
+        dir.path(),
+        "fake",
+        r#"[ "$2" = "--sentinel" ] && exec sleep 60; i=0; while [ $i -lt 200 ]; do echo "last-words-$i"; i=$((i+1)); done; exit 5"#,
+    );
+    let mut env = fake_env(dir.path(), &exe);
+    env.insert("REDISHA_RESTART_BACKOFF_MS".into(), "10".into());
+    env.insert("REDISHA_RESTART_BUDGET".into(), "0".into());
+    let mut init = Init::start(&[], &env, &[], dir.path().join("log"));
+    let st = init.wait(Duration::from_secs(10)).expect("gives up");
+    assert_eq!(st.code(), Some(5));
+    assert!(
+        init.output().contains("[redis] last-words-199"),
+        "the child's last line reached the log:\n{}",
+        init.output()
+    );
+}

@@ -24,10 +24,18 @@ pub fn spawn(
         .split_first()
         .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "empty argv"))?;
     let mut cmd = Command::new(exe);
+    let raw = sink.format == crate::config::LogFormat::Raw;
+    let out = || {
+        if raw {
+            Stdio::inherit()
+        } else {
+            Stdio::piped()
+        }
+    };
     cmd.args(args)
         .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
+        .stdout(out())
+        .stderr(out())
         .process_group(0);
     for v in env_remove {
         cmd.env_remove(v);

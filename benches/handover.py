@@ -1,0 +1,223 @@
+#!/usr/bin/env python3
+"""Rolling stops of the master pod, measured: the seed's start.sh (under sh as PID 1, and under
+tini) against redisha-init without and with the handover; plus SIGKILL of the master pod.
+
+Each round starts a fresh three-pod cluster (network namespaces, PID namespaces; the harness of
+tests/ha), waits until it is settled, runs a Sentinel-aware writer (~100 writes/s), stops the
+master pod as an orchestrator would (SIGTERM, SIGKILL after the grace period) and measures:
+  - the write-unavailability window (longest gap between acknowledged writes),
+  - acknowledged writes missing from the new master,
+  - the time from SIGTERM to the pod's exit.
+
+    python3 benches/handover.py --rounds 5 [--variants seed-sh,seed-tini,ours-off,ours] [--kill]
+
+Needs root; the binary comes from REDISHA_BIN or target/release/redisha-init. Every variant runs
+with its own defaults: the seed with down-after 30000 / failover-timeout 180000 as the blog gives
+them, redisha-init with its defaults (5000 / 10000, grace 8000 ms); the orchestrator's grace is
+10 s (Docker's default stop timeout).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT / "tests" / "ha"))
+import harness  # noqa: E402
+from harness import Cluster, Writer, client, info_replication, log  # noqa: E402
+
+ORCHESTRATOR_GRACE = 10.0
+SEED_DIR = Path(__file__).resolve().parent / "seed"
+
+
+def seed_spawn(pod, wrap: list[str]) -> None:
+    """Starts the seed's start.sh in the pod, exactly as the blog's images would."""
+    state = pod.state_dir
+    state.mkdir(parents=True, exist_ok=True)
+    role = "master" if pod.idx == 0 else "replica"
+    for name in ("redis.conf", "redis-replicator.conf", "sentinel.conf"):
+        text = (SEED_DIR / name).read_text().replace("@STATE@", str(state))
+        (state / name).write_text(text)
+    script = (SEED_DIR / f"start-{role}.sh").read_text().replace("@STATE@", str(state))
+    (state / "start.sh").write_text(script)
+    env = {
+        "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
+        "MY_POD_IP": pod.ip,
+        "MASTER_ANNOUNCE_PORT": "6379",
+        "SENTINEL_ANNOUNCE_PORT": "26379",
+        "REDIS_MASTER_SERVICE_HOST": "redis-primary",
+        "REDIS_MASTER_SERVICE_PORT": "6379",
+    }
+    pod.generation += 1
+    pod.log_path = pod.cluster.logdir / f"{pod.name}.gen{pod.generation}.log"
+    with open(pod.log_path, "wb") as logf:
+        pod.proc = subprocess.Popen(
+            ["ip", "netns", "exec", pod.ns, "unshare", "--pid", "--fork", "--mount-proc",
+             *wrap, "sh", str(state / "start.sh")],
+            env=env, stdin=subprocess.DEVNULL, stdout=logf, stderr=subprocess.STDOUT,
+            start_new_session=True)
+    pod.started_at = time.monotonic()
+
+
+VARIANTS = {
+    # name: (description, spawn override or None, extra env for redisha-init)
+    "seed-sh": ("seed start.sh, sh as PID 1", lambda p: seed_spawn(p, []), {}),
+    "seed-tini": ("seed start.sh under tini", lambda p: seed_spawn(p, ["tini", "--"]), {}),
+    "ours-off": ("redisha-init, handover off", None, {"REDISHA_HANDOVER": "no"}),
+    "ours": ("redisha-init, handover on", None, {}),
+}
+
+
+def ready(cluster: Cluster) -> bool:
+    """One master, both replicas linked and synced, every sentinel knows 2 replicas and 2 peers
+    (Sentinel learns replicas from the master's INFO every 10 s: until then it cannot promote)."""
+    live = cluster.live()
+    roles = {}
+    for p in live:
+        try:
+            roles[p.ip] = info_replication(p.ip, 0.3)
+        except Exception:
+            return False
+    masters = [ip for ip, i in roles.items() if i.get("role") == "master"]
+    if len(masters) != 1:
+        return False
+    for ip, i in roles.items():
+        if ip != masters[0] and (i.get("master_link_status") != "up"
+                                 or str(i.get("master_sync_in_progress")) != "0"):
+            return False
+    for p in live:
+        try:
+            with client(p.ip, harness.SENTINEL_PORT, 0.3) as c:
+                m = c.sentinel_master(harness.GROUP)
+        except Exception:
+            return False
+        if m.get("ip") != masters[0] or int(m.get("num-slaves", 0)) != 2 \
+                or int(m.get("num-other-sentinels", 0)) != 2:
+            return False
+    return True
+
+
+def current_master(cluster: Cluster) -> str | None:
+    for p in cluster.live():
+        try:
+            if info_replication(p.ip, 0.3).get("role") == "master":
+                return p.ip
+        except Exception:
+            pass
+    return None
+
+
+def stop_pod(pod, hard: bool) -> float:
+    """SIGTERM (or SIGKILL) to the pod's PID 1; SIGKILL after the orchestrator's grace."""
+    pid = pod.init_pid()
+    assert pid, f"{pod.name} has no PID 1"
+    t0 = time.monotonic()
+    os.kill(pid, signal.SIGKILL if hard else signal.SIGTERM)
+    try:
+        pod.proc.wait(timeout=ORCHESTRATOR_GRACE)
+    except subprocess.TimeoutExpired:
+        os.kill(pid, signal.SIGKILL)
+        pod.proc.wait(timeout=10)
+    took = time.monotonic() - t0
+    pod.proc = None
+    return took
+
+
+def one_round(binary: str, variant: str, hard: bool, rnd: int) -> dict:
+    desc, spawn, extra = VARIANTS[variant]
+    tmp = Path(tempfile.mkdtemp(prefix=f"rh-bench-{variant}-"))
+    cluster = Cluster(binary, tmp)
+    harness.TIMINGS.clear()
+    harness.TIMINGS.update({"REDISHA_STOP_GRACE_MS": "8000", **extra})
+    try:
+        cluster.setup()
+        if spawn is not None:
+            for p in cluster.pods:
+                p.spawn = (lambda p=p: spawn(p))
+        cluster.start_pods([0, 1, 2])
+        harness.wait_until(lambda: ready(cluster), 90, 0.5, f"{variant}: cluster settled")
+        writer = Writer(cluster, f"bench:{variant}:{rnd}")
+        writer.start()
+        time.sleep(2.0)
+        master_ip = current_master(cluster)
+        pod = cluster.pod_by_ip(master_ip)
+        took = stop_pod(pod, hard)
+        pod.delete_network()
+        cluster.write_hosts()
+        t_exit = time.monotonic()
+        # Writes resumed: acknowledged by a node that is not the stopped pod (its exit is behind
+        # us: anything acknowledged from now on came from another master), then 1 s more.
+        def resumed():
+            after = [t for _, t in writer.acked if t > t_exit]
+            return bool(after) and time.monotonic() - after[0] > 1.0
+        ok = True
+        try:
+            harness.wait_until(resumed, 120, 0.2, f"{variant}: writes resumed")
+        except AssertionError:
+            ok = False
+        res = writer.finish()
+        new_master = current_master(cluster)
+        lost = len(writer.count_lost(res, new_master)) if new_master else len(res.acked)
+        return {"variant": variant, "hard": hard, "gap": res.max_gap if ok else float("inf"),
+                "lost": lost, "stop": took, "acked": len(res.acked)}
+    finally:
+        cluster.teardown()
+        subprocess.run(["rm", "-rf", str(tmp)], check=False)
+
+
+def fmt(xs: list[float]) -> str:
+    finite = [x for x in xs if x != float("inf")]
+    if len(finite) < len(xs):
+        return f"{statistics.median(xs):.2f} / never ({len(xs) - len(finite)} runs)"
+    return f"{statistics.median(xs):.2f} / {max(xs):.2f}"
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--rounds", type=int, default=5)
+    ap.add_argument("--variants", default="seed-sh,seed-tini,ours-off,ours")
+    ap.add_argument("--kill", action="store_true", help="also SIGKILL the master pod (seed-sh, ours)")
+    ap.add_argument("--out", default=str(Path(__file__).with_name("RESULTS-handover.md")))
+    a = ap.parse_args()
+    binary = os.environ.get("REDISHA_BIN") or str(ROOT / "target" / "release" / "redisha-init")
+    assert Path(binary).exists(), f"build first: {binary}"
+    plan = [(v, False) for v in a.variants.split(",")]
+    if a.kill:
+        plan += [("seed-sh", True), ("ours", True)]
+    rows = []
+    for v, hard in plan:
+        runs = []
+        for r in range(a.rounds):
+            res = one_round(binary, v, hard, r)
+            log(f"{v} {'SIGKILL' if hard else 'SIGTERM'} round {r}: {res}")
+            runs.append(res)
+        rows.append((v, hard, runs))
+    lines = [
+        "| variant | stop | write gap s (median / max) | acked writes lost (per run) | SIGTERM→exit s (median / max) |",
+        "|---|---|---|---|---|",
+    ]
+    for v, hard, runs in rows:
+        lines.append(f"| {VARIANTS[v][0]} | {'SIGKILL' if hard else 'SIGTERM'} | "
+                     f"{fmt([x['gap'] for x in runs])} | {', '.join(str(x['lost']) for x in runs)} | "
+                     f"{fmt([x['stop'] for x in runs])} |")
+    cpu = next((l.split(':', 1)[1].strip() for l in open('/proc/cpuinfo') if l.startswith('model name')), '?')
+    head = (f"Machine: {os.cpu_count()} cores, {cpu}, Linux {platform.release()}, "
+            f"{time.strftime('%Y-%m-%d')}; redis-server 7.0.15; {a.rounds} rounds per variant.\n"
+            f"Command: `python3 benches/handover.py --rounds {a.rounds} --variants {a.variants}"
+            f"{' --kill' if a.kill else ''}`\n")
+    table = head + "\n" + "\n".join(lines) + "\n"
+    print(table)
+    Path(a.out).write_text(table)
+
+
+if __name__ == "__main__":
+    main()
