@@ -359,3 +359,50 @@ fn last_lines_of_a_failing_child_are_not_lost() {
         init.output()
     );
 }
+
+#[test]
+fn sigterm_during_discovery_stops_at_once_with_nothing_started() {
+    let dir = tempdir();
+    // A "sentinel" that accepts connections and never answers: discovery waits on timeouts.
+    let silent = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let addr = silent.local_addr().expect("addr");
+    let held = std::thread::spawn(move || {
+        let mut conns = Vec::new();
+        silent.set_nonblocking(true).expect("nonblocking");
+        let end = Instant::now() + Duration::from_secs(3);
+        while Instant::now() < end {
+            if let Ok((c, _)) = silent.accept() {
+                conns.push(c);
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    });
+    let marker = dir.path().join("started");
+    let exe = script(
+        dir.path(),
+        "fake",
+        &format!("touch '{}'; exec sleep 60", marker.display()),
+    );
+    let mut env = fake_env(dir.path(), &exe);
+    env.insert("REDISHA_SENTINELS".into(), addr.to_string());
+    let mut init = Init::start(&[], &env, &[], dir.path().join("log"));
+    std::thread::sleep(Duration::from_millis(700));
+    let t = Instant::now();
+    init.signal(libc::SIGTERM);
+    let st = init
+        .wait(Duration::from_secs(5))
+        .expect("exits during discovery");
+    assert!(
+        t.elapsed() < Duration::from_millis(500),
+        "took {:?}",
+        t.elapsed()
+    );
+    assert_eq!(st.code(), Some(0), "{}", init.output());
+    assert!(!marker.exists(), "nothing was started");
+    assert!(
+        init.output().contains("stop requested before start"),
+        "{}",
+        init.output()
+    );
+    let _ = held.join();
+}
