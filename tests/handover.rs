@@ -155,3 +155,91 @@ fn sigterm_on_master_hands_over_without_losing_writes() {
         );
     }
 }
+
+/// A master and one replica, stopped right after the replica linked: Sentinel learns replicas
+/// from the master's INFO only every 10 s, so SENTINEL FAILOVER answers NOGOODSLAVE and the
+/// handover cannot finish. Returns the master's Init (stop it yourself) and the replica's.
+fn pair_not_yet_known_to_sentinel(dir: &std::path::Path, grace_ms: &str) -> (Init, Init) {
+    let ports: Vec<u16> = (0..2).map(|_| free_port()).collect();
+    let sentinels = ports
+        .iter()
+        .map(|p| format!("127.0.0.1:{}", p + 1))
+        .collect::<Vec<_>>()
+        .join(",");
+    let mut inits = Vec::new();
+    for (i, p) in ports.iter().enumerate() {
+        let mut env = base_env(&dir.join(format!("n{i}")), *p);
+        env.insert(
+            "REDISHA_ROLE".into(),
+            if i == 0 { "master" } else { "replica" }.into(),
+        );
+        env.insert("REDIS_MASTER_SERVICE_HOST".into(), "127.0.0.1".into());
+        env.insert("REDIS_MASTER_SERVICE_PORT".into(), ports[0].to_string());
+        env.insert("REDISHA_SENTINELS".into(), sentinels.clone());
+        env.insert("REDISHA_STOP_GRACE_MS".into(), grace_ms.into());
+        inits.push(Init::start(&[], &env, &[], dir.join(format!("n{i}.log"))));
+        if i == 0 {
+            assert!(wait_for(Duration::from_secs(10), || ping(p + 1).then_some(())).is_some());
+        }
+    }
+    let linked = wait_for(Duration::from_secs(10), || {
+        (info_field(ports[1], "replication", "master_link_status").as_deref() == Some("up"))
+            .then_some(())
+    });
+    assert!(linked.is_some(), "{}", inits[1].output());
+    let replica = inits.pop().expect("replica");
+    let master = inits.pop().expect("master");
+    (master, replica)
+}
+
+#[test]
+fn handover_that_cannot_finish_gives_up_inside_the_grace() {
+    let dir = tempdir();
+    let (mut master, mut replica) = pair_not_yet_known_to_sentinel(dir.path(), "2000");
+    let t = Instant::now();
+    master.signal(libc::SIGTERM);
+    let st = master.wait(Duration::from_secs(10)).expect("exits");
+    let took = t.elapsed();
+    let out = master.output();
+    assert_eq!(st.code(), Some(0), "{out}");
+    assert!(out.contains("outcome=failed, stopping anyway"), "{out}");
+    assert!(
+        took < Duration::from_millis(2000),
+        "inside the grace: {took:?}"
+    );
+    replica.signal(libc::SIGTERM);
+    replica
+        .wait(Duration::from_secs(10))
+        .expect("replica stops");
+}
+
+#[test]
+fn second_sigterm_skips_the_rest_of_the_handover() {
+    let dir = tempdir();
+    let (mut master, mut replica) = pair_not_yet_known_to_sentinel(dir.path(), "8000");
+    master.signal(libc::SIGTERM);
+    assert!(
+        wait_for(Duration::from_secs(3), || master
+            .output()
+            .contains("handover: writes paused")
+            .then_some(()))
+        .is_some(),
+        "{}",
+        master.output()
+    );
+    let t = Instant::now();
+    master.signal(libc::SIGTERM);
+    let st = master.wait(Duration::from_secs(10)).expect("exits");
+    let out = master.output();
+    assert_eq!(st.code(), Some(0), "{out}");
+    assert!(out.contains("skipping the rest of the handover"), "{out}");
+    assert!(
+        t.elapsed() < Duration::from_secs(2),
+        "quick after the second TERM: {:?}",
+        t.elapsed()
+    );
+    replica.signal(libc::SIGTERM);
+    replica
+        .wait(Duration::from_secs(10))
+        .expect("replica stops");
+}
