@@ -212,7 +212,7 @@ def main() -> None:
     cpu = next((l.split(':', 1)[1].strip() for l in open('/proc/cpuinfo') if l.startswith('model name')), '?')
     head = (f"Machine: {os.cpu_count()} cores, {cpu}, Linux {platform.release()}, "
             f"{time.strftime('%Y-%m-%d')}; redis-server 7.0.15; {a.rounds} rounds per variant.\n"
-            f"Command: `python3 benches/handover.py --rounds {a.rounds} --variants {a.variants}"
+            f"Command (after `scripts/setup bench`; needs root): `.venv/bin/python benches/handover.py --rounds {a.rounds} --variants {a.variants}"
             f"{' --kill' if a.kill else ''}`\n")
     table = head + "\n" + "\n".join(lines) + "\n"
     print(table)
