@@ -60,8 +60,16 @@ pub fn verdict(
     fallback_master: Option<&Endpoint>,
     answers: &[Answer],
     master_is_up: Option<bool>,
+    refused: Option<&str>,
 ) -> Verdict {
     let Some(a) = pick(answers) else {
+        // Somebody is there but will not talk to us: this is not a first boot, and guessing the
+        // role from --role could make a second master.
+        if let Some(why) = refused {
+            return Verdict::Retry(format!(
+                "a sentinel accepts connections but refuses us ({why}); check REDIS_SENTINEL_PASSWORD and the TLS settings"
+            ));
+        }
         return Verdict::Decided(follow_role(
             cfg_role,
             me,
@@ -133,25 +141,46 @@ impl fmt::Display for Decision {
     }
 }
 
+/// One round's replies: how many sentinels answered, their answers, and the errors of sentinels
+/// that accept connections but refuse us (TLS handshake, password): those are not "nobody home".
+struct Round {
+    reached: usize,
+    answers: Vec<Answer>,
+    refused: Vec<String>,
+}
+
 /// Queries every sentinel in parallel, one bounded round.
-async fn ask_all(cfg: &Config, sentinels: &[Endpoint], timeout: Duration) -> (usize, Vec<Answer>) {
+async fn ask_all(cfg: &Config, sentinels: &[Endpoint], timeout: Duration) -> Round {
     let mut set = tokio::task::JoinSet::new();
     for s in sentinels {
         let (s, group, cfg) = (s.clone(), cfg.group.clone(), cfg.clone());
-        set.spawn(async move { redisio::sentinel_master(&cfg, &s, &group, timeout).await });
+        set.spawn(async move {
+            let r = redisio::sentinel_master(&cfg, &s, &group, timeout).await;
+            // A failed query to a port that accepts TCP is a refusal, not an absence.
+            let refused = match &r {
+                Err(e) if redisio::tcp_reachable(&s, timeout).await => Some(format!("{s}: {e}")),
+                _ => None,
+            };
+            (r, refused)
+        });
     }
-    let (mut reached, mut answers) = (0, Vec::new());
+    let mut round = Round {
+        reached: 0,
+        answers: Vec::new(),
+        refused: Vec::new(),
+    };
     while let Some(r) = set.join_next().await {
         match r {
-            Ok(Ok(Some(a))) => {
-                reached += 1;
-                answers.push(a);
+            Ok((Ok(Some(a)), _)) => {
+                round.reached += 1;
+                round.answers.push(a);
             }
-            Ok(Ok(None)) => reached += 1,
-            Ok(Err(_)) | Err(_) => {}
+            Ok((Ok(None), _)) => round.reached += 1,
+            Ok((Err(_), Some(why))) => round.refused.push(why),
+            Ok((Err(_), None)) | Err(_) => {}
         }
     }
-    (reached, answers)
+    round
 }
 
 /// Resolves a Service name to an address once, so Sentinel never mixes names and IPs.
@@ -176,7 +205,9 @@ async fn resolved(e: &Endpoint) -> Endpoint {
 
 /// Decides the role. `include_local`: also ask this pod's own sentinel (it runs when a crashed
 /// data node is restarted, and it is the best-informed one then).
-pub async fn decide(cfg: &Config, include_local: bool) -> Decision {
+/// Err when sentinels are reachable but refuse us for the whole budget (wrong password or TLS
+/// settings): starting with a guessed role could make a second master.
+pub async fn decide(cfg: &Config, include_local: bool) -> Result<Decision, String> {
     let me = cfg.self_redis();
     let mut sentinels = cfg.sentinels.clone();
     if include_local {
@@ -193,7 +224,12 @@ pub async fn decide(cfg: &Config, include_local: bool) -> Decision {
         None => None,
     };
     if sentinels.is_empty() {
-        return follow_role(cfg.role, &me, fallback.as_ref(), "no sentinels configured");
+        return Ok(follow_role(
+            cfg.role,
+            &me,
+            fallback.as_ref(),
+            "no sentinels configured",
+        ));
     }
     let started = tokio::time::Instant::now();
     let budget = Duration::from_millis(cfg.discovery_timeout_ms);
@@ -202,8 +238,13 @@ pub async fn decide(cfg: &Config, include_local: bool) -> Decision {
     // sentinel is down, and then nothing better than the configured role is known).
     let mut silent_rounds = 0;
     for round in 0u32..600 {
-        let (reached, answers) = ask_all(cfg, &sentinels, per_try).await;
-        if reached == 0 && silent_rounds < 2 {
+        let Round {
+            reached,
+            answers,
+            refused,
+        } = ask_all(cfg, &sentinels, per_try).await;
+        let refused = (!refused.is_empty()).then(|| refused.join("; "));
+        if reached == 0 && refused.is_none() && silent_rounds < 2 {
             silent_rounds += 1;
             tokio::time::sleep(Duration::from_millis(300)).await;
             continue;
@@ -212,26 +253,38 @@ pub async fn decide(cfg: &Config, include_local: bool) -> Decision {
             Some(a) if a.master != me => Some(redisio::is_master(cfg, &a.master, per_try).await),
             _ => None,
         };
-        match verdict(cfg.role, &me, fallback.as_ref(), &answers, check) {
-            Verdict::Decided(d) => return d,
+        match verdict(
+            cfg.role,
+            &me,
+            fallback.as_ref(),
+            &answers,
+            check,
+            refused.as_deref(),
+        ) {
+            Verdict::Decided(d) => return Ok(d),
+            Verdict::Retry(why)
+                if started.elapsed() >= budget && refused.is_some() && answers.is_empty() =>
+            {
+                return Err(format!("gave up after {} ms: {why}", budget.as_millis()));
+            }
             Verdict::Retry(why) if started.elapsed() >= budget => {
-                return follow_role(
+                return Ok(follow_role(
                     cfg.role,
                     &me,
                     fallback.as_ref(),
                     &format!("gave up after {} ms: {why}", budget.as_millis()),
-                );
+                ));
             }
             Verdict::Retry(why) => tracing::info!(round, reason = %why, "role not decided yet"),
         }
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
-    follow_role(
+    Ok(follow_role(
         cfg.role,
         &me,
         fallback.as_ref(),
         "discovery rounds exhausted",
-    )
+    ))
 }
 
 #[cfg(test)]
@@ -276,10 +329,27 @@ mod tests {
     #[test]
     fn replica_whose_master_address_is_itself_is_master() {
         let me = ep("10.0.0.9:6379");
-        match verdict(Role::Replica, &me, Some(&me), &[], None) {
+        match verdict(Role::Replica, &me, Some(&me), &[], None, None) {
             Verdict::Decided(d) => assert_eq!((d.role, d.master), (Role::Master, me)),
             v => panic!("{v:?}"),
         }
+    }
+
+    #[test]
+    fn refusing_sentinels_are_not_a_first_boot() {
+        let me = ep("10.0.0.9:6379");
+        let v = verdict(
+            Role::Master,
+            &me,
+            None,
+            &[],
+            None,
+            Some("10.0.0.2:26379: WRONGPASS"),
+        );
+        assert!(
+            matches!(v, Verdict::Retry(ref why) if why.contains("WRONGPASS")),
+            "{v:?}"
+        );
     }
 
     #[test]
@@ -338,7 +408,7 @@ mod tests {
             ),
         ];
         for (role, answers, up, want) in rows {
-            let got = verdict(role, &me, Some(&svc), &answers, up);
+            let got = verdict(role, &me, Some(&svc), &answers, up, None);
             match (got, want) {
                 (Verdict::Decided(d), Ok((r, m))) => {
                     assert_eq!((d.role, &d.master), (r, m), "{answers:?}")

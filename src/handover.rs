@@ -94,8 +94,16 @@ pub async fn run(cfg: &Config, budget: Duration) -> Outcome {
     if redisio::info_field(&info, "role") != Some("master") {
         return Outcome::Skipped("this node is a replica".into());
     }
-    if !replicas(&info).iter().any(healthy) {
-        return Outcome::Skipped("no healthy replica to hand over to".into());
+    let listed = replicas(&info);
+    if !listed.iter().any(healthy) {
+        let seen: Vec<String> = listed
+            .iter()
+            .map(|r| format!("{} online={} lag={}", r.addr, r.online, r.lag))
+            .collect();
+        return Outcome::Skipped(format!(
+            "no healthy replica to hand over to (listed: [{}])",
+            seen.join(", ")
+        ));
     }
     let pause_ms = budget.as_millis().max(1000) as u64;
     let mut con = match redisio::connect(cfg, &me, redisio::Target::Redis, t).await {

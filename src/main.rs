@@ -20,6 +20,8 @@ use config::{Config, Flags, RawEnv, EXIT_CONFIG};
 
 /// EX_USAGE: the command line itself is malformed.
 const EXIT_USAGE: i32 = 64;
+/// EX_TEMPFAIL: the sentinels are there but refuse us; an orchestrator's restart may succeed.
+const EXIT_TEMPFAIL: i32 = 75;
 
 #[derive(Parser, Debug)]
 #[command(
@@ -221,7 +223,16 @@ async fn run_probe(cfg: &Config, p: &ProbeArgs) -> i32 {
 }
 
 async fn print_render(cfg: &Config, bases: &render::Bases) -> i32 {
-    let d = discover::decide(cfg, false).await;
+    let d = match discover::decide(cfg, false).await {
+        Ok(d) => d,
+        Err(why) => {
+            let _ = writeln!(
+                std::io::stderr(),
+                "redisha-init: cannot decide the role: {why}"
+            );
+            return EXIT_TEMPFAIL;
+        }
+    };
     let prior = state::read_prior_sentinel(cfg);
     let plan = render::render(cfg, d.role, &d.master, bases, prior.as_deref());
     let argv = |a: &[std::ffi::OsString]| {
@@ -291,7 +302,13 @@ async fn run(cfg: Config, bases: render::Bases) -> i32 {
     }
     let mut chan = chan;
     let decision = tokio::select! {
-        d = discover::decide(&cfg, false) => d,
+        d = discover::decide(&cfg, false) => match d {
+            Ok(d) => d,
+            Err(why) => {
+                tracing::error!(reason = %why, "cannot decide the role; nothing was started");
+                return EXIT_TEMPFAIL;
+            }
+        },
         sig = wait_stop(&mut chan.1) => {
             tracing::info!(signal = supervise::signal_name(sig), "stop requested before start; nothing was started");
             return 0;

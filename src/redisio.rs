@@ -176,3 +176,12 @@ pub async fn query<T: redis::FromRedisValue>(
 ) -> redis::RedisResult<T> {
     bounded(timeout, cmd.query_async(con)).await
 }
+
+/// Whether anything accepts TCP connections at `e` (tells "nobody there" from "refuses us").
+pub async fn tcp_reachable(e: &Endpoint, timeout: Duration) -> bool {
+    let addr = (e.host.to_string(), e.port);
+    matches!(
+        tokio::time::timeout(timeout, tokio::net::TcpStream::connect(addr)).await,
+        Ok(Ok(_))
+    )
+}

@@ -67,8 +67,14 @@ fn password_is_required_and_never_visible() {
         );
     }
     // The sentinel reaches its master with the password.
-    let m = auth_str(port + 1, PW, &["SENTINEL", "MASTER", "mymaster"]).expect("sentinel master");
-    assert!(!m.contains("s_down") && !m.contains("disconnected"), "{m}");
+    let linked = wait_for(Duration::from_secs(5), || {
+        let m = auth_str(port + 1, PW, &["SENTINEL", "MASTER", "mymaster"]).ok()?;
+        (!m.contains("s_down") && !m.contains("disconnected") && m.contains("master")).then_some(())
+    });
+    assert!(
+        linked.is_some(),
+        "sentinel linked to its master with the password"
+    );
 
     let kids = descendants(init.pid);
     assert_eq!(kids.len(), 2);
@@ -143,4 +149,44 @@ fn pod_address_without_password_is_refused() {
         "{err}"
     );
     assert_eq!(err.lines().count(), 1);
+}
+
+#[test]
+fn sentinels_that_refuse_us_are_not_a_first_boot() {
+    let dir = tempdir();
+    let port = free_port();
+    let mut env = base_env(&dir.path().join("a"), port);
+    env.insert("REDISHA_ROLE".into(), "master".into());
+    env.insert("REDIS_PASSWORD".into(), "right-password".into());
+    let mut first = Init::start(&[], &env, &[], dir.path().join("a.log"));
+    assert!(wait_for(Duration::from_secs(10), || auth_str(
+        port + 1,
+        "right-password",
+        &["PING"]
+    )
+    .ok())
+    .is_some());
+
+    // A second pod with the wrong password must not guess its role from --role master.
+    let other = free_port();
+    let mut env2 = base_env(&dir.path().join("b"), other);
+    env2.insert("REDISHA_ROLE".into(), "master".into());
+    env2.insert("REDIS_PASSWORD".into(), "wrong-password".into());
+    env2.insert(
+        "REDISHA_SENTINELS".into(),
+        format!("127.0.0.1:{}", port + 1),
+    );
+    env2.insert("REDISHA_DISCOVERY_TIMEOUT_MS".into(), "1500".into());
+    let mut second = Init::start(&[], &env2, &[], dir.path().join("b.log"));
+    let st = second.wait(Duration::from_secs(15)).expect("gives up");
+    let out = second.output();
+    assert_eq!(st.code(), Some(75), "{out}");
+    assert!(out.contains("refuses us"), "{out}");
+    assert!(!out.contains("spawned"), "nothing started:\n{out}");
+    assert!(
+        !out.contains("wrong-password") && !out.contains("right-password"),
+        "{out}"
+    );
+    first.signal(libc::SIGTERM);
+    first.wait(Duration::from_secs(10)).expect("stops");
 }

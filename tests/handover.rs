@@ -219,7 +219,7 @@ fn second_sigterm_skips_the_rest_of_the_handover() {
     let (mut master, mut replica) = pair_not_yet_known_to_sentinel(dir.path(), "8000");
     master.signal(libc::SIGTERM);
     assert!(
-        wait_for(Duration::from_secs(3), || master
+        wait_for(Duration::from_secs(5), || master
             .output()
             .contains("handover: writes paused")
             .then_some(()))

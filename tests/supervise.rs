@@ -406,3 +406,39 @@ fn sigterm_during_discovery_stops_at_once_with_nothing_started() {
     );
     let _ = held.join();
 }
+
+#[test]
+fn children_do_not_outlive_a_killed_supervisor() {
+    let dir = tempdir();
+    let exe = script(
+        dir.path(),
+        "fake",
+        "trap 'exit 0' TERM; echo up; while :; do sleep 0.05; done",
+    );
+    let mut init = Init::start(
+        &[],
+        &fake_env(dir.path(), &exe),
+        &[],
+        dir.path().join("log"),
+    );
+    assert!(wait_for(Duration::from_secs(5), || (init
+        .output()
+        .matches("] up")
+        .count()
+        == 2)
+        .then_some(()))
+    .is_some());
+    let kids = children_of(init.pid);
+    assert_eq!(kids.len(), 2);
+    init.signal(libc::SIGKILL);
+    init.wait(Duration::from_secs(5)).expect("killed");
+    let gone = wait_for(Duration::from_secs(5), || {
+        kids.iter()
+            .all(|k| !std::path::Path::new(&format!("/proc/{k}")).exists())
+            .then_some(())
+    });
+    assert!(
+        gone.is_some(),
+        "children outlived their supervisor: {kids:?}"
+    );
+}

@@ -61,6 +61,16 @@ pub fn spawn(
             let mut set: libc::sigset_t = std::mem::zeroed();
             libc::sigemptyset(&mut set);
             libc::sigprocmask(libc::SIG_SETMASK, &set, std::ptr::null_mut());
+            // Not PID 1 (a laptop, a test): if redisha-init is killed, its children get SIGTERM
+            // (a clean shutdown with its save) instead of living on as orphans that hold the
+            // ports. The spawning thread is the main thread, which lives as long as we do.
+            libc::prctl(
+                libc::PR_SET_PDEATHSIG,
+                libc::SIGTERM as libc::c_ulong,
+                0,
+                0,
+                0,
+            );
             Ok(())
         });
     }

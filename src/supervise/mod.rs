@@ -58,7 +58,7 @@ struct Slot {
 
 pub enum Event {
     Signal(i32),
-    Decided(Decision),
+    Decided(Result<Decision, String>),
     HandoverDone(handover::Outcome),
 }
 
@@ -418,11 +418,20 @@ impl Supervisor {
         }
     }
 
-    fn on_decided(&mut self, d: Decision) {
+    fn on_decided(&mut self, d: Result<Decision, String>) {
         self.task = None;
         if !matches!(self.slots[0].state, SlotState::Deciding) {
             return;
         }
+        let d = match d {
+            Ok(d) => d,
+            Err(why) => {
+                // Counts as a failed start: back off and try again, give up when the budget is spent.
+                tracing::error!(reason = %why, "cannot decide the role for the restart");
+                self.spawn_failed(Which::Redis, 75);
+                return;
+            }
+        };
         tracing::info!(role = %d.role, master = %d.master, reason = %d.reason, "role decided for restart");
         self.decision = d;
         self.spawn_now(Which::Redis);
@@ -474,24 +483,31 @@ impl Supervisor {
                     126
                 };
                 tracing::error!(child = which.name(), error = %e, "spawn failed");
-                match policy::on_unexpected_exit(
-                    &self.policy,
-                    self.slots[i].restarts,
-                    Duration::ZERO,
-                    Exit::Code(code),
-                ) {
-                    OnExit::Restart { delay, attempt } => {
-                        self.slots[i].restarts = attempt;
-                        self.slots[i].state = SlotState::Backoff {
-                            at: Instant::now() + delay,
-                        };
-                    }
-                    OnExit::GiveUp { code } => {
-                        self.slots[i].state = SlotState::Done;
-                        self.gave_up = Some(code);
-                        self.begin_stop(false);
-                    }
-                }
+                self.spawn_failed(which, code);
+            }
+        }
+    }
+
+    /// A start that failed before a process ran counts like an immediate exit with `code`: back
+    /// off, and give up when the budget is spent.
+    fn spawn_failed(&mut self, which: Which, code: i32) {
+        let i = which as usize;
+        match policy::on_unexpected_exit(
+            &self.policy,
+            self.slots[i].restarts,
+            Duration::ZERO,
+            Exit::Code(code),
+        ) {
+            OnExit::Restart { delay, attempt } => {
+                self.slots[i].restarts = attempt;
+                self.slots[i].state = SlotState::Backoff {
+                    at: Instant::now() + delay,
+                };
+            }
+            OnExit::GiveUp { code } => {
+                self.slots[i].state = SlotState::Done;
+                self.gave_up = Some(code);
+                self.begin_stop(false);
             }
         }
     }

@@ -129,14 +129,15 @@ impl Init {
 
 impl Drop for Init {
     fn drop(&mut self) {
+        // Descendants first, while the tree is intact: once redisha-init is gone its children
+        // are reparented and can no longer be found from it.
+        kill_tree(self.pid);
         if let Some(mut c) = self.child.take() {
             unsafe {
                 libc::kill(-(c.id() as i32), libc::SIGKILL);
             }
             let _ = c.wait();
         }
-        // Children are in process groups of their own: find what is left by parent chain.
-        kill_tree(self.pid);
     }
 }
 

@@ -61,6 +61,30 @@ MIN_REPLICAS_MAX_LAG = 2  # the binary's default for down-after 2000 (down-after
 PASSWORD = os.environ.get("REDISHA_HA_PASSWORD") or None
 
 
+@dataclass(frozen=True)
+class Tls:
+    """Certificate files for the pods (REDISHA_TLS_*); clients verify the servers against `ca`."""
+    cert: Path
+    key: Path
+    ca: Path
+
+
+# What the pods run with and every client helper speaks. Defaults: PASSWORD, no TLS; a test
+# changes both for a while through Cluster.set_security (and puts them back).
+SECURITY: dict = {"password": PASSWORD, "tls": None}
+
+
+def client_kwargs() -> dict:
+    """Password and TLS options of the current security, for redis.Redis / Sentinel."""
+    kw: dict = {"password": SECURITY["password"]}
+    tls = SECURITY["tls"]
+    if tls is not None:
+        # No client certificate: tls-auth-clients optional, the password authenticates.
+        kw.update(ssl=True, ssl_ca_certs=str(tls.ca), ssl_cert_reqs="required",
+                  ssl_check_hostname=True)
+    return kw
+
+
 def log(msg: str) -> None:
     print(f"[{time.strftime('%H:%M:%S')}] {msg}", flush=True)
 
@@ -101,7 +125,7 @@ def client(ip: str, port: int, timeout: float = 0.5) -> redis.Redis:
         socket_connect_timeout=timeout,
         decode_responses=True,
         retry_on_timeout=False,
-        password=PASSWORD,
+        **client_kwargs(),
     )
 
 
@@ -182,6 +206,10 @@ class Pod:
         Path(f"/etc/netns/{self.ns}").mkdir(parents=True, exist_ok=True)
 
     def delete_network(self) -> None:
+        # The bridge-side veth first: deleting it is synchronous and takes its peer along, while
+        # `ip netns del` leaves the pair to the kernel's asynchronous netns cleanup (seen still
+        # present a moment later, and the next create_network then failed with "File exists").
+        run("ip", "-n", NET_NS, "link", "del", self.port_veth, check=False)
         run("ip", "netns", "del", self.ns, check=False)
         shutil.rmtree(f"/etc/netns/{self.ns}", ignore_errors=True)
         self.ip = None
@@ -196,10 +224,14 @@ class Pod:
             "REDISHA_STATE_DIR": str(self.state_dir),
             "REDISHA_ROLE": "master" if self.idx == 0 else "replica",
         }
-        if PASSWORD:
-            e["REDIS_PASSWORD"] = PASSWORD
+        if self.cluster.password:
+            e["REDIS_PASSWORD"] = self.cluster.password
         else:
             e["ALLOW_EMPTY_PASSWORD"] = "yes"
+        if self.cluster.tls is not None:
+            e["REDISHA_TLS_CERT_FILE"] = str(self.cluster.tls.cert)
+            e["REDISHA_TLS_KEY_FILE"] = str(self.cluster.tls.key)
+            e["REDISHA_TLS_CA_FILE"] = str(self.cluster.tls.ca)
         e.update(TIMINGS)
         return e
 
@@ -295,6 +327,21 @@ class Cluster:
         self.pods = [Pod(i, self) for i in range(NPODS)]
         self.next_ip = 10
         self._lock_fd = None
+
+    # ---- security (the pods' env and every client helper follow it) ----
+    @property
+    def tls(self) -> Tls | None:
+        return SECURITY["tls"]
+
+    @property
+    def password(self) -> str | None:
+        return SECURITY["password"]
+
+    def set_security(self, tls: Tls | None = None, password: str | None = PASSWORD) -> None:
+        """TLS and password for pods spawned from now on and for every client helper; call with
+        no argument to go back to the defaults. Running pods keep what they were started with."""
+        SECURITY["tls"] = tls
+        SECURITY["password"] = password
 
     # ---- network ----
     def setup(self) -> None:
@@ -539,7 +586,7 @@ class Writer(threading.Thread):
             if conn is None:
                 try:
                     s = Sentinel(self.cluster.sentinel_addrs(), socket_timeout=0.3,
-                                 sentinel_kwargs={"password": PASSWORD,
+                                 sentinel_kwargs={**client_kwargs(),
                                                   "socket_timeout": 0.3,
                                                   "socket_connect_timeout": 0.3})
                     host, port = s.discover_master(GROUP)
