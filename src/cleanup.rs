@@ -360,10 +360,7 @@ pub async fn run(cfg: Config, st: Settings) {
     if st.interval_ms == 0 {
         return;
     }
-    let local = Endpoint {
-        host: Host::Ip(std::net::IpAddr::from([127, 0, 0, 1])),
-        port: cfg.sentinel_port,
-    };
+    let local = cfg.local(cfg.sentinel_port);
     let every = Duration::from_millis(st.interval_ms);
     loop {
         tokio::time::sleep(jitter(every)).await;

@@ -107,6 +107,15 @@ impl Config {
         self.pod_ip.unwrap_or(IpAddr::from([127, 0, 0, 1]))
     }
 
+    /// This pod's own server on `port`, as our checks dial it: at the announced address, which a
+    /// TLS certificate must name anyway (127.0.0.1 need not be in its SANs).
+    pub fn local(&self, port: u16) -> Endpoint {
+        Endpoint {
+            host: Host::Ip(self.announce_ip()),
+            port,
+        }
+    }
+
     pub fn self_redis(&self) -> Endpoint {
         Endpoint {
             host: Host::Ip(self.announce_ip()),
@@ -296,11 +305,13 @@ impl RawEnv {
             match v.into_string() {
                 Ok(v) => kept.push((k.to_string(), v)),
                 Err(v) => {
+                    // A secret is never echoed, not even a broken one.
+                    let secret = k.contains("PASSWORD") && !k.ends_with("_FILE");
                     return Err(ConfigError {
                         name: k.to_string(),
-                        value: Some(v.to_string_lossy().into_owned()),
+                        value: (!secret).then(|| v.to_string_lossy().into_owned()),
                         reason: "not valid UTF-8".into(),
-                    })
+                    });
                 }
             }
         }

@@ -211,13 +211,7 @@ pub async fn decide(cfg: &Config, include_local: bool) -> Result<Decision, Strin
     let me = cfg.self_redis();
     let mut sentinels = cfg.sentinels.clone();
     if include_local {
-        sentinels.insert(
-            0,
-            Endpoint {
-                host: Host::Ip(std::net::IpAddr::from([127, 0, 0, 1])),
-                port: cfg.sentinel_port,
-            },
-        );
+        sentinels.insert(0, cfg.local(cfg.sentinel_port));
     }
     let fallback = match &cfg.master_service {
         Some(m) => Some(resolved(m).await),
@@ -262,29 +256,18 @@ pub async fn decide(cfg: &Config, include_local: bool) -> Result<Decision, Strin
             refused.as_deref(),
         ) {
             Verdict::Decided(d) => return Ok(d),
-            Verdict::Retry(why)
-                if started.elapsed() >= budget && refused.is_some() && answers.is_empty() =>
-            {
-                return Err(format!("gave up after {} ms: {why}", budget.as_millis()));
-            }
+            // Somebody answered or refused all along: this is no first boot, and --role could
+            // make a second master (we may be cut off from the master they name, or a failover
+            // of this very pod may be retrying). Give up instead; an orchestrator's restart or
+            // the supervisor's backoff asks again later.
             Verdict::Retry(why) if started.elapsed() >= budget => {
-                return Ok(follow_role(
-                    cfg.role,
-                    &me,
-                    fallback.as_ref(),
-                    &format!("gave up after {} ms: {why}", budget.as_millis()),
-                ));
+                return Err(format!("gave up after {} ms: {why}", budget.as_millis()));
             }
             Verdict::Retry(why) => tracing::info!(round, reason = %why, "role not decided yet"),
         }
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
-    Ok(follow_role(
-        cfg.role,
-        &me,
-        fallback.as_ref(),
-        "discovery rounds exhausted",
-    ))
+    Err("discovery rounds exhausted without a decision".into())
 }
 
 #[cfg(test)]

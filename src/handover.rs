@@ -9,11 +9,12 @@
 //! (bitnami/charts#12598); the pause and the offset check are what prevent that.
 
 use std::fmt;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use tokio::time::Instant;
 
-use crate::config::{Config, Endpoint, Host};
+use crate::config::{Config, Endpoint};
 use crate::redisio;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -73,19 +74,12 @@ pub fn healthy(r: &ReplicaInfo) -> bool {
     r.online && r.lag <= 2
 }
 
-fn local(port: u16) -> Endpoint {
-    Endpoint {
-        host: Host::Ip(std::net::IpAddr::from([127, 0, 0, 1])),
-        port,
-    }
-}
-
 const STEP: Duration = Duration::from_millis(20);
 
 pub async fn run(cfg: &Config, budget: Duration) -> Outcome {
     let started = Instant::now();
     let deadline = started + budget;
-    let me = local(cfg.redis_port);
+    let me = cfg.local(cfg.redis_port);
     let t = Duration::from_millis(1000);
     let info = match redisio::info(cfg, &me, "replication", t).await {
         Ok(i) => i,
@@ -120,11 +114,26 @@ pub async fn run(cfg: &Config, budget: Duration) -> Outcome {
         return Outcome::Failed(format!("CLIENT PAUSE: {e}"));
     }
     tracing::info!(pause_ms, "handover: writes paused");
-    let result = steps(cfg, &me, deadline).await;
-    // Always lift the pause: on success clients then get READONLY and follow Sentinel at once;
-    // on failure the master serves again until redis stops.
-    if let Err(e) = redisio::query::<()>(&mut con, redis::cmd("CLIENT").arg("UNPAUSE"), t).await {
-        tracing::warn!(error = %e, "handover: CLIENT UNPAUSE failed");
+    let accepted = AtomicBool::new(false);
+    // Every step is bounded by the one deadline, in-flight requests included.
+    let result = match tokio::time::timeout_at(deadline, steps(cfg, &me, deadline, &accepted)).await
+    {
+        Ok(r) => r,
+        Err(_) => Err("handover budget spent".into()),
+    };
+    let unpause_limit = Duration::from_millis(300);
+    if result.is_ok() || !accepted.load(Ordering::SeqCst) {
+        // On success clients get READONLY and follow Sentinel at once; before any failover the
+        // master simply serves again until redis stops.
+        if let Err(e) =
+            redisio::query::<()>(&mut con, redis::cmd("CLIENT").arg("UNPAUSE"), unpause_limit).await
+        {
+            tracing::warn!(error = %e, "handover: CLIENT UNPAUSE failed");
+        }
+    } else {
+        // Sentinel is promoting someone: writes taken here now would be lost when this node is
+        // converted; it stays paused until redis stops.
+        tracing::warn!("handover: failover under way, writes stay paused until redis stops");
     }
     match result {
         Ok(new_master) => Outcome::Done {
@@ -135,7 +144,14 @@ pub async fn run(cfg: &Config, budget: Duration) -> Outcome {
     }
 }
 
-async fn steps(cfg: &Config, me: &Endpoint, deadline: Instant) -> Result<Endpoint, String> {
+/// `accepted` is set once Sentinel accepted the failover: from then on this node must not take
+/// writes again, even if a later step fails.
+async fn steps(
+    cfg: &Config,
+    me: &Endpoint,
+    deadline: Instant,
+    accepted: &AtomicBool,
+) -> Result<Endpoint, String> {
     let t = Duration::from_millis(500);
     // 1. A replica has everything the master acknowledged. Writes are paused, so the master's
     //    offset now bounds every acknowledged write; each replica is asked for its own processed
@@ -151,28 +167,46 @@ async fn steps(cfg: &Config, me: &Endpoint, deadline: Instant) -> Result<Endpoin
         .filter(healthy)
         .map(|r| r.addr)
         .collect();
-    let caught_up = 'wait: loop {
-        for r in &candidates {
-            if let Ok(i) = redisio::info(cfg, r, "replication", t).await {
-                let off: u64 = redisio::info_field(&i, "slave_repl_offset")
-                    .and_then(|v| v.parse().ok())
-                    .unwrap_or(0);
-                if off >= target && redisio::info_field(&i, "master_link_status") == Some("up") {
-                    break 'wait r.clone();
+    // Every healthy replica, not just one: Sentinel picks the replica to promote by priority and
+    // by the offset it cached up to 10 s ago, so it may pick any of them.
+    let mut behind: Vec<&Endpoint> = candidates.iter().collect();
+    loop {
+        let mut still = Vec::new();
+        for r in behind {
+            let caught = match redisio::info(cfg, r, "replication", t).await {
+                Ok(i) => {
+                    let off: u64 = redisio::info_field(&i, "slave_repl_offset")
+                        .and_then(|v| v.parse().ok())
+                        .unwrap_or(0);
+                    off >= target && redisio::info_field(&i, "master_link_status") == Some("up")
                 }
+                Err(_) => false,
+            };
+            if !caught {
+                still.push(r);
             }
         }
+        behind = still;
+        if behind.is_empty() {
+            break;
+        }
         if Instant::now() >= deadline {
+            let names: Vec<String> = behind.iter().map(|e| e.to_string()).collect();
             return Err(format!(
-                "no replica reached the master's offset {target} in time"
+                "replicas {} did not reach the master's offset {target} in time",
+                names.join(", ")
             ));
         }
         tokio::time::sleep(STEP).await;
-    };
-    tracing::info!(replica = %caught_up, offset = target, "handover: replica caught up; asking sentinel to fail over");
+    }
+    tracing::info!(
+        replicas = candidates.len(),
+        offset = target,
+        "handover: every healthy replica caught up; asking sentinel to fail over"
+    );
     // 2. Sentinel promotes a replica (it picks the one with the largest offset). NOGOODSLAVE can
     //    be transient (Sentinel has not refreshed a replica's INFO yet): retry until the deadline.
-    let sentinel = local(cfg.sentinel_port);
+    let sentinel = cfg.local(cfg.sentinel_port);
     let mut scon = redisio::connect(cfg, &sentinel, redisio::Target::Sentinel, t)
         .await
         .map_err(|e| format!("connect to local sentinel: {e}"))?;
@@ -184,7 +218,10 @@ async fn steps(cfg: &Config, me: &Endpoint, deadline: Instant) -> Result<Endpoin
         )
         .await
         {
-            Ok(()) => break,
+            Ok(()) => {
+                accepted.store(true, Ordering::SeqCst);
+                break;
+            }
             Err(e) if Instant::now() < deadline && e.code() == Some("NOGOODSLAVE") => {
                 tokio::time::sleep(Duration::from_millis(100)).await;
             }

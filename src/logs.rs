@@ -275,15 +275,23 @@ where
     }
 }
 
-pub fn init_tracing(format: LogFormat) {
+/// Our own events go through a bounded queue to a writer thread that drops lines when the queue
+/// is full: a stalled stdout (a blocked log driver) must never stall the event loop that handles
+/// signals, reaping and deadlines. Keep the guard until exit: dropping it flushes the queue.
+pub fn init_tracing(format: LogFormat) -> Option<tracing_appender::non_blocking::WorkerGuard> {
+    let (writer, guard) = tracing_appender::non_blocking::NonBlockingBuilder::default()
+        .lossy(true)
+        .thread_name("log-events")
+        .finish(io::stdout());
     let builder = tracing_subscriber::fmt()
-        .with_writer(io::stdout)
+        .with_writer(writer)
         .with_ansi(false)
         .with_target(false);
-    let _ = match format {
-        LogFormat::Text | LogFormat::Raw => builder.try_init(),
-        LogFormat::Json => builder.event_format(JsonEvents).try_init(),
+    let ok = match format {
+        LogFormat::Text | LogFormat::Raw => builder.try_init().is_ok(),
+        LogFormat::Json => builder.event_format(JsonEvents).try_init().is_ok(),
     };
+    ok.then_some(guard)
 }
 
 #[cfg(test)]

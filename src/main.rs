@@ -189,6 +189,9 @@ fn main() -> ExitCode {
         Cmd::Render => rt.block_on(print_render(&cfg, &bases)),
         Cmd::Run => rt.block_on(run(cfg, bases)),
     };
+    // A getaddrinfo still running on a blocking thread (a Service name while DNS is down) must
+    // not hold up the exit of PID 1: its answer is no longer wanted.
+    rt.shutdown_timeout(std::time::Duration::from_millis(100));
     ExitCode::from(code.clamp(0, 255) as u8)
 }
 
@@ -271,7 +274,7 @@ async fn run(cfg: Config, bases: render::Bases) -> i32 {
             return 71;
         }
     };
-    logs::init_tracing(cfg.log_format);
+    let _log_guard = logs::init_tracing(cfg.log_format);
     let cleanup_settings = match cleanup::Settings::from_env(&cfg) {
         Ok(st) => st,
         Err(e) => {
@@ -319,9 +322,9 @@ async fn run(cfg: Config, bases: render::Bases) -> i32 {
     // reset); it lives exactly as long as the supervisor.
     let cleanup = tokio::spawn(cleanup::run(cfg.clone(), cleanup_settings));
     let code = supervise::Supervisor::new(cfg, bases, decision, chan)
+        .with_companion(cleanup)
         .run()
         .await;
-    cleanup.abort();
     logs::drain(std::time::Duration::from_millis(500));
     code
 }

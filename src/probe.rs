@@ -4,7 +4,7 @@
 
 use std::time::Duration;
 
-use crate::config::{Config, Endpoint, Host};
+use crate::config::Config;
 use crate::redisio::{self, Target};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -77,10 +77,7 @@ pub async fn run(cfg: &Config, kind: Kind, mode: Mode, timeout: Duration) -> Res
         Kind::Redis => (cfg.redis_port, Target::Redis),
         Kind::Sentinel => (cfg.sentinel_port, Target::Sentinel),
     };
-    let e = Endpoint {
-        host: Host::Ip(std::net::IpAddr::from([127, 0, 0, 1])),
-        port,
-    };
+    let e = cfg.local(port);
     let work = async {
         let mut con = match redisio::connect(cfg, &e, target, timeout).await {
             Ok(c) => c,

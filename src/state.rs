@@ -13,9 +13,16 @@ pub const EXIT_CANTCREAT: i32 = 73;
 /// Variables that hold secrets: removed from every child's environment.
 pub const SECRET_VARS: &[&str] = &["REDIS_PASSWORD", "REDIS_SENTINEL_PASSWORD"];
 
-/// Creates the state directory tree, owner-only: the rendered files may hold secrets.
+/// Creates the state directory tree. The two directories that hold the rendered files (and so
+/// the secrets) are owner-only; the top directory is made 0700 when we create it, but a mounted
+/// volume we do not own (emptyDir/PVC owned by root, group via fsGroup) is left as it is: chmod
+/// would fail there, and what needs protecting lives one level down.
 pub fn prepare(cfg: &Config) -> io::Result<()> {
-    for d in [cfg.state_dir.clone(), cfg.redis_dir(), cfg.sentinel_dir()] {
+    fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(&cfg.state_dir)?;
+    for d in [cfg.redis_dir(), cfg.sentinel_dir()] {
         fs::DirBuilder::new()
             .recursive(true)
             .mode(0o700)

@@ -101,6 +101,9 @@ pub struct Supervisor {
     tx: mpsc::UnboundedSender<Event>,
     rx: mpsc::UnboundedReceiver<Event>,
     task: Option<tokio::task::JoinHandle<()>>,
+    /// A task that lives while we serve (the stale-entry cleanup); stopped when a stop begins so
+    /// it cannot reset a sentinel in the middle of a handover's failover.
+    companion: Option<tokio::task::JoinHandle<()>>,
 }
 
 /// Registers every signal we act on before anything starts: PID 1 ignores signals it has no
@@ -152,7 +155,13 @@ impl Supervisor {
             tx: chan.0,
             rx: chan.1,
             task: None,
+            companion: None,
         }
+    }
+
+    pub fn with_companion(mut self, h: tokio::task::JoinHandle<()>) -> Supervisor {
+        self.companion = Some(h);
+        self
     }
 
     /// Runs until both children are gone after a stop; returns PID 1's exit code.
@@ -176,6 +185,9 @@ impl Supervisor {
         }
         if let Some(t) = self.task.take() {
             t.abort();
+        }
+        if let Some(c) = self.companion.take() {
+            c.abort();
         }
         let killed = self.stop.as_ref().is_some_and(|s| s.killed);
         let code = policy::final_code(self.stop.is_some(), killed, self.gave_up);
@@ -513,6 +525,9 @@ impl Supervisor {
     }
 
     fn begin_stop(&mut self, requested: bool) {
+        if let Some(c) = self.companion.take() {
+            c.abort();
+        }
         let now = Instant::now();
         let grace = Duration::from_millis(self.cfg.stop_grace_ms);
         for s in &mut self.slots {
