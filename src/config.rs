@@ -1090,6 +1090,27 @@ mod tests {
     }
 
     #[test]
+    fn non_utf8_secret_is_not_echoed() {
+        use std::os::unix::ffi::OsStringExt;
+        let bad = OsString::from_vec(b"hunter2\xff".to_vec());
+        let e = RawEnv::from_os([(OsString::from("REDIS_PASSWORD"), bad)]).expect_err("refused");
+        assert_eq!(e.name, "REDIS_PASSWORD");
+        assert!(
+            e.value.is_none() && !e.to_string().contains("hunter2"),
+            "{e}"
+        );
+        let e = RawEnv::from_os([(
+            OsString::from("MY_POD_IP"),
+            OsString::from_vec(b"10.0.0.\xff".to_vec()),
+        )])
+        .expect_err("refused");
+        assert!(
+            e.to_string().contains("10.0.0."),
+            "non-secrets are shown: {e}"
+        );
+    }
+
+    #[test]
     fn long_values_are_cut_in_errors() {
         let long = "x".repeat(1 << 20);
         let e = build_from_map(
