@@ -81,23 +81,32 @@ pub async fn run(cfg: &Config, budget: Duration) -> Outcome {
     let deadline = started + budget;
     let me = cfg.local(cfg.redis_port);
     let t = Duration::from_millis(1000);
-    let info = match redisio::info(cfg, &me, "replication", t).await {
-        Ok(i) => i,
-        Err(e) => return Outcome::Skipped(format!("local redis does not answer: {e}")),
-    };
-    if redisio::info_field(&info, "role") != Some("master") {
-        return Outcome::Skipped("this node is a replica".into());
-    }
-    let listed = replicas(&info);
-    if !listed.iter().any(healthy) {
-        let seen: Vec<String> = listed
-            .iter()
-            .map(|r| format!("{} online={} lag={}", r.addr, r.online, r.lag))
-            .collect();
-        return Outcome::Skipped(format!(
-            "no healthy replica to hand over to (listed: [{}])",
-            seen.join(", ")
-        ));
+    // A replica that is listed but not yet online (its link just came up, or it reconnects) gets
+    // up to a second to become healthy; a master with no replica at all stops at once.
+    let settle_until = started + Duration::from_millis(1000).min(budget / 4);
+    loop {
+        let info = match redisio::info(cfg, &me, "replication", t).await {
+            Ok(i) => i,
+            Err(e) => return Outcome::Skipped(format!("local redis does not answer: {e}")),
+        };
+        if redisio::info_field(&info, "role") != Some("master") {
+            return Outcome::Skipped("this node is a replica".into());
+        }
+        let listed = replicas(&info);
+        if listed.iter().any(healthy) {
+            break;
+        }
+        if listed.is_empty() || Instant::now() >= settle_until {
+            let seen: Vec<String> = listed
+                .iter()
+                .map(|r| format!("{} online={} lag={}", r.addr, r.online, r.lag))
+                .collect();
+            return Outcome::Skipped(format!(
+                "no healthy replica to hand over to (listed: [{}])",
+                seen.join(", ")
+            ));
+        }
+        tokio::time::sleep(STEP).await;
     }
     let pause_ms = budget.as_millis().max(1000) as u64;
     let mut con = match redisio::connect(cfg, &me, redisio::Target::Redis, t).await {

@@ -23,21 +23,9 @@ fn sentinel_master(sport: u16) -> Option<u16> {
 fn sigterm_on_master_hands_over_without_losing_writes() {
     let dir = tempdir();
     let ports: Vec<u16> = (0..3).map(|_| free_port()).collect();
-    let sentinels = ports
-        .iter()
-        .map(|p| format!("127.0.0.1:{}", p + 1))
-        .collect::<Vec<_>>()
-        .join(",");
     let mut inits = Vec::new();
     for (i, p) in ports.iter().enumerate() {
-        let mut env = base_env(&dir.path().join(format!("n{i}")), *p);
-        env.insert(
-            "REDISHA_ROLE".into(),
-            if i == 0 { "master" } else { "replica" }.into(),
-        );
-        env.insert("REDIS_MASTER_SERVICE_HOST".into(), "127.0.0.1".into());
-        env.insert("REDIS_MASTER_SERVICE_PORT".into(), ports[0].to_string());
-        env.insert("REDISHA_SENTINELS".into(), sentinels.clone());
+        let mut env = node_env(dir.path(), &ports, i);
         env.insert("REDISHA_MIN_REPLICAS_TO_WRITE".into(), "1".into());
         env.insert("REDISHA_DOWN_AFTER_MS".into(), "3000".into());
         env.insert("REDISHA_STOP_GRACE_MS".into(), "8000".into());
@@ -161,21 +149,9 @@ fn sigterm_on_master_hands_over_without_losing_writes() {
 /// handover cannot finish. Returns the master's Init (stop it yourself) and the replica's.
 fn pair_not_yet_known_to_sentinel(dir: &std::path::Path, grace_ms: &str) -> (Init, Init) {
     let ports: Vec<u16> = (0..2).map(|_| free_port()).collect();
-    let sentinels = ports
-        .iter()
-        .map(|p| format!("127.0.0.1:{}", p + 1))
-        .collect::<Vec<_>>()
-        .join(",");
     let mut inits = Vec::new();
     for (i, p) in ports.iter().enumerate() {
-        let mut env = base_env(&dir.join(format!("n{i}")), *p);
-        env.insert(
-            "REDISHA_ROLE".into(),
-            if i == 0 { "master" } else { "replica" }.into(),
-        );
-        env.insert("REDIS_MASTER_SERVICE_HOST".into(), "127.0.0.1".into());
-        env.insert("REDIS_MASTER_SERVICE_PORT".into(), ports[0].to_string());
-        env.insert("REDISHA_SENTINELS".into(), sentinels.clone());
+        let mut env = node_env(dir, &ports, i);
         env.insert("REDISHA_STOP_GRACE_MS".into(), grace_ms.into());
         inits.push(Init::start(&[], &env, &[], dir.join(format!("n{i}.log"))));
         if i == 0 {

@@ -124,22 +124,10 @@ fn three_nodes_over_tls() {
     let d = dir.path();
     make_certs(d);
     let ports: Vec<u16> = (0..3).map(|_| free_port()).collect();
-    let sentinels = ports
-        .iter()
-        .map(|p| format!("127.0.0.1:{}", p + 1))
-        .collect::<Vec<_>>()
-        .join(",");
     let mut envs = Vec::new();
     let mut inits = Vec::new();
-    for (i, p) in ports.iter().enumerate() {
-        let mut env = base_env(&d.join(format!("n{i}")), *p);
-        env.insert(
-            "REDISHA_ROLE".into(),
-            if i == 0 { "master" } else { "replica" }.into(),
-        );
-        env.insert("REDIS_MASTER_SERVICE_HOST".into(), "127.0.0.1".into());
-        env.insert("REDIS_MASTER_SERVICE_PORT".into(), ports[0].to_string());
-        env.insert("REDISHA_SENTINELS".into(), sentinels.clone());
+    for i in 0..ports.len() {
+        let mut env = node_env(d, &ports, i);
         env.insert("REDIS_PASSWORD".into(), "tls-test-pw".into());
         for (k, f) in [
             ("REDISHA_TLS_CERT_FILE", "node.crt"),

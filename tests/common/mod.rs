@@ -74,6 +74,25 @@ pub fn base_env(state: &Path, port: u16) -> HashMap<String, String> {
     ])
 }
 
+/// The environment of node `i` of a loopback cluster on `ports` (node 0 starts as master; every
+/// node knows every sentinel, at port + 1).
+pub fn node_env(dir: &Path, ports: &[u16], i: usize) -> HashMap<String, String> {
+    let sentinels = ports
+        .iter()
+        .map(|p| format!("127.0.0.1:{}", p + 1))
+        .collect::<Vec<_>>()
+        .join(",");
+    let mut env = base_env(&dir.join(format!("n{i}")), ports[i]);
+    env.insert(
+        "REDISHA_ROLE".into(),
+        if i == 0 { "master" } else { "replica" }.into(),
+    );
+    env.insert("REDIS_MASTER_SERVICE_HOST".into(), "127.0.0.1".into());
+    env.insert("REDIS_MASTER_SERVICE_PORT".into(), ports[0].to_string());
+    env.insert("REDISHA_SENTINELS".into(), sentinels);
+    env
+}
+
 impl Init {
     /// `wrap`: a prefix such as `unshare --pid --fork --mount-proc` to run it as PID 1.
     pub fn start(
