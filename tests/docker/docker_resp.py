@@ -64,7 +64,7 @@ def info(host: str, port: int, section: str = "replication", timeout: float = 1.
     return out
 
 
-def try_call(host: str, port: int, *args, timeout: float = 0.5):
+def try_call(host: str, port: int, *args, timeout: float = 2.0):
     """Like call(), but None when the node is unreachable or answers an error."""
     try:
         return call(host, port, *args, timeout=timeout)
@@ -72,7 +72,7 @@ def try_call(host: str, port: int, *args, timeout: float = 0.5):
         return None
 
 
-def try_info(host: str, port: int, timeout: float = 0.5) -> dict | None:
+def try_info(host: str, port: int, timeout: float = 2.0) -> dict | None:
     try:
         return info(host, port, timeout=timeout)
     except (OSError, RespError, ConnectionError):

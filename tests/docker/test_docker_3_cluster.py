@@ -167,7 +167,10 @@ def test_replication_and_sentinels_agree(cluster):
     assert try_call(m, 6379, "SET", "canary", "before-failover", timeout=2) == "OK"
     assert try_call(m, 6379, "WAIT", "2", "2000", timeout=4) == 2
     for r in ("redis-secondary-1", "redis-secondary-2"):
-        assert try_call(c.ip[r], 6379, "GET", "canary") == "before-failover"
+        # WAIT confirmed both replicas have it; a busy 2-core CI box may still be slow to answer.
+        h.wait_until(f"{r} serves the canary",
+                     lambda r=r: try_call(c.ip[r], 6379, "GET", "canary", timeout=2) == "before-failover",
+                     timeout=10)
     # Each sentinel knows the two replicas and the two other sentinels.
     for n in NODES:
         mst = pairs(try_call(c.ip[n], 26379, "SENTINEL", "MASTER", GROUP))
