@@ -268,7 +268,7 @@ fn endpoint(addr: &str) -> Option<Endpoint> {
 }
 
 /// A pseudo-random factor in [0.75, 1.25): enough to keep the pods' timers apart.
-fn jitter(d: Duration) -> Duration {
+pub fn jitter(d: Duration) -> Duration {
     let nanos = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map(|t| t.subsec_nanos())
@@ -279,7 +279,7 @@ fn jitter(d: Duration) -> Duration {
 
 /// One round: look, decide, maybe reset and wait for the rediscovery. Never returns an error:
 /// anything unexpected means "not this time".
-async fn tick(cfg: &Config, st: Settings, local: &Endpoint) {
+pub async fn tick(cfg: &Config, st: Settings, local: &Endpoint) {
     let timeout = Duration::from_millis(1000);
     let me = match view(cfg, local, timeout).await {
         Ok(v) => v,
@@ -353,19 +353,6 @@ async fn tick(cfg: &Config, st: Settings, local: &Endpoint) {
         waited_ms = bound.as_millis() as u64,
         "cleanup: own sentinel has not rediscovered every live peer yet"
     );
-}
-
-/// Runs for the life of the pod. Cancelled (dropped) when the supervisor returns.
-pub async fn run(cfg: Config, st: Settings) {
-    if st.interval_ms == 0 {
-        return;
-    }
-    let local = cfg.local(cfg.sentinel_port);
-    let every = Duration::from_millis(st.interval_ms);
-    loop {
-        tokio::time::sleep(jitter(every)).await;
-        tick(&cfg, st, &local).await;
-    }
 }
 
 #[cfg(test)]

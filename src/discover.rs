@@ -24,8 +24,11 @@ pub struct Decision {
 pub struct Answer {
     pub master: Endpoint,
     pub config_epoch: u64,
-    /// o_down / failover_in_progress: a failover is deciding or under way; the answer may change.
+    /// The master is objectively down or a failover has not promoted anyone yet: the answer may
+    /// change. (Once the promoted replica answers as master, `master` names it and this is false.)
     pub unsettled: bool,
+    /// How many other sentinels this sentinel knows (`num-other-sentinels`).
+    pub known_sentinels: u64,
 }
 
 /// The master the sentinels agree on: the highest config epoch wins (it is the latest failover);
@@ -283,6 +286,7 @@ mod tests {
             master: ep(m),
             config_epoch: epoch,
             unsettled,
+            known_sentinels: 2,
         }
     }
 

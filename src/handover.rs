@@ -19,7 +19,13 @@ use crate::redisio;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Outcome {
-    Done { new_master: Endpoint, took_ms: u64 },
+    Done {
+        new_master: Endpoint,
+        took_ms: u64,
+        /// What the cluster-wide finish saw (every sentinel names it, replicas linked), or what
+        /// was still missing when the budget ran out.
+        cluster: String,
+    },
     Skipped(String),
     Failed(String),
 }
@@ -30,7 +36,8 @@ impl fmt::Display for Outcome {
             Outcome::Done {
                 new_master,
                 took_ms,
-            } => write!(f, "done in {took_ms} ms: {new_master} is master"),
+                cluster,
+            } => write!(f, "done in {took_ms} ms: {new_master} is master; {cluster}"),
             Outcome::Skipped(why) => write!(f, "skipped: {why}"),
             Outcome::Failed(why) => write!(f, "failed, stopping anyway: {why}"),
         }
@@ -84,6 +91,28 @@ pub async fn run(cfg: &Config, budget: Duration) -> Outcome {
     // A replica that is listed but not yet online (its link just came up, or it reconnects) gets
     // up to a second to become healthy; a master with no replica at all stops at once.
     let settle_until = started + Duration::from_millis(1000).min(budget / 4);
+    // A stop that lands while a failover runs: wait for it to settle first (this node may be the
+    // replica being promoted, and would then hand over rather than stop as a fresh master).
+    let sentinel = cfg.local(cfg.sentinel_port);
+    let failover_until = started + budget / 2;
+    loop {
+        match redisio::sentinel_master(cfg, &sentinel, &cfg.group, t).await {
+            Ok(Some(a)) if a.unsettled && Instant::now() < failover_until => {
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            Ok(Some(a)) if a.unsettled => {
+                tracing::warn!("handover: a failover is still deciding; going on");
+                break;
+            }
+            _ => break,
+        }
+    }
+    if started.elapsed() > Duration::from_millis(50) {
+        tracing::info!(
+            waited_ms = started.elapsed().as_millis() as u64,
+            "handover: waited for a running failover to settle"
+        );
+    }
     loop {
         let info = match redisio::info(cfg, &me, "replication", t).await {
             Ok(i) => i,
@@ -107,6 +136,36 @@ pub async fn run(cfg: &Config, budget: Duration) -> Outcome {
             ));
         }
         tokio::time::sleep(STEP).await;
+    }
+    // Our sentinel must know the replicas before it is asked to promote one (a fresh sentinel
+    // learns them from the master's INFO, once a second with the periods follow.rs sets).
+    // Waiting here, before the pause, costs clients nothing.
+    let learn_until = Instant::now() + Duration::from_millis(1500).min(budget / 4);
+    loop {
+        let listed: Vec<Endpoint> = match redisio::info(cfg, &me, "replication", t).await {
+            Ok(i) => replicas(&i)
+                .into_iter()
+                .filter(healthy)
+                .map(|r| r.addr)
+                .collect(),
+            Err(_) => Vec::new(),
+        };
+        let known = sentinel_replicas(cfg, &sentinel, t)
+            .await
+            .unwrap_or_default();
+        let unknown: Vec<String> = listed
+            .iter()
+            .filter(|r| !known.contains(r))
+            .map(|r| r.to_string())
+            .collect();
+        if unknown.is_empty() {
+            break;
+        }
+        if Instant::now() >= learn_until {
+            tracing::warn!(unknown = %unknown.join(","), "handover: our sentinel does not know every healthy replica yet; going on");
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
     }
     let pause_ms = budget.as_millis().max(1000) as u64;
     let mut con = match redisio::connect(cfg, &me, redisio::Target::Redis, t).await {
@@ -145,12 +204,145 @@ pub async fn run(cfg: &Config, budget: Duration) -> Outcome {
         tracing::warn!("handover: failover under way, writes stay paused until redis stops");
     }
     match result {
-        Ok(new_master) => Outcome::Done {
-            new_master,
-            took_ms: started.elapsed().as_millis() as u64,
-        },
+        Ok((new_master, caught_up)) => {
+            let cluster = finish(cfg, &new_master, &caught_up, deadline).await;
+            Outcome::Done {
+                new_master,
+                took_ms: started.elapsed().as_millis() as u64,
+                cluster,
+            }
+        }
         Err(why) => Outcome::Failed(why),
     }
+}
+
+/// Replicas our sentinel knows and considers reachable.
+async fn sentinel_replicas(
+    cfg: &Config,
+    sentinel: &Endpoint,
+    t: Duration,
+) -> redis::RedisResult<Vec<Endpoint>> {
+    let mut con = redisio::connect(cfg, sentinel, redisio::Target::Sentinel, t).await?;
+    let list: Vec<std::collections::HashMap<String, String>> = redisio::query(
+        &mut con,
+        redis::cmd("SENTINEL").arg("REPLICAS").arg(&cfg.group),
+        t,
+    )
+    .await?;
+    Ok(list
+        .iter()
+        .filter(|m| {
+            !m.get("flags")
+                .is_some_and(|f| f.split(',').any(|x| x == "s_down" || x == "disconnected"))
+        })
+        .filter_map(|m| {
+            Some(Endpoint {
+                host: crate::config::parse_host("sentinel reply", m.get("ip")?).ok()?,
+                port: crate::config::parse_port("sentinel reply", m.get("port")?).ok()?,
+            })
+        })
+        .collect())
+}
+
+/// The handover is finished when the cluster knows, not when our sentinel does: every other
+/// caught-up replica is re-pointed at the new master at once (Sentinel does it one replica at a
+/// time and may try a stale address first), then we wait until every reachable sentinel names
+/// the new master (otherwise, once our sentinel exits, the others fail over a second time) and
+/// the new master lists those replicas online (otherwise it refuses writes: min-replicas).
+/// Bounded by the handover deadline; returns what it saw, for the log.
+async fn finish(
+    cfg: &Config,
+    new_master: &Endpoint,
+    caught_up: &[Endpoint],
+    deadline: Instant,
+) -> String {
+    let t = Duration::from_millis(500);
+    let started = Instant::now();
+    let others: Vec<&Endpoint> = caught_up.iter().filter(|r| *r != new_master).collect();
+    for r in &others {
+        let already = matches!(redisio::repl(cfg, r, t).await, Ok(x) if x.master.as_ref() == Some(new_master));
+        if already {
+            continue;
+        }
+        let res = async {
+            let mut con = redisio::connect(cfg, r, redisio::Target::Redis, t).await?;
+            redisio::query::<()>(
+                &mut con,
+                redis::cmd("REPLICAOF")
+                    .arg(new_master.host.to_string())
+                    .arg(new_master.port),
+                t,
+            )
+            .await
+        };
+        match res.await {
+            Ok(()) => {
+                tracing::info!(replica = %r, new_master = %new_master, "handover: re-pointed a replica at the new master")
+            }
+            Err(e) => {
+                tracing::warn!(replica = %r, error = %e, "handover: could not re-point a replica")
+            }
+        }
+    }
+    let sentinel = cfg.local(cfg.sentinel_port);
+    let mut missing = String::from("nothing checked");
+    for _ in 0..10_000 {
+        let mut sentinels = match crate::follow::up_sentinels(cfg, &sentinel, t).await {
+            Ok((up, _)) => up,
+            Err(_) => Vec::new(),
+        };
+        sentinels.insert(0, sentinel.clone());
+        let mut lagging = Vec::new();
+        for s in &sentinels {
+            if redisio::master_addr(cfg, s, &cfg.group, t)
+                .await
+                .ok()
+                .flatten()
+                .as_ref()
+                != Some(new_master)
+            {
+                lagging.push(s.to_string());
+            }
+        }
+        let linked: Vec<Endpoint> = match redisio::info(cfg, new_master, "replication", t).await {
+            Ok(i) => replicas(&i)
+                .into_iter()
+                .filter(|r| r.online)
+                .map(|r| r.addr)
+                .collect(),
+            Err(_) => Vec::new(),
+        };
+        let unlinked: Vec<String> = others
+            .iter()
+            .filter(|r| !linked.contains(r))
+            .map(|r| r.to_string())
+            .collect();
+        if lagging.is_empty() && unlinked.is_empty() {
+            let ms = started.elapsed().as_millis() as u64;
+            tracing::info!(
+                sentinels = sentinels.len(),
+                replicas = others.len(),
+                waited_ms = ms,
+                "handover: every sentinel names the new master and its replicas are linked"
+            );
+            return format!(
+                "{} sentinels name it, {} replicas linked after {ms} ms",
+                sentinels.len(),
+                others.len()
+            );
+        }
+        missing = format!(
+            "sentinels not yet naming it: [{}]; replicas not yet linked: [{}]",
+            lagging.join(","),
+            unlinked.join(",")
+        );
+        if Instant::now() >= deadline {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    tracing::warn!(missing = %missing, "handover: budget spent before the cluster settled; stopping anyway");
+    format!("budget spent: {missing}")
 }
 
 /// `accepted` is set once Sentinel accepted the failover: from then on this node must not take
@@ -160,7 +352,7 @@ async fn steps(
     me: &Endpoint,
     deadline: Instant,
     accepted: &AtomicBool,
-) -> Result<Endpoint, String> {
+) -> Result<(Endpoint, Vec<Endpoint>), String> {
     let t = Duration::from_millis(500);
     // 1. A replica has everything the master acknowledged. Writes are paused, so the master's
     //    offset now bounds every acknowledged write; each replica is asked for its own processed
@@ -280,7 +472,7 @@ async fn steps(
     .await
     .map_err(|e| format!("REPLICAOF: {e}"))?;
     tracing::info!(new_master = %new_master, "handover: this node is now a replica of the new master");
-    Ok(new_master)
+    Ok((new_master, candidates))
 }
 
 #[cfg(test)]

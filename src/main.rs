@@ -3,6 +3,7 @@
 mod cleanup;
 mod config;
 mod discover;
+mod follow;
 mod handover;
 mod logs;
 mod probe;
@@ -318,9 +319,10 @@ async fn run(cfg: Config, bases: render::Bases) -> i32 {
         }
     };
     tracing::info!(role = %decision.role, master = %decision.master, reason = %decision.reason, "role decided");
-    // Stale-address cleanup of this pod's sentinel, on a slow timer (cleanup.rs says when it may
-    // reset); it lives exactly as long as the supervisor.
-    let cleanup = tokio::spawn(cleanup::run(cfg.clone(), cleanup_settings));
+    // The companion: our redis follows the master the sentinels name (on their events), our
+    // sentinel's periods are tuned, stale entries are cleaned on a slow timer (follow.rs,
+    // cleanup.rs). It lives as long as the supervisor serves.
+    let cleanup = tokio::spawn(follow::run(cfg.clone(), cleanup_settings));
     let code = supervise::Supervisor::new(cfg, bases, decision, chan)
         .with_companion(cleanup)
         .run()

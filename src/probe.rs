@@ -101,17 +101,12 @@ pub async fn run(cfg: &Config, kind: Kind, mode: Mode, timeout: Duration) -> Res
                 judge(kind, mode, &ping, info.as_deref(), None)
             }
             Kind::Sentinel => {
-                let addr: Option<(String, String)> = redisio::query(
-                    &mut con,
-                    redis::cmd("SENTINEL")
-                        .arg("GET-MASTER-ADDR-BY-NAME")
-                        .arg(&cfg.group),
-                    timeout,
-                )
-                .await
-                .ok()
-                .flatten();
-                judge(kind, mode, &ping, None, Some(addr.is_some()))
+                let safety = match safety(cfg, &mut con, timeout).await {
+                    Ok(s) => s,
+                    Err(e) => return Err(format!("SENTINEL query failed: {e}")),
+                };
+                judge(kind, mode, &ping, None, Some(safety.names_master))?;
+                failover_safe(&safety)
             }
         }
     };
@@ -119,6 +114,120 @@ pub async fn run(cfg: &Config, kind: Kind, mode: Mode, timeout: Duration) -> Res
         Ok(r) => r,
         Err(_) => Err(format!("no answer within {} ms", timeout.as_millis())),
     }
+}
+
+/// What sentinel readiness looks at: could the cluster lose its master now and recover?
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Safety {
+    pub names_master: bool,
+    /// The sentinel sees the master it names down (s_down or o_down).
+    pub master_down: bool,
+    pub quorum: u32,
+    /// Other sentinels known, and those of them not down.
+    pub sentinels_known: usize,
+    pub sentinels_up: usize,
+    /// Replicas a failover could promote (up, linked, priority > 0), as ip:port.
+    pub promotable: Vec<String>,
+    /// When this pod's data node is a replica: its address and whether its link is up.
+    pub own_replica: Option<(String, bool)>,
+}
+
+/// Readiness of the sentinel = failover-safe: it names a master it sees up, it knows at least
+/// quorum − 1 other live sentinels (so it can agree a failover), and it knows a replica it could
+/// promote; on a replica pod, it knows this pod's own replica and that replica's link is up. A
+/// Kubernetes rolling update waits for Ready before it stops the next pod, so it never stops a
+/// pod while the cluster could not take over. A lone first pod (no peer, no replica known) is
+/// ready: there is nothing to hand over to, and the next pods wait for it.
+pub fn failover_safe(s: &Safety) -> Result<(), String> {
+    if !s.names_master {
+        return Err("sentinel names no master for the group".into());
+    }
+    if s.master_down {
+        return Err("sentinel sees the master down".into());
+    }
+    if s.sentinels_known == 0 && s.promotable.is_empty() && s.own_replica.is_none() {
+        return Ok(());
+    }
+    let need = s.quorum.saturating_sub(1) as usize;
+    if s.sentinels_up < need {
+        return Err(format!(
+            "knows {} live other sentinels, a failover needs {need} (quorum {} − 1)",
+            s.sentinels_up, s.quorum
+        ));
+    }
+    if let Some((addr, link_up)) = &s.own_replica {
+        if !s.promotable.contains(addr) {
+            return Err(format!(
+                "this pod's replica {addr} is not known to its sentinel as promotable yet"
+            ));
+        }
+        if !link_up {
+            return Err(format!(
+                "this pod's replica {addr} has its master link down"
+            ));
+        }
+    }
+    if s.promotable.is_empty() {
+        return Err("knows no replica it could promote".into());
+    }
+    Ok(())
+}
+
+async fn safety(
+    cfg: &Config,
+    con: &mut redis::aio::MultiplexedConnection,
+    t: Duration,
+) -> redis::RedisResult<Safety> {
+    use std::collections::HashMap;
+    let q = |sub: &str| {
+        let mut c = redis::cmd("SENTINEL");
+        c.arg(sub).arg(&cfg.group);
+        c
+    };
+    let master: HashMap<String, String> = match redisio::query(con, &mut q("MASTER"), t).await {
+        Ok(m) => m,
+        Err(e) if e.kind() == redis::ErrorKind::Server(redis::ServerErrorKind::ResponseError) => {
+            return Ok(Safety::default())
+        }
+        Err(e) => return Err(e),
+    };
+    let flags = |m: &HashMap<String, String>| -> Vec<String> {
+        m.get("flags")
+            .map(|f| f.split(',').map(str::to_string).collect())
+            .unwrap_or_default()
+    };
+    let down = |f: &[String]| {
+        f.iter()
+            .any(|x| x == "s_down" || x == "o_down" || x == "disconnected")
+    };
+    let sentinels: Vec<HashMap<String, String>> =
+        redisio::query(con, &mut q("SENTINELS"), t).await?;
+    let replicas: Vec<HashMap<String, String>> = redisio::query(con, &mut q("REPLICAS"), t).await?;
+    let promotable = replicas
+        .iter()
+        .filter(|r| {
+            !down(&flags(r))
+                && r.get("master-link-status").map(String::as_str) == Some("ok")
+                && r.get("slave-priority").map(String::as_str) != Some("0")
+        })
+        .filter_map(|r| Some(format!("{}:{}", r.get("ip")?, r.get("port")?)))
+        .collect();
+    let own_replica = match redisio::repl(cfg, &cfg.local(cfg.redis_port), t).await {
+        Ok(r) if !r.is_master => Some((cfg.self_redis().to_string(), r.link_up)),
+        _ => None,
+    };
+    Ok(Safety {
+        names_master: true,
+        master_down: down(&flags(&master)),
+        quorum: master
+            .get("quorum")
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(cfg.quorum),
+        sentinels_known: sentinels.len(),
+        sentinels_up: sentinels.iter().filter(|m| !down(&flags(m))).count(),
+        promotable,
+        own_replica,
+    })
 }
 
 fn classify(e: &redis::RedisError) -> Ping {
@@ -180,6 +289,92 @@ mod tests {
             if let Err(e) = got {
                 assert!(!e.contains('\n'));
             }
+        }
+    }
+
+    #[test]
+    fn failover_safety_table() {
+        let base = Safety {
+            names_master: true,
+            master_down: false,
+            quorum: 2,
+            sentinels_known: 2,
+            sentinels_up: 2,
+            promotable: vec!["10.0.0.2:6379".into(), "10.0.0.3:6379".into()],
+            own_replica: None,
+        };
+        let rows: Vec<(&str, Safety, bool)> = vec![
+            ("steady master pod", base.clone(), true),
+            (
+                "names no master",
+                Safety {
+                    names_master: false,
+                    ..base.clone()
+                },
+                false,
+            ),
+            (
+                "master down",
+                Safety {
+                    master_down: true,
+                    ..base.clone()
+                },
+                false,
+            ),
+            (
+                "lone first pod",
+                Safety {
+                    sentinels_known: 0,
+                    sentinels_up: 0,
+                    promotable: vec![],
+                    ..base.clone()
+                },
+                true,
+            ),
+            (
+                "no other sentinel up",
+                Safety {
+                    sentinels_up: 0,
+                    ..base.clone()
+                },
+                false,
+            ),
+            (
+                "knows no replica",
+                Safety {
+                    promotable: vec![],
+                    ..base.clone()
+                },
+                false,
+            ),
+            (
+                "replica pod, own replica known and linked",
+                Safety {
+                    own_replica: Some(("10.0.0.2:6379".into(), true)),
+                    ..base.clone()
+                },
+                true,
+            ),
+            (
+                "replica pod, own replica unknown to its sentinel",
+                Safety {
+                    own_replica: Some(("10.0.0.9:6379".into(), true)),
+                    ..base.clone()
+                },
+                false,
+            ),
+            (
+                "replica pod, link down",
+                Safety {
+                    own_replica: Some(("10.0.0.2:6379".into(), false)),
+                    ..base.clone()
+                },
+                false,
+            ),
+        ];
+        for (name, s, ok) in rows {
+            let got = failover_safe(&s);
+            assert_eq!(got.is_ok(), ok, "{name}: {got:?}");
         }
     }
 }

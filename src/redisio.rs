@@ -15,7 +15,7 @@ pub enum Target {
     Sentinel,
 }
 
-fn client(cfg: &Config, e: &Endpoint, target: Target) -> redis::RedisResult<redis::Client> {
+pub fn client(cfg: &Config, e: &Endpoint, target: Target) -> redis::RedisResult<redis::Client> {
     let host = e.host.to_string();
     let addr = match &cfg.tls {
         None => redis::ConnectionAddr::Tcp(host, e.port),
@@ -129,18 +129,104 @@ pub async fn sentinel_master(
         return Ok(None);
     };
     let flags = m.get("flags").map(String::as_str).unwrap_or("");
-    let unsettled = flags
-        .split(',')
-        .any(|f| matches!(f, "o_down" | "failover_in_progress"));
+    let has = |f: &str| flags.split(',').any(|x| x == f);
+    let state = m
+        .get("failover-state")
+        .map(String::as_str)
+        .unwrap_or("none");
+    // Once the promoted replica answers as master (reconf_slaves, update_config) the new master is
+    // chosen: GET-MASTER-ADDR-BY-NAME names it although SENTINEL MASTER still shows the old
+    // address until the failover ends. Before that, or while the master is objectively down and
+    // no failover runs yet, the answer may still change.
+    let promoted =
+        has("failover_in_progress") && matches!(state, "reconf_slaves" | "update_config");
+    let unsettled = !promoted && (has("o_down") || has("failover_in_progress"));
+    let mut master = Endpoint { host, port };
+    if promoted {
+        let addr: Option<(String, String)> = bounded(
+            timeout,
+            redis::cmd("SENTINEL")
+                .arg("GET-MASTER-ADDR-BY-NAME")
+                .arg(group)
+                .query_async(&mut con),
+        )
+        .await?;
+        if let Some(e) = addr.and_then(|(h, p)| {
+            Some(Endpoint {
+                host: parse_host("sentinel reply", &h).ok()?,
+                port: parse_port("sentinel reply", &p).ok()?,
+            })
+        }) {
+            master = e;
+        }
+    }
     let config_epoch = m
         .get("config-epoch")
         .and_then(|v| v.parse().ok())
         .unwrap_or(0);
+    let known_sentinels = m
+        .get("num-other-sentinels")
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0);
     Ok(Some(Answer {
-        master: Endpoint { host, port },
+        master,
         config_epoch,
         unsettled,
+        known_sentinels,
     }))
+}
+
+/// What a data node reports about its replication (`INFO replication`).
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Repl {
+    pub is_master: bool,
+    /// The master a replica is configured to follow.
+    pub master: Option<Endpoint>,
+    pub link_up: bool,
+    pub replid: String,
+    pub replid2: String,
+    pub offset: u64,
+    /// Where the history under `replid2` ended (`second_repl_offset`); -1 when there is none.
+    pub second_offset: i64,
+}
+
+impl Repl {
+    pub fn parse(info: &str) -> Option<Repl> {
+        let f = |k| info_field(info, k);
+        let is_master = match f("role")? {
+            "master" => true,
+            "slave" => false,
+            _ => return None,
+        };
+        let master = match (f("master_host"), f("master_port")) {
+            (Some(h), Some(p)) if !is_master => Some(Endpoint {
+                host: parse_host("INFO", h).ok()?,
+                port: parse_port("INFO", p).ok()?,
+            }),
+            _ => None,
+        };
+        Some(Repl {
+            is_master,
+            master,
+            link_up: f("master_link_status") == Some("up"),
+            replid: f("master_replid").unwrap_or("").to_string(),
+            replid2: f("master_replid2").unwrap_or("").to_string(),
+            offset: f("master_repl_offset")
+                .and_then(|v| v.parse().ok())
+                .unwrap_or(0),
+            second_offset: f("second_repl_offset")
+                .and_then(|v| v.parse().ok())
+                .unwrap_or(-1),
+        })
+    }
+}
+
+/// `INFO replication` of `e`, parsed.
+pub async fn repl(cfg: &Config, e: &Endpoint, timeout: Duration) -> redis::RedisResult<Repl> {
+    let i = info(cfg, e, "replication", timeout).await?;
+    Repl::parse(&i).ok_or_else(|| {
+        redis::RedisError::from((redis::ErrorKind::Parse, "unexpected INFO replication"))
+    })
 }
 
 pub async fn info(
@@ -162,6 +248,31 @@ pub fn info_field<'a>(info: &'a str, key: &str) -> Option<&'a str> {
     info.lines()
         .find_map(|l| l.strip_prefix(key).and_then(|r| r.strip_prefix(':')))
         .map(str::trim)
+}
+
+/// `SENTINEL GET-MASTER-ADDR-BY-NAME`: the master a sentinel names (the promoted replica as soon
+/// as it answers as master).
+pub async fn master_addr(
+    cfg: &Config,
+    s: &Endpoint,
+    group: &str,
+    timeout: Duration,
+) -> redis::RedisResult<Option<Endpoint>> {
+    let mut con = connect(cfg, s, Target::Sentinel, timeout).await?;
+    let addr: Option<(String, String)> = bounded(
+        timeout,
+        redis::cmd("SENTINEL")
+            .arg("GET-MASTER-ADDR-BY-NAME")
+            .arg(group)
+            .query_async(&mut con),
+    )
+    .await?;
+    Ok(addr.and_then(|(h, p)| {
+        Some(Endpoint {
+            host: parse_host("sentinel reply", &h).ok()?,
+            port: parse_port("sentinel reply", &p).ok()?,
+        })
+    }))
 }
 
 pub async fn is_master(cfg: &Config, e: &Endpoint, timeout: Duration) -> bool {

@@ -155,10 +155,45 @@ fn sentinel_probe_outcomes() {
     assert!(wait_for(Duration::from_secs(5), || ping(p).then_some(())).is_some());
     expect(p, "sentinel", "--live", 0, "");
     expect(p, "sentinel", "--ready", 1, "names no master");
+    // A monitored master that is not there: not failover-safe.
     assert!(redis_str(
         p,
         &["SENTINEL", "MONITOR", "mymaster", "127.0.0.1", "6", "2"]
     )
     .is_some());
-    expect(p, "sentinel", "--ready", 0, "");
+    let down = wait_for(Duration::from_secs(5), || {
+        (probe(p, "sentinel", "--ready").0 == 1).then_some(())
+    });
+    assert!(
+        down.is_some(),
+        "a sentinel whose master is unreachable is not ready"
+    );
+    expect(p, "sentinel", "--ready", 1, "master down");
+    // A live master and nobody else yet (a lone first pod): ready.
+    assert!(redis_str(p, &["SENTINEL", "REMOVE", "mymaster"]).is_some());
+    let m = free_port();
+    let _m = Redis::start(dir.path(), m, "");
+    assert!(wait_for(Duration::from_secs(5), || ping(m).then_some(())).is_some());
+    let ms = m.to_string();
+    assert!(redis_str(
+        p,
+        &["SENTINEL", "MONITOR", "mymaster", "127.0.0.1", &ms, "2"]
+    )
+    .is_some());
+    let up = wait_for(Duration::from_secs(5), || {
+        (probe(p, "sentinel", "--ready").0 == 0).then_some(())
+    });
+    assert!(up.is_some(), "{:?}", probe(p, "sentinel", "--ready"));
+    // ... with a replica that links: still ready once the sentinel has learned it; the quorum
+    // of 2 needs another sentinel, which this one does not know: not failover-safe.
+    let r = free_port();
+    let _r = Redis::start(dir.path(), r, &format!("replicaof 127.0.0.1 {m}"));
+    let unsafe_ = wait_for(Duration::from_secs(15), || {
+        (probe(p, "sentinel", "--ready").0 == 1).then_some(())
+    });
+    assert!(
+        unsafe_.is_some(),
+        "a known replica but no peer sentinel for quorum 2"
+    );
+    expect(p, "sentinel", "--ready", 1, "quorum");
 }

@@ -1,0 +1,462 @@
+//! The pod's companion while it serves: its data node always follows the master the sentinels
+//! name, not only at boot; its sentinel learns replicas and peers within a second; stale entries
+//! are cleaned on a slow timer (cleanup.rs).
+//!
+//! Why: a sentinel that exits (or never knew a replica) leaves replicas pointing at a dead or
+//! demoted master; Sentinel re-points only the replicas it knows, one at a time, and a replica no
+//! sentinel knows is never re-pointed (measured: a replica dialled a dead address for > 90 s and
+//! the new master refused writes for want of a replica). So each pod watches its own sentinel's
+//! events (`+switch-master`, `+convert-to-slave`, `-sdown`, `+failover-end`, …) and, within
+//! ~100 ms of one, asks every sentinel it knows and re-points its own redis when a majority names
+//! another master at the highest config epoch. Events, not polling: in the steady state the
+//! subscription is silent and nothing wakes up but the cleanup timer.
+//!
+//! Sentinel periods: a fresh sentinel learns replicas only from the master's INFO (every 10 s)
+//! and peers from hello messages (every 2 s); a master lost in the first ten seconds was
+//! promoted from the one replica its leader happened to know, and a forced failover answered
+//! NOGOODSLAVE. `SENTINEL DEBUG info-period 1000 publish-period 1000` on our own sentinel, each
+//! time we (re)connect to it, makes it learn a linked replica within a second and spread a new
+//! configuration within a second. Replica selection stays valid: an INFO reply counts for
+//! 3 × info-period (3 s) and arrives every second. `render` can not set these (they are not
+//! config directives), so they are applied at runtime.
+
+use std::time::Duration;
+
+use futures_util::StreamExt;
+use tokio::time::Instant;
+
+use crate::cleanup;
+use crate::config::{Config, Endpoint};
+use crate::discover::Answer;
+use crate::redisio::{self, Repl};
+
+/// Sentinel's INFO period (default 10 000 ms): how soon a linked replica becomes promotable.
+pub const INFO_PERIOD_MS: u64 = 1000;
+/// Sentinel's hello period (default 2 000 ms): how soon peers and new configurations spread.
+pub const PUBLISH_PERIOD_MS: u64 = 1000;
+/// Events are often several in a row (`+switch-master` then `+slave` lines): one check for all.
+const DEBOUNCE: Duration = Duration::from_millis(100);
+
+/// Sentinel events after which the master may have changed or a node may point elsewhere.
+const EVENTS: &[&str] = &[
+    "+switch-master",
+    "+convert-to-slave",
+    "+failover-end",
+    "+failover-end-for-timeout",
+    "-odown",
+    "-sdown",
+    "+slave",
+    "+role-change",
+    "+fix-slave-config",
+    "+reset-master",
+];
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Action {
+    /// Nothing to do; the string says why.
+    Keep(String),
+    /// Not now (no majority, a failover deciding, the named master not answering); why.
+    Wait(String),
+    /// `REPLICAOF master`.
+    Follow { master: Endpoint, why: String },
+}
+
+/// The pure decision. `node`: our data node (None: not answering); `answers`: the sentinels that
+/// answered; `known`: every sentinel known (ours included), up or down; `named`: the replication
+/// state of the master the answers name, when it answered.
+pub fn judge(
+    me: &Endpoint,
+    node: Option<&Repl>,
+    answers: &[Answer],
+    known: usize,
+    named: Option<&Repl>,
+) -> Action {
+    let Some(node) = node else {
+        return Action::Wait("our redis does not answer".into());
+    };
+    if answers.len() * 2 <= known {
+        return Action::Wait(format!(
+            "only {} of {known} sentinels answer: no majority",
+            answers.len()
+        ));
+    }
+    if answers.iter().any(|a| a.unsettled) {
+        return Action::Wait("a failover is deciding".into());
+    }
+    let Some(top) = answers.iter().map(|a| a.config_epoch).max() else {
+        return Action::Wait("no answer".into());
+    };
+    let mut at_top = answers.iter().filter(|a| a.config_epoch == top);
+    let Some(first) = at_top.next() else {
+        return Action::Wait("no answer".into());
+    };
+    let m = &first.master;
+    if at_top.any(|a| &a.master != m) {
+        return Action::Wait(format!("sentinels disagree at epoch {top}"));
+    }
+    if m == me {
+        // Promoting or demoting ourselves is Sentinel's job, never ours.
+        return Action::Keep(format!("sentinels name this node (epoch {top})"));
+    }
+    if !node.is_master && node.master.as_ref() == Some(m) {
+        return Action::Keep(format!("following {m} (epoch {top})"));
+    }
+    let Some(named) = named.filter(|n| n.is_master) else {
+        return Action::Wait(format!("{m} does not answer as master yet"));
+    };
+    // Our history descends from the named master's: we were promoted from it (a failover whose
+    // news has not reached every sentinel yet). Following it would erase what we took since.
+    if node.second_offset >= 0 && !node.replid2.is_empty() && named.replid == node.replid2 {
+        return Action::Wait(format!(
+            "{m} is what this node was promoted from (its replid {} is our previous one): not following an older history",
+            named.replid
+        ));
+    }
+    let what = match &node.master {
+        _ if node.is_master => "this node is a master the sentinels no longer name".to_string(),
+        Some(o) => format!("this node replicates from {o}"),
+        None => "this node has no master".to_string(),
+    };
+    Action::Follow {
+        master: m.clone(),
+        why: format!("{what}; the sentinels name {m} (epoch {top})"),
+    }
+}
+
+/// The up sentinels our own sentinel knows, and how many it knows in all (ours included).
+pub async fn up_sentinels(
+    cfg: &Config,
+    local: &Endpoint,
+    t: Duration,
+) -> redis::RedisResult<(Vec<Endpoint>, usize)> {
+    let mut con = redisio::connect(cfg, local, redisio::Target::Sentinel, t).await?;
+    let list: Vec<std::collections::HashMap<String, String>> = redisio::query(
+        &mut con,
+        redis::cmd("SENTINEL").arg("SENTINELS").arg(&cfg.group),
+        t,
+    )
+    .await?;
+    let known = list.len() + 1;
+    let up = list
+        .iter()
+        .filter(|m| {
+            !m.get("flags")
+                .is_some_and(|f| f.split(',').any(|x| x == "s_down" || x == "disconnected"))
+        })
+        .filter_map(|m| {
+            Some(Endpoint {
+                host: crate::config::parse_host("sentinel reply", m.get("ip")?).ok()?,
+                port: crate::config::parse_port("sentinel reply", m.get("port")?).ok()?,
+            })
+        })
+        .collect();
+    Ok((up, known))
+}
+
+/// Every answer of `sentinels`, asked in parallel.
+pub async fn answers(cfg: &Config, sentinels: &[Endpoint], t: Duration) -> Vec<Answer> {
+    let mut set = tokio::task::JoinSet::new();
+    for s in sentinels {
+        let (s, cfg) = (s.clone(), cfg.clone());
+        set.spawn(async move { redisio::sentinel_master(&cfg, &s, &cfg.group, t).await });
+    }
+    let mut out = Vec::new();
+    while let Some(r) = set.join_next().await {
+        if let Ok(Ok(Some(a))) = r {
+            out.push(a);
+        }
+    }
+    out
+}
+
+/// One look and, if needed, one `REPLICAOF`. Errors mean "not this time".
+pub async fn check(cfg: &Config) -> Action {
+    let t = Duration::from_millis(500);
+    let local = cfg.local(cfg.sentinel_port);
+    let me = cfg.self_redis();
+    let (mut sentinels, known) = match up_sentinels(cfg, &local, t).await {
+        Ok(p) => p,
+        Err(e) => return Action::Wait(format!("own sentinel does not answer: {e}")),
+    };
+    sentinels.insert(0, local);
+    let node = redisio::repl(cfg, &cfg.local(cfg.redis_port), t).await.ok();
+    let answers = answers(cfg, &sentinels, t).await;
+    let named_addr = crate::discover::pick(&answers).map(|a| a.master.clone());
+    let named = match named_addr {
+        Some(m) if m != me => redisio::repl(cfg, &m, t).await.ok(),
+        _ => None,
+    };
+    let action = judge(&me, node.as_ref(), &answers, known, named.as_ref());
+    if let Action::Follow { master, why } = &action {
+        let r = async {
+            let mut con =
+                redisio::connect(cfg, &cfg.local(cfg.redis_port), redisio::Target::Redis, t)
+                    .await?;
+            redisio::query::<()>(
+                &mut con,
+                redis::cmd("REPLICAOF")
+                    .arg(master.host.to_string())
+                    .arg(master.port),
+                t,
+            )
+            .await
+        };
+        match r.await {
+            Ok(()) => {
+                tracing::warn!(master = %master, reason = %why, "follow: re-pointed our redis")
+            }
+            Err(e) => tracing::warn!(master = %master, error = %e, "follow: REPLICAOF failed"),
+        }
+    }
+    action
+}
+
+/// `SENTINEL DEBUG` on our own sentinel (see the module header). A sentinel that refuses
+/// (older than 7.0) keeps its defaults: slower, not wrong.
+async fn tune(cfg: &Config, local: &Endpoint) {
+    let t = Duration::from_millis(500);
+    let r = async {
+        let mut con = redisio::connect(cfg, local, redisio::Target::Sentinel, t).await?;
+        redisio::query::<()>(
+            &mut con,
+            redis::cmd("SENTINEL")
+                .arg("DEBUG")
+                .arg("info-period")
+                .arg(INFO_PERIOD_MS)
+                .arg("publish-period")
+                .arg(PUBLISH_PERIOD_MS),
+            t,
+        )
+        .await
+    };
+    match r.await {
+        Ok(()) => tracing::info!(
+            info_period_ms = INFO_PERIOD_MS,
+            publish_period_ms = PUBLISH_PERIOD_MS,
+            "sentinel periods set"
+        ),
+        Err(e) => {
+            tracing::warn!(error = %e, "SENTINEL DEBUG refused; sentinel keeps its default periods")
+        }
+    }
+}
+
+async fn subscribe(cfg: &Config, local: &Endpoint) -> redis::RedisResult<redis::aio::PubSub> {
+    let client = redisio::client(cfg, local, redisio::Target::Sentinel)?;
+    let mut ps = tokio::time::timeout(Duration::from_secs(1), client.get_async_pubsub())
+        .await
+        .map_err(|_| redis::RedisError::from((redis::ErrorKind::Io, "connect timed out")))??;
+    for ch in EVENTS {
+        ps.subscribe(*ch).await?;
+    }
+    Ok(ps)
+}
+
+async fn sleep_until_opt(d: Option<Instant>) {
+    match d {
+        Some(d) => tokio::time::sleep_until(d).await,
+        None => std::future::pending().await,
+    }
+}
+
+/// Runs for the life of the pod; dropped when a stop begins (a handover must not race it).
+pub async fn run(cfg: Config, cleanup_settings: cleanup::Settings) {
+    let local = cfg.local(cfg.sentinel_port);
+    let every = (cleanup_settings.interval_ms > 0)
+        .then(|| Duration::from_millis(cleanup_settings.interval_ms));
+    let mut next_tick = every.map(|e| Instant::now() + cleanup::jitter(e));
+    let mut backoff = Duration::from_millis(50);
+    loop {
+        let ps = match subscribe(&cfg, &local).await {
+            Ok(ps) => ps,
+            Err(e) => {
+                // Our sentinel is starting or restarting: wake up only until it answers.
+                tracing::debug!(error = %e, "follow: own sentinel not answering yet");
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(Duration::from_secs(2));
+                continue;
+            }
+        };
+        backoff = Duration::from_millis(50);
+        tune(&cfg, &local).await;
+        log_action(&check(&cfg).await);
+        let mut stream = ps.into_on_message();
+        let mut pending: Option<Instant> = None;
+        loop {
+            tokio::select! {
+                msg = stream.next() => match msg {
+                    Some(m) => {
+                        tracing::debug!(channel = m.get_channel_name(), "follow: sentinel event");
+                        pending.get_or_insert(Instant::now() + DEBOUNCE);
+                    }
+                    // Our sentinel went away (restart): subscribe again once it is back.
+                    None => break,
+                },
+                _ = sleep_until_opt(pending) => {
+                    pending = None;
+                    log_action(&check(&cfg).await);
+                }
+                _ = sleep_until_opt(next_tick) => {
+                    next_tick = every.map(|e| Instant::now() + cleanup::jitter(e));
+                    cleanup::tick(&cfg, cleanup_settings, &local).await;
+                    log_action(&check(&cfg).await);
+                }
+            }
+        }
+    }
+}
+
+fn log_action(a: &Action) {
+    match a {
+        Action::Follow { .. } => {}
+        Action::Keep(why) => tracing::debug!(reason = %why, "follow: nothing to do"),
+        Action::Wait(why) => tracing::info!(reason = %why, "follow: not now"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ep(s: &str) -> Endpoint {
+        crate::config::parse_endpoint("t", s).expect("endpoint")
+    }
+
+    fn ans(m: &str, epoch: u64, unsettled: bool) -> Answer {
+        Answer {
+            master: ep(m),
+            config_epoch: epoch,
+            unsettled,
+            known_sentinels: 2,
+        }
+    }
+
+    fn master(replid: &str, replid2: &str, second: i64) -> Repl {
+        Repl {
+            is_master: true,
+            replid: replid.into(),
+            replid2: replid2.into(),
+            second_offset: second,
+            offset: 100,
+            ..Default::default()
+        }
+    }
+
+    fn replica_of(m: &str) -> Repl {
+        Repl {
+            is_master: false,
+            master: Some(ep(m)),
+            link_up: true,
+            replid: "r1".into(),
+            replid2: "0000".into(),
+            second_offset: -1,
+            offset: 100,
+        }
+    }
+
+    #[test]
+    fn table() {
+        let me = ep("10.0.0.2:6379");
+        let a = "10.0.0.1:6379";
+        let c = "10.0.0.3:6379";
+        let old = master("r1", "0000", -1);
+        let promoted_from_r1 = master("r2", "r1", 101);
+        type Row<'a> = (
+            &'a str,
+            Option<Repl>,
+            Vec<Answer>,
+            usize,
+            Option<Repl>,
+            char,
+        );
+        let rows: Vec<Row> = vec![
+            ("redis down", None, vec![ans(c, 1, false)], 3, None, 'W'),
+            (
+                "no majority",
+                Some(replica_of(a)),
+                vec![ans(c, 1, false)],
+                3,
+                Some(promoted_from_r1.clone()),
+                'W',
+            ),
+            (
+                "failover deciding",
+                Some(replica_of(a)),
+                vec![ans(a, 0, true), ans(a, 0, false)],
+                3,
+                Some(old.clone()),
+                'W',
+            ),
+            (
+                "already following",
+                Some(replica_of(c)),
+                vec![ans(c, 1, false), ans(c, 1, false)],
+                3,
+                Some(promoted_from_r1.clone()),
+                'K',
+            ),
+            (
+                "orphaned replica of a dead master follows the new one",
+                Some(replica_of(a)),
+                vec![ans(c, 1, false), ans(a, 0, false)],
+                3,
+                Some(promoted_from_r1.clone()),
+                'F',
+            ),
+            (
+                "named master not answering as master",
+                Some(replica_of(a)),
+                vec![ans(c, 1, false), ans(c, 1, false)],
+                3,
+                Some(replica_of(a)),
+                'W',
+            ),
+            (
+                "disagreement at the top epoch",
+                Some(replica_of(a)),
+                vec![ans(c, 1, false), ans(a, 1, false)],
+                3,
+                Some(promoted_from_r1.clone()),
+                'W',
+            ),
+            (
+                "sentinels name this node",
+                Some(replica_of(a)),
+                vec![
+                    ans("10.0.0.2:6379", 1, false),
+                    ans("10.0.0.2:6379", 1, false),
+                ],
+                3,
+                None,
+                'K',
+            ),
+            (
+                "old master after a partition: demoted",
+                Some(old.clone()),
+                vec![ans(c, 1, false), ans(c, 1, false)],
+                3,
+                Some(promoted_from_r1.clone()),
+                'F',
+            ),
+            (
+                // redis-ha#383: we were just promoted; sentinels not told yet still name our
+                // predecessor. Never follow it.
+                "freshly promoted master is not demoted to its predecessor",
+                Some(promoted_from_r1.clone()),
+                vec![ans(a, 0, false), ans(a, 0, false)],
+                3,
+                Some(old.clone()),
+                'W',
+            ),
+        ];
+        for (name, node, answers, known, named, want) in rows {
+            let got = judge(&me, node.as_ref(), &answers, known, named.as_ref());
+            let kind = match got {
+                Action::Keep(_) => 'K',
+                Action::Wait(_) => 'W',
+                Action::Follow { .. } => 'F',
+            };
+            assert_eq!(kind, want, "{name}: {got:?}");
+        }
+    }
+}
