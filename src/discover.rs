@@ -17,6 +17,9 @@ pub struct Decision {
     pub role: Role,
     pub master: Endpoint,
     pub reason: String,
+    /// A config epoch this pod's sentinel must claim (a forced promotion outranks every epoch
+    /// seen, so the others follow it).
+    pub claim_epoch: Option<u64>,
 }
 
 /// One sentinel's view of the group.
@@ -32,20 +35,92 @@ pub struct Answer {
 }
 
 /// The master the sentinels agree on: the highest config epoch wins (it is the latest failover);
-/// among equals, the address most sentinels give.
-pub fn pick(answers: &[Answer]) -> Option<&Answer> {
+/// among equals, one that answers as master (a pod back with a new address is named at its old
+/// address by sentinels that have not seen it yet), then the address most sentinels give.
+pub fn pick<'a>(answers: &'a [Answer], up: &[Endpoint]) -> Option<&'a Answer> {
     let top = answers.iter().map(|a| a.config_epoch).max()?;
     let mut votes: HashMap<&Endpoint, usize> = HashMap::new();
     for a in answers.iter().filter(|a| a.config_epoch == top) {
         *votes.entry(&a.master).or_default() += 1;
     }
     let (best, _) = votes.into_iter().max_by(|a, b| {
-        a.1.cmp(&b.1)
+        up.contains(a.0)
+            .cmp(&up.contains(b.0))
+            .then(a.1.cmp(&b.1))
             .then_with(|| b.0.to_string().cmp(&a.0.to_string()))
     })?;
     answers
         .iter()
         .find(|a| a.config_epoch == top && &a.master == best)
+}
+
+/// The distinct masters named at the highest epoch: the ones worth asking whether they are up.
+pub fn top_candidates(answers: &[Answer]) -> Vec<Endpoint> {
+    let Some(top) = answers.iter().map(|a| a.config_epoch).max() else {
+        return Vec::new();
+    };
+    let mut out: Vec<Endpoint> = Vec::new();
+    for a in answers.iter().filter(|a| a.config_epoch == top) {
+        if !out.contains(&a.master) {
+            out.push(a.master.clone());
+        }
+    }
+    out
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Prior {
+    pub epoch: u64,
+    pub master: Endpoint,
+    /// This pod's data node as the others knew it last time.
+    pub old_self: Option<Endpoint>,
+    /// Other sentinels it knew.
+    pub known_sentinels: usize,
+}
+
+impl Prior {
+    /// `None` when the file holds no monitor line for the group: nothing was learned (first boot).
+    pub fn parse(text: &str, group: &str, redis_port: u16) -> Option<Prior> {
+        let master = crate::render::prior_monitor(text, group)?;
+        let mut epoch = 0;
+        let mut old_ip = None;
+        let mut known = 0;
+        for l in text.lines() {
+            let w: Vec<&str> = l.split_whitespace().collect();
+            match w.as_slice() {
+                ["sentinel", "config-epoch", g, e] if *g == group => epoch = e.parse().unwrap_or(0),
+                ["sentinel", "announce-ip", ip] => old_ip = Some(*ip),
+                ["sentinel", "known-sentinel", g, ..] if *g == group => known += 1,
+                _ => {}
+            }
+        }
+        let old_self = old_ip.and_then(|ip| {
+            Some(Endpoint {
+                host: crate::config::parse_host("sentinel.conf", ip).ok()?,
+                port: redis_port,
+            })
+        });
+        Some(Prior {
+            epoch,
+            master,
+            old_self,
+            known_sentinels: known,
+        })
+    }
+
+    pub fn was_master(&self) -> bool {
+        self.old_self.as_ref() == Some(&self.master)
+    }
+}
+
+impl fmt::Display for Prior {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.was_master() {
+            write!(f, "master at epoch {} (as {})", self.epoch, self.master)
+        } else {
+            write!(f, "replica of {} at epoch {}", self.master, self.epoch)
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -55,17 +130,39 @@ pub enum Verdict {
     Retry(String),
 }
 
-/// The pure decision. `master_is_up`: whether the picked master (if another pod) answered
-/// `role:master` just now; `None` when it was not asked.
-pub fn verdict(
-    cfg_role: Role,
-    me: &Endpoint,
-    fallback_master: Option<&Endpoint>,
-    answers: &[Answer],
-    master_is_up: Option<bool>,
-    refused: Option<&str>,
-) -> Verdict {
-    let Some(a) = pick(answers) else {
+/// This pod, as the decision sees it.
+#[derive(Debug, Clone, Copy)]
+pub struct Pod<'a> {
+    pub role: Role,
+    pub me: &'a Endpoint,
+    /// The master Service, for a first boot's replica.
+    pub fallback: Option<&'a Endpoint>,
+    pub prior: Option<&'a Prior>,
+    pub known: usize,
+}
+
+/// The pure decision. `up`: the masters named at the highest epoch that answered `role:master`
+/// just now; `prior`: what this pod knew before (None: an empty state directory); `known`: how
+/// many sentinels the cluster has (the configured list, or more if this pod knew more).
+pub fn verdict(pod: &Pod, answers: &[Answer], up: &[Endpoint], refused: Option<&str>) -> Verdict {
+    let Pod {
+        role: cfg_role,
+        me,
+        fallback: fallback_master,
+        prior,
+        known,
+    } = *pod;
+    if let Some(p) = prior {
+        // A pod with state is never on a first boot, and never decides on a minority: the
+        // sentinels that answer may all be as stale as it is (a full outage, this pod back first).
+        if answers.len() * 2 <= known {
+            return Verdict::Retry(format!(
+                "this pod has state ({p}); {} of {known} sentinels answer: waiting for a majority before deciding",
+                answers.len()
+            ));
+        }
+    }
+    let Some(a) = pick(answers, up) else {
         // Somebody is there but will not talk to us: this is not a first boot, and guessing the
         // role from --role could make a second master.
         if let Some(why) = refused {
@@ -80,6 +177,34 @@ pub fn verdict(
             "no sentinel knows the group (first boot)",
         ));
     };
+    if let Some(p) = prior {
+        // Higher epoch wins: what this pod saw last is newer than anything that answers, so the
+        // master they name holds an older history; following it would erase the newer writes.
+        if a.config_epoch < p.epoch {
+            return Verdict::Retry(format!(
+                "sentinels name {} at epoch {}, but this pod saw epoch {}: not following an older history",
+                a.master, a.config_epoch, p.epoch
+            ));
+        }
+        // The master of the newest epoch is this very pod, known by its address of that time.
+        let top_claims_us = answers.iter().any(|x| {
+            x.config_epoch == a.config_epoch
+                && p.epoch == a.config_epoch
+                && p.was_master()
+                && Some(&x.master) == p.old_self.as_ref()
+        });
+        if top_claims_us && !up.iter().any(|u| u != me) && !answers.iter().any(|x| x.unsettled) {
+            return Verdict::Decided(Decision {
+                role: Role::Master,
+                master: me.clone(),
+                reason: format!(
+                    "this pod was master at epoch {} (as {}), the newest epoch a majority of sentinels knows",
+                    p.epoch, p.master
+                ),
+                claim_epoch: None,
+            });
+        }
+    }
     if &a.master == me {
         // Any sentinel naming us that is failing us over counts, not only the picked answer
         // (only the leader flags failover_in_progress): starting as master would race it.
@@ -98,21 +223,24 @@ pub fn verdict(
                 "sentinels name this pod ({me}) as master (epoch {})",
                 a.config_epoch
             ),
+            claim_epoch: None,
         });
     }
-    match master_is_up {
-        Some(true) => Verdict::Decided(Decision {
+    if up.contains(&a.master) {
+        Verdict::Decided(Decision {
             role: Role::Replica,
             master: a.master.clone(),
             reason: format!(
                 "sentinels name {} as master (epoch {}) and it answers as master",
                 a.master, a.config_epoch
             ),
-        }),
-        _ => Verdict::Retry(format!(
-            "sentinels name {} as master but it does not answer as master yet",
-            a.master
-        )),
+            claim_epoch: None,
+        })
+    } else {
+        Verdict::Retry(format!(
+            "sentinels name {} as master (epoch {}) but it does not answer as master yet",
+            a.master, a.config_epoch
+        ))
     }
 }
 
@@ -124,16 +252,19 @@ fn follow_role(role: Role, me: &Endpoint, fallback: Option<&Endpoint>, why: &str
             role: Role::Master,
             master: me.clone(),
             reason: format!("{why}; the master address {m} is this pod"),
+            claim_epoch: None,
         },
         (Role::Replica, Some(m)) => Decision {
             role,
             master: m.clone(),
             reason: format!("{why}; --role replica of {m}"),
+            claim_epoch: None,
         },
         _ => Decision {
             role: Role::Master,
             master: me.clone(),
             reason: format!("{why}; --role master"),
+            claim_epoch: None,
         },
     }
 }
@@ -206,21 +337,60 @@ async fn resolved(e: &Endpoint) -> Endpoint {
     e.clone()
 }
 
-/// Decides the role. `include_local`: also ask this pod's own sentinel (it runs when a crashed
-/// data node is restarted, and it is the best-informed one then).
-/// Err when sentinels are reachable but refuse us for the whole budget (wrong password or TLS
-/// settings): starting with a guessed role could make a second master.
-pub async fn decide(cfg: &Config, include_local: bool) -> Result<Decision, String> {
-    let me = cfg.self_redis();
-    let mut sentinels = cfg.sentinels.clone();
-    if include_local {
-        sentinels.insert(0, cfg.local(cfg.sentinel_port));
+/// How long `decide` may look before it reports back.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Patience {
+    /// Boot, before anything runs: a few rounds. A pod with state that cannot decide by then
+    /// gets `Undecided::NeedsOwnSentinel`: it must start its sentinel so the other pods can see
+    /// what it knows (in a full outage every pod waits for the others' sentinels).
+    Boot,
+    /// The discovery budget (a restart of the data node, or `render`); a pod with state waits
+    /// for a majority as long as it takes.
+    Budget,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Undecided {
+    /// Sentinels are there but no decision was possible within the budget: exit 75.
+    GaveUp(String),
+    /// A pod with state could not decide at boot; start the sentinel first, then decide.
+    NeedsOwnSentinel(String),
+}
+
+impl fmt::Display for Undecided {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Undecided::GaveUp(w) | Undecided::NeedsOwnSentinel(w) => f.write_str(w),
+        }
     }
+}
+
+/// The sentinels to ask, resolved (names to addresses) and without duplicates.
+pub async fn resolved_all(list: &[Endpoint]) -> Vec<Endpoint> {
+    let mut out: Vec<Endpoint> = Vec::new();
+    for e in list {
+        let r = resolved(e).await;
+        if !out.contains(&r) {
+            out.push(r);
+        }
+    }
+    out
+}
+
+/// Decides the role. `include_local`: also ask this pod's own sentinel (it runs when a crashed
+/// data node is restarted, and when a pod with state started it to show what it knows).
+pub async fn decide(
+    cfg: &Config,
+    include_local: bool,
+    patience: Patience,
+    prior: Option<&Prior>,
+) -> Result<Decision, Undecided> {
+    let me = cfg.self_redis();
     let fallback = match &cfg.master_service {
         Some(m) => Some(resolved(m).await),
         None => None,
     };
-    if sentinels.is_empty() {
+    if cfg.sentinels.is_empty() && !include_local && prior.is_none() {
         return Ok(follow_role(
             cfg.role,
             &me,
@@ -228,13 +398,24 @@ pub async fn decide(cfg: &Config, include_local: bool) -> Result<Decision, Strin
             "no sentinels configured",
         ));
     }
+    // Every pod's sentinel counts for the majority, the ones that do not answer too.
+    let known = cfg
+        .sentinels
+        .len()
+        .max(prior.map_or(0, |p| p.known_sentinels + 1));
     let started = tokio::time::Instant::now();
     let budget = Duration::from_millis(cfg.discovery_timeout_ms);
     let per_try = Duration::from_millis(1000);
     // With nobody answering, a few quick rounds are enough: this is a first boot (or every
     // sentinel is down, and then nothing better than the configured role is known).
     let mut silent_rounds = 0;
-    for round in 0u32..600 {
+    let mut last_log = None::<tokio::time::Instant>;
+    for round in 0u32..u32::MAX {
+        let mut sentinels = resolved_all(&cfg.sentinels).await;
+        let local = cfg.local(cfg.sentinel_port);
+        if include_local && !sentinels.contains(&local) {
+            sentinels.insert(0, local);
+        }
         let Round {
             reached,
             answers,
@@ -246,36 +427,105 @@ pub async fn decide(cfg: &Config, include_local: bool) -> Result<Decision, Strin
             tokio::time::sleep(Duration::from_millis(300)).await;
             continue;
         }
-        let check = match pick(&answers) {
-            Some(a) if a.master != me => Some(redisio::is_master(cfg, &a.master, per_try).await),
-            _ => None,
+        let mut up = Vec::new();
+        for c in top_candidates(&answers) {
+            if c != me && redisio::is_master(cfg, &c, per_try).await {
+                up.push(c);
+            }
+        }
+        let pod = Pod {
+            role: cfg.role,
+            me: &me,
+            fallback: fallback.as_ref(),
+            prior,
+            known,
         };
-        match verdict(
-            cfg.role,
-            &me,
-            fallback.as_ref(),
-            &answers,
-            check,
-            refused.as_deref(),
-        ) {
+        let v = verdict(&pod, &answers, &up, refused.as_deref());
+        // The operator's explicit choice (`promote --force`) for a majority that never returns.
+        if let (Verdict::Retry(why), Some(p), Patience::Budget) = (&v, prior, patience) {
+            if crate::state::take_promotion_request(cfg) {
+                let seen: Vec<String> = answers
+                    .iter()
+                    .map(|a| format!("{} at epoch {}", a.master, a.config_epoch))
+                    .collect();
+                let claim = answers
+                    .iter()
+                    .map(|a| a.config_epoch)
+                    .max()
+                    .unwrap_or(0)
+                    .max(p.epoch)
+                    + 1;
+                tracing::warn!(
+                    this_pod_knew = %p,
+                    sentinels_answered = %seen.join(", "),
+                    waiting_for = %why,
+                    claim_epoch = claim,
+                    "promote --force: becoming master with this pod's data; writes only the absent pods hold are discarded"
+                );
+                return Ok(Decision {
+                    role: Role::Master,
+                    master: me.clone(),
+                    reason: format!("operator forced promotion (promote --force) at epoch {claim}"),
+                    claim_epoch: Some(claim),
+                });
+            }
+        }
+        match v {
             Verdict::Decided(d) => return Ok(d),
+            Verdict::Retry(why) if prior.is_some() && patience == Patience::Boot => {
+                return Err(Undecided::NeedsOwnSentinel(why));
+            }
+            // A pod with state waits as long as it takes for enough of the cluster to be back:
+            // it never guesses. The orchestrator sees it unready; SIGTERM ends the wait.
+            Verdict::Retry(why) if prior.is_some() => {
+                if last_log.map_or(true, |t| t.elapsed() >= Duration::from_secs(5)) {
+                    last_log = Some(tokio::time::Instant::now());
+                    tracing::warn!(round, waited_s = started.elapsed().as_secs(), reason = %why, "role not decided: waiting");
+                }
+            }
             // Somebody answered or refused all along: this is no first boot, and --role could
             // make a second master (we may be cut off from the master they name, or a failover
             // of this very pod may be retrying). Give up instead; an orchestrator's restart or
             // the supervisor's backoff asks again later.
             Verdict::Retry(why) if started.elapsed() >= budget => {
-                return Err(format!("gave up after {} ms: {why}", budget.as_millis()));
+                return Err(Undecided::GaveUp(format!(
+                    "gave up after {} ms: {why}",
+                    budget.as_millis()
+                )));
             }
             Verdict::Retry(why) => tracing::info!(round, reason = %why, "role not decided yet"),
         }
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
-    Err("discovery rounds exhausted without a decision".into())
+    Err(Undecided::GaveUp(
+        "discovery rounds exhausted without a decision".into(),
+    ))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[allow(clippy::too_many_arguments)]
+    fn verdict(
+        role: Role,
+        me: &Endpoint,
+        fallback: Option<&Endpoint>,
+        answers: &[Answer],
+        up: &[Endpoint],
+        refused: Option<&str>,
+        prior: Option<&Prior>,
+        known: usize,
+    ) -> Verdict {
+        let pod = Pod {
+            role,
+            me,
+            fallback,
+            prior,
+            known,
+        };
+        super::verdict(&pod, answers, up, refused)
+    }
 
     fn ep(s: &str) -> Endpoint {
         crate::config::parse_endpoint("t", s).expect("endpoint")
@@ -298,7 +548,7 @@ mod tests {
             ans("10.0.0.1:6379", 1, false),
         ];
         assert_eq!(
-            pick(&a).map(|a| a.master.to_string()),
+            pick(&a, &[]).map(|a| a.master.to_string()),
             Some("10.0.0.2:6379".into())
         );
         let b = [
@@ -307,16 +557,16 @@ mod tests {
             ans("10.0.0.2:6379", 3, false),
         ];
         assert_eq!(
-            pick(&b).map(|a| a.master.to_string()),
+            pick(&b, &[]).map(|a| a.master.to_string()),
             Some("10.0.0.2:6379".into())
         );
-        assert_eq!(pick(&[]), None);
+        assert_eq!(pick(&[], &[]), None);
     }
 
     #[test]
     fn replica_whose_master_address_is_itself_is_master() {
         let me = ep("10.0.0.9:6379");
-        match verdict(Role::Replica, &me, Some(&me), &[], None, None) {
+        match verdict(Role::Replica, &me, Some(&me), &[], &[], None, None, 3) {
             Verdict::Decided(d) => assert_eq!((d.role, d.master), (Role::Master, me)),
             v => panic!("{v:?}"),
         }
@@ -330,12 +580,193 @@ mod tests {
             &me,
             None,
             &[],
-            None,
+            &[],
             Some("10.0.0.2:26379: WRONGPASS"),
+            None,
+            3,
         );
         assert!(
             matches!(v, Verdict::Retry(ref why) if why.contains("WRONGPASS")),
             "{v:?}"
+        );
+    }
+
+    #[test]
+    fn prior_parsed_from_sentinels_own_file() {
+        let text = "port 26379\nsentinel announce-ip 10.0.0.3\nsentinel monitor mymaster 10.0.0.3 6379 2\nsentinel config-epoch mymaster 4\nsentinel known-sentinel mymaster 10.0.0.1 26379 aaa\nsentinel known-sentinel mymaster 10.0.0.2 26379 bbb\n";
+        let p = Prior::parse(text, "mymaster", 6379).expect("prior");
+        assert_eq!(p.epoch, 4);
+        assert!(p.was_master());
+        assert_eq!(p.known_sentinels, 2);
+        let r = Prior::parse(
+            &text.replace("announce-ip 10.0.0.3", "announce-ip 10.0.0.2"),
+            "mymaster",
+            6379,
+        )
+        .expect("prior");
+        assert!(!r.was_master());
+        assert_eq!(Prior::parse("port 1\n", "mymaster", 6379), None);
+    }
+
+    /// Issue 17's full outage: a (stale, master at epoch 0), b (replica, epoch 1), c (master at
+    /// epoch 1); all back with new addresses, in every order.
+    #[test]
+    fn full_outage_return_orders() {
+        let a_old = ep("10.0.0.1:6379");
+        let c_old = ep("10.0.0.3:6379");
+        let (a, b, c) = (
+            ep("10.0.1.1:6379"),
+            ep("10.0.1.2:6379"),
+            ep("10.0.1.3:6379"),
+        );
+        let prior_a = Prior {
+            epoch: 0,
+            master: a_old.clone(),
+            old_self: Some(a_old.clone()),
+            known_sentinels: 2,
+        };
+        let prior_b = Prior {
+            epoch: 1,
+            master: c_old.clone(),
+            old_self: Some(ep("10.0.0.2:6379")),
+            known_sentinels: 2,
+        };
+        let prior_c = Prior {
+            epoch: 1,
+            master: c_old.clone(),
+            old_self: Some(c_old.clone()),
+            known_sentinels: 2,
+        };
+        // what each pod's early sentinel answers
+        let claim_a = ans("10.0.0.1:6379", 0, false);
+        let claim_b = ans("10.0.0.3:6379", 1, false);
+        let claim_c = ans("10.0.0.3:6379", 1, false);
+        let decided = |v: Verdict| match v {
+            Verdict::Decided(d) => Some((d.role, d.master)),
+            Verdict::Retry(_) => None,
+        };
+        // a alone: never crowns itself, never falls back to --role
+        let v = verdict(
+            Role::Master,
+            &a,
+            None,
+            std::slice::from_ref(&claim_a),
+            &[],
+            None,
+            Some(&prior_a),
+            3,
+        );
+        assert_eq!(decided(v), None);
+        // a alone with an empty answer set (its sentinel not up yet): still waits
+        let v = verdict(Role::Master, &a, None, &[], &[], None, Some(&prior_a), 3);
+        assert_eq!(decided(v), None);
+        // a and b: b's newer epoch wins, its master (c) is not back: both wait
+        let two = [claim_a.clone(), claim_b.clone()];
+        assert_eq!(
+            decided(verdict(
+                Role::Master,
+                &a,
+                None,
+                &two,
+                &[],
+                None,
+                Some(&prior_a),
+                3
+            )),
+            None
+        );
+        assert_eq!(
+            decided(verdict(
+                Role::Replica,
+                &b,
+                None,
+                &two,
+                &[],
+                None,
+                Some(&prior_b),
+                3
+            )),
+            None
+        );
+        // c arrives: it recognises itself as the master of epoch 1 by its old address
+        let three = [claim_a.clone(), claim_b.clone(), claim_c.clone()];
+        assert_eq!(
+            decided(verdict(
+                Role::Replica,
+                &c,
+                None,
+                &three,
+                &[],
+                None,
+                Some(&prior_c),
+                3
+            )),
+            Some((Role::Master, c.clone()))
+        );
+        // ... also with only b's claim and its own (a still away)
+        assert_eq!(
+            decided(verdict(
+                Role::Replica,
+                &c,
+                None,
+                &[claim_b.clone(), claim_c.clone()],
+                &[],
+                None,
+                Some(&prior_c),
+                3
+            )),
+            Some((Role::Master, c.clone()))
+        );
+        // once c runs as master and its sentinel names it at its new address, a and b follow it
+        let after = [
+            claim_a.clone(),
+            claim_b.clone(),
+            ans("10.0.1.3:6379", 1, false),
+        ];
+        let up = [c.clone()];
+        assert_eq!(
+            decided(verdict(
+                Role::Master,
+                &a,
+                None,
+                &after,
+                &up,
+                None,
+                Some(&prior_a),
+                3
+            )),
+            Some((Role::Replica, c.clone()))
+        );
+        assert_eq!(
+            decided(verdict(
+                Role::Replica,
+                &b,
+                None,
+                &after,
+                &up,
+                None,
+                Some(&prior_b),
+                3
+            )),
+            Some((Role::Replica, c.clone()))
+        );
+        // a stale master that crowned itself (epoch 0) is never followed by a pod that saw epoch 1
+        let crowned = [
+            ans("10.0.1.1:6379", 0, false),
+            ans("10.0.1.1:6379", 0, false),
+        ];
+        assert_eq!(
+            decided(verdict(
+                Role::Replica,
+                &b,
+                None,
+                &crowned,
+                std::slice::from_ref(&a),
+                None,
+                Some(&prior_b),
+                3
+            )),
+            None
         );
     }
 
@@ -395,7 +826,11 @@ mod tests {
             ),
         ];
         for (role, answers, up, want) in rows {
-            let got = verdict(role, &me, Some(&svc), &answers, up, None);
+            let up: Vec<Endpoint> = match up {
+                Some(true) => top_candidates(&answers),
+                _ => Vec::new(),
+            };
+            let got = verdict(role, &me, Some(&svc), &answers, &up, None, None, 3);
             match (got, want) {
                 (Verdict::Decided(d), Ok((r, m))) => {
                     assert_eq!((d.role, &d.master), (r, m), "{answers:?}")

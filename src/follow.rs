@@ -179,9 +179,17 @@ pub async fn check(cfg: &Config) -> Action {
         Err(e) => return Action::Wait(format!("own sentinel does not answer: {e}")),
     };
     sentinels.insert(0, local);
+    // The configured list too: a pod whose sentinel knows no peer (it crowned itself on a first
+    // boot while the others were away) must still hear the majority.
+    for s in crate::discover::resolved_all(&cfg.sentinels).await {
+        if !sentinels.contains(&s) {
+            sentinels.push(s);
+        }
+    }
+    let known = known.max(cfg.sentinels.len());
     let node = redisio::repl(cfg, &cfg.local(cfg.redis_port), t).await.ok();
     let answers = answers(cfg, &sentinels, t).await;
-    let named_addr = crate::discover::pick(&answers).map(|a| a.master.clone());
+    let named_addr = crate::discover::pick(&answers, &[]).map(|a| a.master.clone());
     let named = match named_addr {
         Some(m) if m != me => redisio::repl(cfg, &m, t).await.ok(),
         _ => None,

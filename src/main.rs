@@ -45,6 +45,13 @@ enum Cmd {
     Render,
     /// Health check for Kubernetes exec probes and Docker HEALTHCHECK: exit 0 healthy, 1 not.
     Probe(ProbeArgs),
+    /// Operator override for a pod that waits for a majority that will never come back: make it
+    /// master with what it holds, accepting that newer writes elsewhere are lost. Needs --force.
+    Promote {
+        /// I accept losing acknowledged writes that only the absent pods hold
+        #[arg(long)]
+        force: bool,
+    },
 }
 
 #[derive(Args, Debug)]
@@ -188,6 +195,7 @@ fn main() -> ExitCode {
     let code = match cmd {
         Cmd::Probe(p) => rt.block_on(run_probe(&cfg, &p)),
         Cmd::Render => rt.block_on(print_render(&cfg, &bases)),
+        Cmd::Promote { force } => rt.block_on(promote(&cfg, force)),
         Cmd::Run => rt.block_on(run(cfg, bases)),
     };
     // A getaddrinfo still running on a blocking thread (a Service name while DNS is down) must
@@ -226,8 +234,51 @@ async fn run_probe(cfg: &Config, p: &ProbeArgs) -> i32 {
     }
 }
 
+/// Leaves the request in the state directory, where the waiting role decision of this pod's
+/// PID 1 picks it up (discover.rs); refuses when this pod's redis already runs (nothing waits).
+async fn promote(cfg: &Config, force: bool) -> i32 {
+    if !force {
+        let _ = writeln!(
+            std::io::stderr(),
+            "redisha-init promote: this makes a waiting pod master with what it holds and discards acknowledged writes that only the absent pods have; run it again with --force if that is your decision"
+        );
+        return EXIT_USAGE;
+    }
+    let t = std::time::Duration::from_millis(500);
+    if redisio::repl(cfg, &cfg.local(cfg.redis_port), t)
+        .await
+        .is_ok()
+    {
+        let _ = writeln!(
+            std::io::stderr(),
+            "redisha-init promote: this pod's redis is running, so no role decision is waiting; nothing to promote"
+        );
+        return 1;
+    }
+    match state::request_promotion(cfg) {
+        Ok(path) => {
+            let _ = writeln!(
+                std::io::stdout(),
+                "redisha-init promote: requested ({}); the waiting pod becomes master within a second and logs what it discards",
+                path.display()
+            );
+            0
+        }
+        Err(e) => {
+            let _ = writeln!(
+                std::io::stderr(),
+                "redisha-init promote: cannot write the request into {}: {e}",
+                cfg.state_dir.display()
+            );
+            state::EXIT_CANTCREAT
+        }
+    }
+}
+
 async fn print_render(cfg: &Config, bases: &render::Bases) -> i32 {
-    let d = match discover::decide(cfg, false).await {
+    let prior = state::read_prior_sentinel(cfg)
+        .and_then(|t| discover::Prior::parse(&t, &cfg.group, cfg.redis_port));
+    let d = match discover::decide(cfg, false, discover::Patience::Boot, prior.as_ref()).await {
         Ok(d) => d,
         Err(why) => {
             let _ = writeln!(
@@ -305,10 +356,23 @@ async fn run(cfg: Config, bases: render::Bases) -> i32 {
         let _ = nix::sys::prctl::set_child_subreaper(true);
     }
     let mut chan = chan;
-    let decision = tokio::select! {
-        d = discover::decide(&cfg, false) => match d {
-            Ok(d) => d,
-            Err(why) => {
+    // What this pod knew before (Sentinel's own file): with it, this is no first boot.
+    let prior = state::read_prior_sentinel(&cfg)
+        .and_then(|t| discover::Prior::parse(&t, &cfg.group, cfg.redis_port));
+    if let Some(p) = &prior {
+        tracing::info!(prior = %p, "the state directory holds what this pod knew; it decides only with a majority of the sentinels");
+    }
+    let boot = tokio::select! {
+        d = discover::decide(&cfg, false, discover::Patience::Boot, prior.as_ref()) => match (d, prior) {
+            (Ok(d), _) => {
+                tracing::info!(role = %d.role, master = %d.master, reason = %d.reason, "role decided");
+                supervise::Boot::Decided(d)
+            }
+            (Err(discover::Undecided::NeedsOwnSentinel(why)), Some(p)) => {
+                tracing::warn!(reason = %why, "role not decided; starting the sentinel first so the other pods see what this one knew");
+                supervise::Boot::SentinelFirst(p)
+            }
+            (Err(why), _) => {
                 tracing::error!(reason = %why, "cannot decide the role; nothing was started");
                 return EXIT_TEMPFAIL;
             }
@@ -318,12 +382,11 @@ async fn run(cfg: Config, bases: render::Bases) -> i32 {
             return 0;
         }
     };
-    tracing::info!(role = %decision.role, master = %decision.master, reason = %decision.reason, "role decided");
     // The companion: our redis follows the master the sentinels name (on their events), our
     // sentinel's periods are tuned, stale entries are cleaned on a slow timer (follow.rs,
     // cleanup.rs). It lives as long as the supervisor serves.
     let cleanup = tokio::spawn(follow::run(cfg.clone(), cleanup_settings));
-    let code = supervise::Supervisor::new(cfg, bases, decision, chan)
+    let code = supervise::Supervisor::new(cfg, bases, boot, chan)
         .with_companion(cleanup)
         .run()
         .await;

@@ -233,6 +233,30 @@ pub fn prior_monitor(prior: &str, group: &str) -> Option<Endpoint> {
     })
 }
 
+/// A forced promotion (`promote --force`): the sentinel claims `claim` as its config and current
+/// epoch unless it already holds a higher one, so its hello outranks every older configuration.
+pub fn with_claimed_epoch(sentinel_conf: &str, group: &str, claim: u64) -> String {
+    let mut config = claim;
+    let mut current = claim;
+    let mut out = String::with_capacity(sentinel_conf.len() + 64);
+    for l in sentinel_conf.lines() {
+        let w: Vec<&str> = l.split_whitespace().collect();
+        match w.as_slice() {
+            ["sentinel", "config-epoch", g, e] if *g == group => {
+                config = config.max(e.parse().unwrap_or(0));
+            }
+            ["sentinel", "current-epoch", e] => current = current.max(e.parse().unwrap_or(0)),
+            _ => {
+                out.push_str(l);
+                out.push('\n');
+            }
+        }
+    }
+    let _ = writeln!(out, "sentinel current-epoch {}", current.max(config));
+    let _ = writeln!(out, "sentinel config-epoch {group} {config}");
+    out
+}
+
 fn render_sentinel(cfg: &Config, master: &Endpoint, bases: &Bases, prior: Option<&str>) -> String {
     let mut out = bases.sentinel.clone();
     if !out.ends_with('\n') {
@@ -299,6 +323,19 @@ mod tests {
 
     fn lines(s: &str) -> Vec<&str> {
         s.lines().collect()
+    }
+
+    #[test]
+    fn claimed_epoch_outranks_but_never_lowers() {
+        let text = "sentinel monitor g 10.0.0.1 6379 2\nsentinel current-epoch 3\nsentinel config-epoch g 3\n";
+        let out = with_claimed_epoch(text, "g", 5);
+        assert!(out.contains("sentinel config-epoch g 5\n"), "{out}");
+        assert!(out.contains("sentinel current-epoch 5\n"), "{out}");
+        assert_eq!(out.matches("config-epoch").count(), 1);
+        let out = with_claimed_epoch(text, "g", 2);
+        assert!(out.contains("sentinel config-epoch g 3\n"), "{out}");
+        let out = with_claimed_epoch("sentinel monitor g 10.0.0.1 6379 2\n", "g", 1);
+        assert!(out.contains("sentinel config-epoch g 1\n"), "{out}");
     }
 
     #[test]

@@ -54,3 +54,24 @@ pub fn write_conf(path: &Path, text: &str) -> io::Result<()> {
 pub fn read_prior_sentinel(cfg: &Config) -> Option<String> {
     fs::read_to_string(cfg.sentinel_conf_path()).ok()
 }
+
+/// `redisha-init promote --force` leaves this file; a role decision that waits for a majority
+/// takes it (and removes it) as the operator's decision.
+pub fn promotion_request_path(cfg: &Config) -> std::path::PathBuf {
+    cfg.state_dir.join("promote.force")
+}
+
+pub fn request_promotion(cfg: &Config) -> io::Result<std::path::PathBuf> {
+    let p = promotion_request_path(cfg);
+    let stamp = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0);
+    write_conf(&p, &format!("{stamp}\n"))?;
+    Ok(p)
+}
+
+/// Takes a pending promotion request: true once, and the file is gone.
+pub fn take_promotion_request(cfg: &Config) -> bool {
+    fs::remove_file(promotion_request_path(cfg)).is_ok()
+}

@@ -13,7 +13,7 @@ use tokio::sync::mpsc;
 use tokio::time::Instant;
 
 use crate::config::Config;
-use crate::discover::{self, Decision};
+use crate::discover::{self, Decision, Patience, Prior, Undecided};
 use crate::handover;
 use crate::logs::LogSink;
 use crate::render::{self, Bases};
@@ -58,7 +58,7 @@ struct Slot {
 
 pub enum Event {
     Signal(i32),
-    Decided(Result<Decision, String>),
+    Decided(Result<Decision, Undecided>),
     HandoverDone(handover::Outcome),
 }
 
@@ -75,6 +75,15 @@ struct Stopping {
 }
 
 const TERM_RETRY: Duration = Duration::from_secs(1);
+/// down-after of the sentinel that runs before the role is decided: no failover from it.
+const EARLY_DOWN_AFTER_MS: u64 = 3_600_000;
+
+/// How the pod starts: the role was decided before anything started, or (a pod with state that
+/// could not decide alone) its sentinel starts first and the role is decided with it.
+pub enum Boot {
+    Decided(Decision),
+    SentinelFirst(Prior),
+}
 
 /// Signals handed to both children unchanged.
 pub const FORWARDED: &[i32] = &[
@@ -95,6 +104,13 @@ pub struct Supervisor {
     sink: LogSink,
     policy: RestartPolicy,
     decision: Decision,
+    /// Set while a pod with state runs its sentinel before the role is decided (a full outage:
+    /// every pod waits for the others' sentinels). That sentinel monitors what this pod knew last
+    /// and cannot start a failover (down-after of an hour); it is restarted with the real
+    /// configuration once the role is decided.
+    early: Option<Prior>,
+    /// The sentinel is being restarted on purpose (new monitor line): respawn at once, no backoff.
+    sentinel_rerender: bool,
     slots: [Slot; 2],
     stop: Option<Stopping>,
     gave_up: Option<i32>,
@@ -132,9 +148,21 @@ impl Supervisor {
     pub fn new(
         cfg: Config,
         bases: Bases,
-        decision: Decision,
+        boot: Boot,
         chan: (mpsc::UnboundedSender<Event>, mpsc::UnboundedReceiver<Event>),
     ) -> Supervisor {
+        let (decision, early) = match boot {
+            Boot::Decided(d) => (d, None),
+            Boot::SentinelFirst(p) => (
+                Decision {
+                    role: crate::config::Role::Replica,
+                    master: p.master.clone(),
+                    reason: "not decided yet".into(),
+                    claim_epoch: None,
+                },
+                Some(p),
+            ),
+        };
         let sink = LogSink {
             format: cfg.log_format,
         };
@@ -149,6 +177,8 @@ impl Supervisor {
             bases,
             sink,
             decision,
+            early,
+            sentinel_rerender: false,
             slots: [slot(Which::Redis), slot(Which::Sentinel)],
             stop: None,
             gave_up: None,
@@ -166,8 +196,13 @@ impl Supervisor {
 
     /// Runs until both children are gone after a stop; returns PID 1's exit code.
     pub async fn run(mut self) -> i32 {
-        for which in [Which::Redis, Which::Sentinel] {
-            self.start(which);
+        if let Some(p) = self.early.clone() {
+            self.spawn_now(Which::Sentinel);
+            self.decide_redis(Some(p));
+        } else {
+            for which in [Which::Redis, Which::Sentinel] {
+                self.start(which);
+            }
         }
         // Bounded by the stop deadline once a stop begins; unbounded while serving, by design.
         loop {
@@ -334,6 +369,19 @@ impl Supervisor {
             return;
         }
         child::signal_group(pid, Some(Signal::SIGKILL));
+        if which == Which::Sentinel && self.sentinel_rerender {
+            self.sentinel_rerender = false;
+            // A deliberate reconfiguration, not a failure; and the new monitor line comes from the
+            // decision, not from what the old sentinel wrote.
+            self.slots[i].restarts = 0;
+            tracing::info!(
+                pid = pid.as_raw(),
+                "sentinel stopped for its new configuration; starting it again"
+            );
+            self.slots[i].state = SlotState::Done;
+            self.spawn_now(Which::Sentinel);
+            return;
+        }
         match policy::on_unexpected_exit(&self.policy, self.slots[i].restarts, uptime, how) {
             OnExit::Restart { delay, attempt } => {
                 tracing::warn!(
@@ -418,19 +466,27 @@ impl Supervisor {
         }
         match which {
             Which::Redis if self.slots[0].restarts > 0 => {
-                self.slots[0].state = SlotState::Deciding;
-                let cfg = self.cfg.clone();
-                let tx = self.tx.clone();
-                self.task = Some(tokio::spawn(async move {
-                    let d = discover::decide(&cfg, true).await;
-                    let _ = tx.send(Event::Decided(d));
-                }));
+                let prior = state::read_prior_sentinel(&self.cfg)
+                    .and_then(|t| Prior::parse(&t, &self.cfg.group, self.cfg.redis_port));
+                self.decide_redis(prior);
             }
             _ => self.spawn_now(which),
         }
     }
 
-    fn on_decided(&mut self, d: Result<Decision, String>) {
+    /// The data node waits for a role decision that runs as a task (asking our own sentinel
+    /// too); the answer comes back as an event, so signals stay live meanwhile.
+    fn decide_redis(&mut self, prior: Option<Prior>) {
+        self.slots[0].state = SlotState::Deciding;
+        let cfg = self.cfg.clone();
+        let tx = self.tx.clone();
+        self.task = Some(tokio::spawn(async move {
+            let d = discover::decide(&cfg, true, Patience::Budget, prior.as_ref()).await;
+            let _ = tx.send(Event::Decided(d));
+        }));
+    }
+
+    fn on_decided(&mut self, d: Result<Decision, Undecided>) {
         self.task = None;
         if !matches!(self.slots[0].state, SlotState::Deciding) {
             return;
@@ -444,9 +500,17 @@ impl Supervisor {
                 return;
             }
         };
-        tracing::info!(role = %d.role, master = %d.master, reason = %d.reason, "role decided for restart");
+        tracing::info!(role = %d.role, master = %d.master, reason = %d.reason, "role decided");
         self.decision = d;
         self.spawn_now(Which::Redis);
+        // The sentinel that ran before the decision monitors what this pod knew last, with
+        // failovers held off: restart it with the real configuration.
+        if self.early.take().is_some() {
+            if let SlotState::Running { .. } = self.slots[1].state {
+                self.sentinel_rerender = true;
+                self.term(Which::Sentinel);
+            }
+        }
     }
 
     fn spawn_now(&mut self, which: Which) {
@@ -461,18 +525,36 @@ impl Supervisor {
                 .unwrap_or_else(|| self.decision.master.clone()),
             _ => self.decision.master.clone(),
         };
+        // Before the decision the sentinel shows what this pod knew (monitor, epoch) and must not
+        // fail anything over: an hour of down-after.
+        let early_cfg;
+        let (cfg, master) = match (&self.early, which) {
+            (Some(p), Which::Sentinel) => {
+                let mut c = self.cfg.clone();
+                c.down_after_ms = EARLY_DOWN_AFTER_MS;
+                early_cfg = c;
+                (&early_cfg, p.master.clone())
+            }
+            _ => (&self.cfg, master),
+        };
         let plan = render::render(
-            &self.cfg,
+            cfg,
             self.decision.role,
             &master,
             &self.bases,
             prior.as_deref(),
         );
+        let sentinel_conf = match self.decision.claim_epoch {
+            Some(claim) if self.early.is_none() => {
+                render::with_claimed_epoch(&plan.sentinel_conf, &self.cfg.group, claim)
+            }
+            _ => plan.sentinel_conf.clone(),
+        };
         let (path, text, argv) = match which {
             Which::Redis => (&plan.redis_conf_path, &plan.redis_conf, &plan.redis_argv),
             Which::Sentinel => (
                 &plan.sentinel_conf_path,
-                &plan.sentinel_conf,
+                &sentinel_conf,
                 &plan.sentinel_argv,
             ),
         };
