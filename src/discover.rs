@@ -89,7 +89,8 @@ impl Prior {
             let w: Vec<&str> = l.split_whitespace().collect();
             match w.as_slice() {
                 ["sentinel", "config-epoch", g, e] if *g == group => epoch = e.parse().unwrap_or(0),
-                ["sentinel", "announce-ip", ip] => old_ip = Some(*ip),
+                // Sentinel rewrites it quoted (sdscatrepr).
+                ["sentinel", "announce-ip", ip] => old_ip = Some(ip.trim_matches('"')),
                 ["sentinel", "known-sentinel", g, ..] if *g == group => known += 1,
                 _ => {}
             }
@@ -593,13 +594,13 @@ mod tests {
 
     #[test]
     fn prior_parsed_from_sentinels_own_file() {
-        let text = "port 26379\nsentinel announce-ip 10.0.0.3\nsentinel monitor mymaster 10.0.0.3 6379 2\nsentinel config-epoch mymaster 4\nsentinel known-sentinel mymaster 10.0.0.1 26379 aaa\nsentinel known-sentinel mymaster 10.0.0.2 26379 bbb\n";
+        let text = "port 26379\nsentinel announce-ip \"10.0.0.3\"\nsentinel monitor mymaster 10.0.0.3 6379 2\nsentinel config-epoch mymaster 4\nsentinel known-sentinel mymaster 10.0.0.1 26379 aaa\nsentinel known-sentinel mymaster 10.0.0.2 26379 bbb\n";
         let p = Prior::parse(text, "mymaster", 6379).expect("prior");
         assert_eq!(p.epoch, 4);
         assert!(p.was_master());
         assert_eq!(p.known_sentinels, 2);
         let r = Prior::parse(
-            &text.replace("announce-ip 10.0.0.3", "announce-ip 10.0.0.2"),
+            &text.replace("announce-ip \"10.0.0.3\"", "announce-ip 10.0.0.2"),
             "mymaster",
             6379,
         )

@@ -274,6 +274,7 @@ pub async fn run(cfg: Config, cleanup_settings: cleanup::Settings) {
         .then(|| Duration::from_millis(cleanup_settings.interval_ms));
     let mut next_tick = every.map(|e| Instant::now() + cleanup::jitter(e));
     let mut backoff = Duration::from_millis(50);
+    let mut last = None;
     loop {
         let ps = match subscribe(&cfg, &local).await {
             Ok(ps) => ps,
@@ -287,7 +288,7 @@ pub async fn run(cfg: Config, cleanup_settings: cleanup::Settings) {
         };
         backoff = Duration::from_millis(50);
         tune(&cfg, &local).await;
-        log_action(&check(&cfg).await);
+        log_action(&check(&cfg).await, &mut last);
         let mut stream = ps.into_on_message();
         let mut pending: Option<Instant> = None;
         loop {
@@ -302,23 +303,31 @@ pub async fn run(cfg: Config, cleanup_settings: cleanup::Settings) {
                 },
                 _ = sleep_until_opt(pending) => {
                     pending = None;
-                    log_action(&check(&cfg).await);
+                    log_action(&check(&cfg).await, &mut last);
                 }
                 _ = sleep_until_opt(next_tick) => {
                     next_tick = every.map(|e| Instant::now() + cleanup::jitter(e));
                     cleanup::tick(&cfg, cleanup_settings, &local).await;
-                    log_action(&check(&cfg).await);
+                    log_action(&check(&cfg).await, &mut last);
                 }
             }
         }
     }
 }
 
-fn log_action(a: &Action) {
+/// Logs a wait once, not at every event or tick while it lasts.
+fn log_action(a: &Action, last: &mut Option<String>) {
     match a {
-        Action::Follow { .. } => {}
-        Action::Keep(why) => tracing::debug!(reason = %why, "follow: nothing to do"),
-        Action::Wait(why) => tracing::info!(reason = %why, "follow: not now"),
+        Action::Follow { .. } => *last = None,
+        Action::Keep(why) => {
+            tracing::debug!(reason = %why, "follow: nothing to do");
+            *last = None;
+        }
+        Action::Wait(why) if last.as_deref() != Some(why.as_str()) => {
+            tracing::info!(reason = %why, "follow: not now");
+            *last = Some(why.clone());
+        }
+        Action::Wait(_) => {}
     }
 }
 

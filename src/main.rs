@@ -276,8 +276,7 @@ async fn promote(cfg: &Config, force: bool) -> i32 {
 }
 
 async fn print_render(cfg: &Config, bases: &render::Bases) -> i32 {
-    let prior = state::read_prior_sentinel(cfg)
-        .and_then(|t| discover::Prior::parse(&t, &cfg.group, cfg.redis_port));
+    let prior = state::read_prior(cfg);
     let d = match discover::decide(cfg, false, discover::Patience::Boot, prior.as_ref()).await {
         Ok(d) => d,
         Err(why) => {
@@ -357,8 +356,7 @@ async fn run(cfg: Config, bases: render::Bases) -> i32 {
     }
     let mut chan = chan;
     // What this pod knew before (Sentinel's own file): with it, this is no first boot.
-    let prior = state::read_prior_sentinel(&cfg)
-        .and_then(|t| discover::Prior::parse(&t, &cfg.group, cfg.redis_port));
+    let prior = state::read_prior(&cfg);
     if let Some(p) = &prior {
         tracing::info!(prior = %p, "the state directory holds what this pod knew; it decides only with a majority of the sentinels");
     }

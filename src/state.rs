@@ -75,3 +75,29 @@ pub fn request_promotion(cfg: &Config) -> io::Result<std::path::PathBuf> {
 pub fn take_promotion_request(cfg: &Config) -> bool {
     fs::remove_file(promotion_request_path(cfg)).is_ok()
 }
+
+/// The address this pod's data node last served under (written each time it starts with a
+/// decided role). A pod that restarts while it waits for a majority runs a sentinel under its new
+/// address, and that sentinel rewrites `announce-ip`; this file keeps who the pod was.
+fn identity_path(cfg: &Config) -> std::path::PathBuf {
+    cfg.state_dir.join("served-as")
+}
+
+pub fn write_identity(cfg: &Config, addr: &crate::config::Endpoint) -> io::Result<()> {
+    write_conf(&identity_path(cfg), &format!("{addr}\n"))
+}
+
+pub fn read_identity(cfg: &Config) -> Option<crate::config::Endpoint> {
+    let t = fs::read_to_string(identity_path(cfg)).ok()?;
+    crate::config::parse_endpoint("served-as", t.trim()).ok()
+}
+
+/// What this pod knew before, if anything (discover::Prior).
+pub fn read_prior(cfg: &Config) -> Option<crate::discover::Prior> {
+    let text = read_prior_sentinel(cfg)?;
+    let mut p = crate::discover::Prior::parse(&text, &cfg.group, cfg.redis_port)?;
+    if let Some(id) = read_identity(cfg) {
+        p.old_self = Some(id);
+    }
+    Some(p)
+}

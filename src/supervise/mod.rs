@@ -466,8 +466,7 @@ impl Supervisor {
         }
         match which {
             Which::Redis if self.slots[0].restarts > 0 => {
-                let prior = state::read_prior_sentinel(&self.cfg)
-                    .and_then(|t| Prior::parse(&t, &self.cfg.group, self.cfg.redis_port));
+                let prior = state::read_prior(&self.cfg);
                 self.decide_redis(prior);
             }
             _ => self.spawn_now(which),
@@ -563,6 +562,11 @@ impl Supervisor {
         match result {
             Ok(pid) => {
                 tracing::info!(child = which.name(), pid = pid.as_raw(), role = %self.decision.role, "spawned");
+                if which == Which::Redis {
+                    if let Err(e) = state::write_identity(&self.cfg, &self.cfg.self_redis()) {
+                        tracing::warn!(error = %e, "cannot record this pod's address in the state directory");
+                    }
+                }
                 self.slots[i].state = SlotState::Running {
                     pid,
                     since: Instant::now(),
