@@ -371,6 +371,8 @@ async fn steps(
     // Every healthy replica, not just one: Sentinel picks the replica to promote by priority and
     // by the offset it cached up to 10 s ago, so it may pick any of them.
     let mut behind: Vec<&Endpoint> = candidates.iter().collect();
+    let catch_started = Instant::now();
+    let mut last_seen = String::new();
     loop {
         let mut still = Vec::new();
         for r in behind {
@@ -379,9 +381,14 @@ async fn steps(
                     let off: u64 = redisio::info_field(&i, "slave_repl_offset")
                         .and_then(|v| v.parse().ok())
                         .unwrap_or(0);
-                    off >= target && redisio::info_field(&i, "master_link_status") == Some("up")
+                    let link = redisio::info_field(&i, "master_link_status");
+                    last_seen = format!("{r} offset {off} link {}", link.unwrap_or("?"));
+                    off >= target && link == Some("up")
                 }
-                Err(_) => false,
+                Err(e) => {
+                    last_seen = format!("{r}: {e}");
+                    false
+                }
             };
             if !caught {
                 still.push(r);
@@ -403,6 +410,8 @@ async fn steps(
     tracing::info!(
         replicas = candidates.len(),
         offset = target,
+        waited_ms = catch_started.elapsed().as_millis() as u64,
+        last_behind = %last_seen,
         "handover: every healthy replica caught up; asking sentinel to fail over"
     );
     // 2. Sentinel promotes a replica (it picks the one with the largest offset). NOGOODSLAVE can
