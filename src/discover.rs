@@ -154,6 +154,20 @@ pub fn verdict(pod: &Pod, answers: &[Answer], up: &[Endpoint], refused: Option<&
         known,
     } = *pod;
     if let Some(p) = prior {
+        // A pod that never had a peer (a laptop, a single node): its own state is the whole
+        // cluster's; with its sentinel silent, what it was is what it is.
+        if known <= 1 && answers.is_empty() && refused.is_none() {
+            return Verdict::Decided(if p.was_master() {
+                Decision {
+                    role: Role::Master,
+                    master: me.clone(),
+                    reason: format!("no peer was ever known and this pod was {p}"),
+                    claim_epoch: None,
+                }
+            } else {
+                follow_role(cfg_role, me, Some(&p.master), "no peer was ever known")
+            });
+        }
         // A pod with state is never on a first boot, and never decides on a minority: the
         // sentinels that answer may all be as stale as it is (a full outage, this pod back first).
         if answers.len() * 2 <= known {
@@ -345,9 +359,10 @@ pub enum Patience {
     /// gets `Undecided::NeedsOwnSentinel`: it must start its sentinel so the other pods can see
     /// what it knows (in a full outage every pod waits for the others' sentinels).
     Boot,
-    /// The discovery budget (a restart of the data node, or `render`); a pod with state waits
-    /// for a majority as long as it takes.
+    /// The discovery budget (a restart of the data node): give up after it (exit 75 / backoff).
     Budget,
+    /// A pod with state whose sentinel runs first: wait for a majority as long as it takes.
+    Forever,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -443,7 +458,9 @@ pub async fn decide(
         };
         let v = verdict(&pod, &answers, &up, refused.as_deref());
         // The operator's explicit choice (`promote --force`) for a majority that never returns.
-        if let (Verdict::Retry(why), Some(p), Patience::Budget) = (&v, prior, patience) {
+        if let (Verdict::Retry(why), Some(p), Patience::Budget | Patience::Forever) =
+            (&v, prior, patience)
+        {
             if crate::state::take_promotion_request(cfg) {
                 let seen: Vec<String> = answers
                     .iter()
@@ -478,7 +495,7 @@ pub async fn decide(
             }
             // A pod with state waits as long as it takes for enough of the cluster to be back:
             // it never guesses. The orchestrator sees it unready; SIGTERM ends the wait.
-            Verdict::Retry(why) if prior.is_some() => {
+            Verdict::Retry(why) if patience == Patience::Forever => {
                 if last_log.map_or(true, |t| t.elapsed() >= Duration::from_secs(5)) {
                     last_log = Some(tokio::time::Instant::now());
                     tracing::warn!(round, waited_s = started.elapsed().as_secs(), reason = %why, "role not decided: waiting");

@@ -277,7 +277,14 @@ async fn promote(cfg: &Config, force: bool) -> i32 {
 
 async fn print_render(cfg: &Config, bases: &render::Bases) -> i32 {
     let prior = state::read_prior(cfg);
-    let d = match discover::decide(cfg, false, discover::Patience::Boot, prior.as_ref()).await {
+    let d = match discover::decide(
+        cfg,
+        prior.is_some(),
+        discover::Patience::Boot,
+        prior.as_ref(),
+    )
+    .await
+    {
         Ok(d) => d,
         Err(why) => {
             let _ = writeln!(

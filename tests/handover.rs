@@ -144,10 +144,11 @@ fn sigterm_on_master_hands_over_without_losing_writes() {
     }
 }
 
-/// A master and one replica, stopped right after the replica linked: Sentinel learns replicas
-/// from the master's INFO only every 10 s, so SENTINEL FAILOVER answers NOGOODSLAVE and the
-/// handover cannot finish. Returns the master's Init (stop it yourself) and the replica's.
-fn pair_not_yet_known_to_sentinel(dir: &std::path::Path, grace_ms: &str) -> (Init, Init) {
+/// A master and one replica that Sentinel may not promote (`replica-priority 0`): SENTINEL
+/// FAILOVER answers NOGOODSLAVE and the handover cannot finish. (It used to be enough to stop the
+/// pair right after the replica linked, when Sentinel did not know the replica yet for up to
+/// 10 s; our sentinels now learn it within a second.) Returns the master's Init and the replica's.
+fn pair_that_cannot_hand_over(dir: &std::path::Path, grace_ms: &str) -> (Init, Init) {
     let ports: Vec<u16> = (0..2).map(|_| free_port()).collect();
     let mut inits = Vec::new();
     for (i, p) in ports.iter().enumerate() {
@@ -163,6 +164,7 @@ fn pair_not_yet_known_to_sentinel(dir: &std::path::Path, grace_ms: &str) -> (Ini
             .then_some(())
     });
     assert!(linked.is_some(), "{}", inits[1].output());
+    assert!(redis_str(ports[1], &["CONFIG", "SET", "replica-priority", "0"]).is_some());
     let replica = inits.pop().expect("replica");
     let master = inits.pop().expect("master");
     (master, replica)
@@ -171,7 +173,7 @@ fn pair_not_yet_known_to_sentinel(dir: &std::path::Path, grace_ms: &str) -> (Ini
 #[test]
 fn handover_that_cannot_finish_gives_up_inside_the_grace() {
     let dir = tempdir();
-    let (mut master, mut replica) = pair_not_yet_known_to_sentinel(dir.path(), "2000");
+    let (mut master, mut replica) = pair_that_cannot_hand_over(dir.path(), "2000");
     let t = Instant::now();
     master.signal(libc::SIGTERM);
     let st = master.wait(Duration::from_secs(10)).expect("exits");
@@ -192,7 +194,7 @@ fn handover_that_cannot_finish_gives_up_inside_the_grace() {
 #[test]
 fn second_sigterm_skips_the_rest_of_the_handover() {
     let dir = tempdir();
-    let (mut master, mut replica) = pair_not_yet_known_to_sentinel(dir.path(), "8000");
+    let (mut master, mut replica) = pair_that_cannot_hand_over(dir.path(), "8000");
     master.signal(libc::SIGTERM);
     assert!(
         wait_for(Duration::from_secs(5), || master

@@ -198,7 +198,7 @@ impl Supervisor {
     pub async fn run(mut self) -> i32 {
         if let Some(p) = self.early.clone() {
             self.spawn_now(Which::Sentinel);
-            self.decide_redis(Some(p));
+            self.decide_redis(Some(p), Patience::Forever);
         } else {
             for which in [Which::Redis, Which::Sentinel] {
                 self.start(which);
@@ -467,7 +467,7 @@ impl Supervisor {
         match which {
             Which::Redis if self.slots[0].restarts > 0 => {
                 let prior = state::read_prior(&self.cfg);
-                self.decide_redis(prior);
+                self.decide_redis(prior, Patience::Budget);
             }
             _ => self.spawn_now(which),
         }
@@ -475,12 +475,12 @@ impl Supervisor {
 
     /// The data node waits for a role decision that runs as a task (asking our own sentinel
     /// too); the answer comes back as an event, so signals stay live meanwhile.
-    fn decide_redis(&mut self, prior: Option<Prior>) {
+    fn decide_redis(&mut self, prior: Option<Prior>, patience: Patience) {
         self.slots[0].state = SlotState::Deciding;
         let cfg = self.cfg.clone();
         let tx = self.tx.clone();
         self.task = Some(tokio::spawn(async move {
-            let d = discover::decide(&cfg, true, Patience::Budget, prior.as_ref()).await;
+            let d = discover::decide(&cfg, true, patience, prior.as_ref()).await;
             let _ = tx.send(Event::Decided(d));
         }));
     }
