@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import fcntl
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -41,15 +42,18 @@ REDIS_PORT = 6379
 SENTINEL_PORT = 26379
 GROUP = "mymaster"
 NPODS = 3
+POD_EXIT_TIMEOUT = 15.0  # the orchestrator's grace after SIGTERM (manifests: 15 s)
 LOCK_PATH = "/tmp/rhat-harness.lock"
 RESULTS = Path(__file__).with_name("results.txt")
 
 # Short timings so the suite fits in minutes. The partition of scenario 4 is longer than both
 # down-after (so a failover happens) and min-replicas-max-lag (so the isolated master refuses).
+# The stop grace is the binary's default: a handover waits until every sentinel has learnt the
+# new master, which can take a couple of seconds on its own.
 TIMINGS = {
     "REDISHA_DOWN_AFTER_MS": "2000",
     "REDISHA_FAILOVER_TIMEOUT_MS": "6000",
-    "REDISHA_STOP_GRACE_MS": "3000",
+    "REDISHA_STOP_GRACE_MS": "8000",
     "REDISHA_DISCOVERY_TIMEOUT_MS": "15000",
     "REDISHA_CLEANUP_INTERVAL_MS": "2000",
     "REDISHA_STALE_AFTER_MS": "6000",
@@ -172,6 +176,7 @@ class Pod:
     started_at: float = 0.0
     generation: int = 0
     log_path: Path | None = None
+    last_exit: tuple[float, int | None] | None = None
 
     @property
     def name(self) -> str:
@@ -311,6 +316,33 @@ class Pod:
             self.proc.wait(timeout=5)
         self.proc = None
 
+    def terminate(self, timeout: float = POD_EXIT_TIMEOUT) -> tuple[float, int | None]:
+        """A graceful stop as Kubernetes does it: SIGTERM to the pod's PID 1, then wait (bounded
+        by `timeout`, the orchestrator's grace) for the pod to exit; SIGKILL if it has not.
+        Returns (seconds from SIGTERM to exit, exit code of PID 1; -9 if it had to be killed)."""
+        assert self.proc is not None, f"{self.name} is not running"
+        pid = wait_until(self.init_pid, 5, 0.02, f"{self.name}'s PID 1")
+        t0 = time.monotonic()
+        os.kill(pid, signal.SIGTERM)
+        try:
+            code = self.proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            log(f"{self.name} did not exit within {timeout:.0f}s of SIGTERM: SIGKILL")
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+            try:
+                self.proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(timeout=5)
+            code = -signal.SIGKILL
+        took = time.monotonic() - t0
+        self.proc = None
+        self.last_exit = (took, code)
+        return took, code
+
     def log_tail(self, n: int = 40) -> str:
         if not self.log_path or not self.log_path.exists():
             return ""
@@ -410,14 +442,31 @@ class Cluster:
             self.pods[i].spawn()
         log("started " + ", ".join(f"{self.pods[i].name}@{self.pods[i].ip}" for i in idxs))
 
-    def kill_pod(self, i: int) -> None:
-        """The pod is gone: processes SIGKILLed, its address and DNS records removed."""
+    def kill_pod(self, i: int, keep_ip: bool = False) -> None:
+        """The pod is gone: processes SIGKILLed, its address and DNS records removed. With
+        `keep_ip` the network namespace, the address and the DNS record stay (nothing answers
+        there: connections are refused) so that `start_pods(new_ip=False)` brings the pod back
+        on the same address, like a pod whose node rebooted."""
         p = self.pods[i]
         old = p.ip
         p.kill()
+        if not keep_ip:
+            p.delete_network()
+            self.write_hosts()
+        log(f"killed pod {p.name} (was {old}{', address kept' if keep_ip else ''})")
+
+    def stop_pod_gracefully(self, i: int, timeout: float = POD_EXIT_TIMEOUT
+                            ) -> tuple[float, int | None]:
+        """SIGTERM to the pod's PID 1 (as Kubernetes does), wait for its exit (SIGKILL after
+        `timeout`), then its address and DNS records go as in kill_pod. Returns
+        (seconds from SIGTERM to exit, exit code)."""
+        p = self.pods[i]
+        old = p.ip
+        took, code = p.terminate(timeout)
         p.delete_network()
         self.write_hosts()
-        log(f"killed pod {p.name} (was {old})")
+        log(f"stopped pod {p.name} (was {old}) gracefully: exit {code} after {took:.2f}s")
+        return took, code
 
     def live(self) -> list[Pod]:
         return [p for p in self.pods if p.alive and p.ip]
@@ -531,6 +580,133 @@ class Cluster:
         tails = "\n".join(f"--- {p.name} ({p.log_path}) ---\n{p.log_tail(25)}" for p in self.pods)
         raise AssertionError(f"{what} not reached within {timeout:.0f}s: {probs}\n{tails}")
 
+    def named_master(self, ips) -> str | None:
+        """The master address the sentinels at `ips` all name, if they answer and agree."""
+        names = set()
+        for ip in ips:
+            try:
+                with client(ip, SENTINEL_PORT, 0.3) as c:
+                    a = c.sentinel_get_master_addr_by_name(GROUP)
+                names.add(a[0] if a else None)
+            except (redis.RedisError, OSError):
+                return None
+        return names.pop() if len(names) == 1 else None
+
+    def current_master(self) -> str | None:
+        """The address of the only live node answering role:master, if exactly one does."""
+        masters = [ip for ip, r in self.roles().items() if r == "master"]
+        return masters[0] if len(masters) == 1 else None
+
+    def first_answering(self, timeout: float = 60) -> float:
+        """Waits (bounded) until the cluster first answers: exactly one live node role:master
+        and every other live node its replica, link up, no sync in progress. Sentinels are not
+        asked (they may not know everything yet: see failover_safe). Returns the monotonic time
+        at which that was first seen."""
+        def answering():
+            live = self.live()
+            if not live:
+                return None
+            infos = {p.ip: info_replication(p.ip, 0.3) for p in live}
+            masters = [ip for ip, i in infos.items() if i.get("role") == "master"]
+            if len(masters) != 1:
+                return None
+            for ip, i in infos.items():
+                if ip != masters[0] and not (
+                        i.get("role") == "slave" and i.get("master_host") == masters[0]
+                        and i.get("master_link_status") == "up"
+                        and str(i.get("master_sync_in_progress")) == "0"):
+                    return None
+            return time.monotonic()
+        return wait_until(answering, timeout, 0.05, "the cluster's first answer")
+
+    def failover_safe(self, snap: dict) -> bool:
+        """True when a failover could pick any replica: exactly one node is role:master, every
+        live sentinel answers and names it, lists every live non-master pod in SENTINEL REPLICAS
+        and every other live sentinel in SENTINEL SENTINELS, none of them flagged s_down, o_down
+        or disconnected."""
+        live = self.live_ips()
+        masters = [ip for ip, n in snap["nodes"].items() if n.get("role") == "master"]
+        if len(masters) != 1 or set(snap["sentinels"]) != live:
+            return False
+        m = masters[0]
+        bad = ("s_down", "o_down", "disconnected")
+
+        def ok(entries, ip):
+            return any(e[0] == ip and not any(b in e[2] for b in bad) for e in entries)
+        for sip, s in snap["sentinels"].items():
+            if "error" in s or s["master"] != m:
+                return False
+            if not all(ok(s["replicas"], ip) for ip in live - {m}):
+                return False
+            if not all(ok(s["sentinels"], ip) for ip in live - {sip}):
+                return False
+        return True
+
+    def time_to_failover_safe(self, timeout: float = 30, t0: float | None = None,
+                              interval: float = 0.1) -> float | None:
+        """Seconds from `t0` (default: now) until failover_safe holds; None if it did not
+        within `timeout` (from now). The caller asserts: this only measures."""
+        t0 = time.monotonic() if t0 is None else t0
+        deadline = time.monotonic() + timeout
+        while True:
+            if self.failover_safe(self.observe()):
+                return time.monotonic() - t0
+            if time.monotonic() >= deadline:
+                return None
+            time.sleep(interval)
+
+    # ---- pod logs ----
+    def pod_logs(self, pod: Pod) -> list[Path]:
+        """Every log file the pod had (one per spawn: <name>.gen<N>.log), oldest first."""
+        def gen(path: Path) -> int:
+            m = re.search(r"\.gen(\d+)\.log$", path.name)
+            return int(m.group(1)) if m else 0
+        return sorted(self.logdir.glob(f"{pod.name}.gen*.log"), key=gen)
+
+    def log_marks(self) -> dict[Path, int]:
+        """The size of every pod log file now: pass it as `since` to count only later lines."""
+        return {path: path.stat().st_size for p in self.pods for path in self.pod_logs(p)}
+
+    def count_switch_master(self, pods=None, since: dict[Path, int] | None = None,
+                            since_gen: int | None = None) -> dict[str, int]:
+        """Lines of the sentinel (`[sentinel] ...`, or a JSON line with source sentinel) that
+        contain `+switch-master`, per pod name. `pods`: Pod objects, names or indices (default
+        all). Which text counts: with `since` (from log_marks()), what each of the pod's log
+        files got after the mark (files created later count whole; a stopped pod's log
+        included); with `since_gen`, whole log files of generation >= since_gen; with neither,
+        the pod's current log file."""
+        sel = []
+        for x in (self.pods if pods is None else pods):
+            if isinstance(x, Pod):
+                sel.append(x)
+            elif isinstance(x, int):
+                sel.append(self.pods[x])
+            else:
+                sel.append(next(p for p in self.pods if p.name == x or p.ip == x))
+        out = {}
+        for p in sel:
+            n = 0
+            for path in self.pod_logs(p):
+                start = 0
+                if since is not None:
+                    start = since.get(path, 0)
+                elif since_gen is not None:
+                    g = int(re.search(r"\.gen(\d+)\.log$", path.name).group(1))
+                    if g < since_gen:
+                        continue
+                elif path != p.log_path:
+                    continue
+                with open(path, "rb") as f:
+                    if start:
+                        # A line cut by the mark was (partly) there before it: skip it.
+                        f.seek(start - 1)
+                        if f.read(1) != b"\n":
+                            f.readline()
+                    data = f.read()
+                n += sum(1 for line in data.splitlines() if _is_switch_master(line))
+            out[p.name] = n
+        return out
+
     def master_pod(self) -> Pod:
         m, _, _ = self.settle(60, "a settled cluster")
         pod = self.pod_by_ip(m)
@@ -546,6 +722,23 @@ class Cluster:
                     and str(i.get("master_sync_in_progress")) == "0")
         wait_until(safe, timeout, 0.05, f"{pod.name} synced")
         return time.monotonic() - pod.started_at
+
+
+def _is_switch_master(line: bytes) -> bool:
+    """A Sentinel event line `+switch-master`, not a line of redisha-init naming the event."""
+    if b"+switch-master" not in line:
+        return False
+    return line.startswith(b"[sentinel]") or b'"source":"sentinel"' in line
+
+
+def stop_gap(acked: list[tuple[int, float]], t_stop: float, t_end: float) -> float:
+    """The write-unavailability window of a stop at `t_stop`: the longest interval between
+    consecutive acknowledged writes from the last one before `t_stop` (or `t_stop` itself) to
+    `t_end` (counted as an interval too: writes that never resumed are a gap to the end)."""
+    times = [t for _, t in acked]
+    before = [t for t in times if t <= t_stop]
+    pts = [before[-1] if before else t_stop] + [t for t in times if t > t_stop] + [t_end]
+    return max((b - a for a, b in zip(pts, pts[1:])), default=0.0)
 
 
 @dataclass
@@ -575,7 +768,9 @@ class Writer(threading.Thread):
 
     def _err(self, e: Exception) -> None:
         k = type(e).__name__
-        if isinstance(e, redis.ResponseError):
+        if isinstance(e, redis.ReadOnlyError):
+            k = "READONLY"  # redis-py strips the code from the message
+        elif isinstance(e, redis.ResponseError):
             k = str(e).split()[0]
         self.errors[k] = self.errors.get(k, 0) + 1
 
@@ -673,3 +868,77 @@ def record(line: str) -> None:
     print(line, flush=True)
     with open(RESULTS, "a") as f:
         f.write(line + "\n")
+
+
+# ---- shared by tests/ha/test_races.py and benches/race.py ----
+
+def cold_start(cluster: Cluster, timeout: float = 60) -> float:
+    """Every pod killed, every state dir wiped, all three started at the same moment with fresh
+    addresses; returns the monotonic time of the cluster's first answer (first_answering)."""
+    for p in cluster.pods:
+        if p.alive:
+            cluster.kill_pod(p.idx)
+        shutil.rmtree(p.state_dir, ignore_errors=True)
+    cluster.start_pods(list(range(NPODS)), new_ip=True)
+    return cluster.first_answering(timeout)
+
+
+@dataclass
+class StopOutcome:
+    old_master: str
+    pod: str
+    t_stop: float                  # monotonic time of the SIGTERM
+    exit_s: float | None           # SIGTERM -> the pod's exit
+    exit_code: int | None
+    new_master: str | None         # what the surviving sentinels name at the end of the watch
+    named_s: float | None          # SIGTERM -> surviving sentinels first agree on a new master
+    switch_master: dict[str, int]  # +switch-master lines per surviving pod since the SIGTERM
+    survivors: list[str]           # pod names
+    marks: dict[Path, int]         # log sizes at the SIGTERM: count_switch_master(since=marks)
+
+
+def stop_master_and_watch(cluster: Cluster, watch: float | None = None,
+                          name_timeout: float = 20) -> StopOutcome:
+    """SIGTERM of the master pod (stop_pod_gracefully, in a thread) while the surviving
+    sentinels are polled until they agree on a new master (bounded by `name_timeout`); then
+    `watch` seconds more (default down-after + 3 s: long enough for a second failover to show),
+    then the `+switch-master` lines of the surviving sentinels since the SIGTERM are counted.
+    Measures only: the caller asserts."""
+    watch = DOWN_AFTER + 3 if watch is None else watch
+    m = cluster.current_master()
+    assert m, f"no single master to stop: {cluster.roles()}"
+    pod = cluster.pod_by_ip(m)
+    survivors = [p for p in cluster.live() if p is not pod]
+    sips = [p.ip for p in survivors]
+    marks = cluster.log_marks()
+    result: dict = {}
+
+    def stop():
+        try:
+            result["exit"] = cluster.stop_pod_gracefully(pod.idx)
+        except Exception as e:  # reported through result; the main thread goes on measuring
+            result["error"] = e
+
+    th = threading.Thread(target=stop, daemon=True)
+    t_stop = time.monotonic()
+    th.start()
+    named_s = None
+    deadline = t_stop + name_timeout
+    while time.monotonic() < deadline:
+        n = cluster.named_master(sips)
+        if n and n != m:
+            named_s = time.monotonic() - t_stop
+            break
+        time.sleep(0.05)
+    th.join(POD_EXIT_TIMEOUT + 20)
+    assert not th.is_alive(), "the graceful stop did not return"
+    if "error" in result:
+        raise result["error"]
+    exit_s, code = result["exit"]
+    time.sleep(watch)
+    new = cluster.named_master(sips)
+    counts = cluster.count_switch_master(survivors, since=marks)
+    log(f"stop of {pod.name}@{m}: exit {code} after {exit_s:.2f}s, survivors name {new} "
+        f"(first after {named_s}s), +switch-master {counts}")
+    return StopOutcome(m, pod.name, t_stop, exit_s, code, new if new != m else None, named_s,
+                       counts, [p.name for p in survivors], marks)
