@@ -104,6 +104,16 @@ pub async fn sentinel_master(
     timeout: Duration,
 ) -> redis::RedisResult<Option<Answer>> {
     let mut con = connect(cfg, s, Target::Sentinel, timeout).await?;
+    sentinel_master_on(&mut con, group, timeout).await
+}
+
+/// `SENTINEL MASTER` on an open connection.
+pub async fn sentinel_master_on(
+    con: &mut redis::aio::MultiplexedConnection,
+    group: &str,
+    timeout: Duration,
+) -> redis::RedisResult<Option<Answer>> {
+    let mut con = con.clone();
     let reply: redis::RedisResult<HashMap<String, String>> = bounded(
         timeout,
         redis::cmd("SENTINEL")
@@ -223,7 +233,20 @@ impl Repl {
 
 /// `INFO replication` of `e`, parsed.
 pub async fn repl(cfg: &Config, e: &Endpoint, timeout: Duration) -> redis::RedisResult<Repl> {
-    let i = info(cfg, e, "replication", timeout).await?;
+    let mut con = connect(cfg, e, Target::Redis, timeout).await?;
+    repl_on(&mut con, timeout).await
+}
+
+/// `INFO replication` on an open connection, parsed.
+pub async fn repl_on(
+    con: &mut redis::aio::MultiplexedConnection,
+    timeout: Duration,
+) -> redis::RedisResult<Repl> {
+    let i: String = bounded(
+        timeout,
+        redis::cmd("INFO").arg("replication").query_async(con),
+    )
+    .await?;
     Repl::parse(&i).ok_or_else(|| {
         redis::RedisError::from((redis::ErrorKind::Parse, "unexpected INFO replication"))
     })
