@@ -391,7 +391,25 @@ async fn run(cfg: Config, bases: render::Bases) -> i32 {
     // sentinel's periods are tuned, stale entries are cleaned on a slow timer (follow.rs,
     // cleanup.rs). It lives as long as the supervisor serves.
     let cleanup = tokio::spawn(follow::run(cfg.clone(), cleanup_settings));
+    // A first boot: the sentinel gets every configured pod's data node as a known replica
+    // (render::with_known_replicas says why).
+    let first_boot_replicas = match &boot {
+        supervise::Boot::Decided(d) if state::read_prior_sentinel(&cfg).is_none() => {
+            let me = cfg.self_redis();
+            discover::resolved_all(&cfg.sentinels)
+                .await
+                .into_iter()
+                .map(|s| config::Endpoint {
+                    host: s.host,
+                    port: cfg.redis_port,
+                })
+                .filter(|r| *r != d.master && !(d.role == config::Role::Master && *r == me))
+                .collect()
+        }
+        _ => Vec::new(),
+    };
     let code = supervise::Supervisor::new(cfg, bases, boot, chan)
+        .with_first_boot_replicas(first_boot_replicas)
         .with_companion(cleanup)
         .run()
         .await;

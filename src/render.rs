@@ -237,6 +237,25 @@ pub fn prior_monitor(prior: &str, group: &str) -> Option<Endpoint> {
     })
 }
 
+/// A first boot: the sentinel is told the data nodes of the other configured pods (and this
+/// pod's own, on a replica) as known replicas. A fresh sentinel learns replicas from the master's
+/// INFO only, and peers only through hellos on instances it knows: a master lost in the first
+/// second left one sentinel knowing no replica and no peer, and no failover ever came. Knowing
+/// every pod's data node, the sentinels meet through any live one. Only IP addresses.
+pub fn with_known_replicas(sentinel_conf: &str, group: &str, replicas: &[Endpoint]) -> String {
+    let mut out = sentinel_conf.to_string();
+    for r in replicas {
+        if let Host::Ip(ip) = &r.host {
+            let line = format!("sentinel known-replica {group} {ip} {}", r.port);
+            if !out.lines().any(|l| l.trim() == line) {
+                out.push_str(&line);
+                out.push('\n');
+            }
+        }
+    }
+    out
+}
+
 /// A forced promotion (`promote --force`): the sentinel claims `claim` as its config and current
 /// epoch unless it already holds a higher one, so its hello outranks every older configuration.
 pub fn with_claimed_epoch(sentinel_conf: &str, group: &str, claim: u64) -> String {
@@ -327,6 +346,25 @@ mod tests {
 
     fn lines(s: &str) -> Vec<&str> {
         s.lines().collect()
+    }
+
+    #[test]
+    fn first_boot_known_replicas() {
+        let e = |s: &str| crate::config::parse_endpoint("t", s).expect("endpoint");
+        let out = with_known_replicas(
+            "sentinel monitor g 10.0.0.1 6379 2\n",
+            "g",
+            &[e("10.0.0.2:6379"), e("10.0.0.3:6379"), e("redis-2:6379")],
+        );
+        assert!(
+            out.contains("sentinel known-replica g 10.0.0.2 6379\n"),
+            "{out}"
+        );
+        assert!(
+            out.contains("sentinel known-replica g 10.0.0.3 6379\n"),
+            "{out}"
+        );
+        assert!(!out.contains("redis-2"), "names are never written: {out}");
     }
 
     #[test]

@@ -111,6 +111,8 @@ pub struct Supervisor {
     early: Option<Prior>,
     /// The sentinel is being restarted on purpose (new monitor line): respawn at once, no backoff.
     sentinel_rerender: bool,
+    /// On a first boot: the other pods' data nodes, told to the sentinel as known replicas.
+    first_boot_replicas: Vec<crate::config::Endpoint>,
     slots: [Slot; 2],
     stop: Option<Stopping>,
     gave_up: Option<i32>,
@@ -179,6 +181,7 @@ impl Supervisor {
             decision,
             early,
             sentinel_rerender: false,
+            first_boot_replicas: Vec::new(),
             slots: [slot(Which::Redis), slot(Which::Sentinel)],
             stop: None,
             gave_up: None,
@@ -187,6 +190,11 @@ impl Supervisor {
             task: None,
             companion: None,
         }
+    }
+
+    pub fn with_first_boot_replicas(mut self, r: Vec<crate::config::Endpoint>) -> Supervisor {
+        self.first_boot_replicas = r;
+        self
     }
 
     pub fn with_companion(mut self, h: tokio::task::JoinHandle<()>) -> Supervisor {
@@ -543,12 +551,19 @@ impl Supervisor {
             &self.bases,
             prior.as_deref(),
         );
-        let sentinel_conf = match self.decision.claim_epoch {
+        let mut sentinel_conf = match self.decision.claim_epoch {
             Some(claim) if self.early.is_none() => {
                 render::with_claimed_epoch(&plan.sentinel_conf, &self.cfg.group, claim)
             }
             _ => plan.sentinel_conf.clone(),
         };
+        if prior.is_none() && !self.first_boot_replicas.is_empty() {
+            sentinel_conf = render::with_known_replicas(
+                &sentinel_conf,
+                &self.cfg.group,
+                &self.first_boot_replicas,
+            );
+        }
         let (path, text, argv) = match which {
             Which::Redis => (&plan.redis_conf_path, &plan.redis_conf, &plan.redis_argv),
             Which::Sentinel => (
