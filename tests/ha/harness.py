@@ -668,13 +668,16 @@ class Cluster:
         return {path: path.stat().st_size for p in self.pods for path in self.pod_logs(p)}
 
     def count_switch_master(self, pods=None, since: dict[Path, int] | None = None,
-                            since_gen: int | None = None) -> dict[str, int]:
+                            since_gen: int | None = None,
+                            ignore_from: tuple[str, ...] = ()) -> dict[str, int]:
         """Lines of the sentinel (`[sentinel] ...`, or a JSON line with source sentinel) that
         contain `+switch-master`, per pod name. `pods`: Pod objects, names or indices (default
         all). Which text counts: with `since` (from log_marks()), what each of the pod's log
         files got after the mark (files created later count whole; a stopped pod's log
         included); with `since_gen`, whole log files of generation >= since_gen; with neither,
-        the pod's current log file."""
+        the pod's current log file. `ignore_from`: switches away from these (earlier) master
+        addresses do not count (a leader logs +switch-master only when its failover ends, which
+        can be after a later stop began)."""
         sel = []
         for x in (self.pods if pods is None else pods):
             if isinstance(x, Pod):
@@ -703,7 +706,8 @@ class Cluster:
                         if f.read(1) != b"\n":
                             f.readline()
                     data = f.read()
-                n += sum(1 for line in data.splitlines() if _is_switch_master(line))
+                n += sum(1 for line in data.splitlines()
+                         if _is_switch_master(line) and _switch_from(line) not in ignore_from)
             out[p.name] = n
         return out
 
@@ -729,6 +733,16 @@ def _is_switch_master(line: bytes) -> bool:
     if b"+switch-master" not in line:
         return False
     return line.startswith(b"[sentinel]") or b'"source":"sentinel"' in line
+
+
+def _switch_from(line: bytes) -> str | None:
+    """The old master's address of a `+switch-master <group> <old ip> <port> <new ip> <port>`."""
+    words = line.split()
+    try:
+        i = words.index(b"+switch-master")
+        return words[i + 2].decode()
+    except (ValueError, IndexError):
+        return None
 
 
 def stop_gap(acked: list[tuple[int, float]], t_stop: float, t_end: float) -> float:
@@ -898,7 +912,8 @@ class StopOutcome:
 
 
 def stop_master_and_watch(cluster: Cluster, watch: float | None = None,
-                          name_timeout: float = 20) -> StopOutcome:
+                          name_timeout: float = 20,
+                          ignore_from: tuple[str, ...] = ()) -> StopOutcome:
     """SIGTERM of the master pod (stop_pod_gracefully, in a thread) while the surviving
     sentinels are polled until they agree on a new master (bounded by `name_timeout`); then
     `watch` seconds more (default down-after + 3 s: long enough for a second failover to show),
@@ -937,7 +952,7 @@ def stop_master_and_watch(cluster: Cluster, watch: float | None = None,
     exit_s, code = result["exit"]
     time.sleep(watch)
     new = cluster.named_master(sips)
-    counts = cluster.count_switch_master(survivors, since=marks)
+    counts = cluster.count_switch_master(survivors, since=marks, ignore_from=ignore_from)
     log(f"stop of {pod.name}@{m}: exit {code} after {exit_s:.2f}s, survivors name {new} "
         f"(first after {named_s}s), +switch-master {counts}")
     return StopOutcome(m, pod.name, t_stop, exit_s, code, new if new != m else None, named_s,
