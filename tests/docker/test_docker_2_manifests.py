@@ -167,7 +167,8 @@ def test_manifest_shape(wid, doc, spec, container):
         assert "REDIS_PASSWORD" not in env, "the password comes from a file, never from env"
         assert env.get("REDIS_PASSWORD_FILE")
     probes = {k: container[k]["exec"]["command"] for k in ("readinessProbe", "livenessProbe", "startupProbe")}
-    assert probes["readinessProbe"] == ["redisha-init", "probe", "redis", "--ready"]
+    # Ready = failover-safe (the sentinel's readiness), so rolling updates wait for it.
+    assert probes["readinessProbe"] == ["redisha-init", "probe", "sentinel", "--ready"]
     assert probes["livenessProbe"] == ["redisha-init", "probe", "redis", "--live"]
     assert probes["startupProbe"][:3] == ["redisha-init", "probe", "sentinel"]
 
