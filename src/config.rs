@@ -95,6 +95,9 @@ pub struct Config {
     pub stop_grace_ms: u64,
     pub redis_server: PathBuf,
     pub handover: bool,
+    /// `appendfsync always` and a crashed master restarted in place (REDISHA_DURABILITY=strict),
+    /// or `everysec` with a crashed master failed over to a replica (replicated).
+    pub strict_durability: bool,
     pub auth: Auth,
     pub tls: Option<TlsFiles>,
     pub discovery_timeout_ms: u64,
@@ -238,6 +241,7 @@ pub struct RawEnv {
     pub redisha_stop_grace_ms: Option<String>,
     pub redisha_redis_server: Option<String>,
     pub redisha_handover: Option<String>,
+    pub redisha_durability: Option<String>,
     pub redisha_discovery_timeout_ms: Option<String>,
     pub redisha_restart_backoff_ms: Option<String>,
     pub redis_password: Option<String>,
@@ -275,6 +279,7 @@ pub const VARS: &[&str] = &[
     "REDISHA_STOP_GRACE_MS",
     "REDISHA_REDIS_SERVER",
     "REDISHA_HANDOVER",
+    "REDISHA_DURABILITY",
     "REDISHA_DISCOVERY_TIMEOUT_MS",
     "REDISHA_RESTART_BACKOFF_MS",
     "REDIS_PASSWORD",
@@ -690,6 +695,20 @@ pub fn build(flags: &Flags, env: &RawEnv) -> Result<Config, ConfigError> {
         Some((n, v)) => parse_bool(n, v)?,
         None => true,
     };
+    // Without a replica required for writes, a master's AOF is the only copy of what it
+    // acknowledged: strict unless told otherwise.
+    let strict_durability = match env.redisha_durability.as_deref() {
+        Some("strict") => true,
+        Some("replicated") => false,
+        Some(v) => {
+            return Err(err(
+                "REDISHA_DURABILITY",
+                v,
+                "not a durability mode (strict or replicated)",
+            ))
+        }
+        None => min_replicas_to_write == 0,
+    };
     let discovery_timeout_ms = match env.redisha_discovery_timeout_ms.as_deref() {
         Some(v) => parse_num::<u64>("REDISHA_DISCOVERY_TIMEOUT_MS", v, 0, 3_600_000)?,
         None => DEFAULT_DISCOVERY_TIMEOUT_MS,
@@ -751,6 +770,7 @@ pub fn build(flags: &Flags, env: &RawEnv) -> Result<Config, ConfigError> {
         stop_grace_ms,
         redis_server,
         handover,
+        strict_durability,
         discovery_timeout_ms,
     })
 }

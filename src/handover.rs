@@ -137,9 +137,10 @@ pub async fn run(cfg: &Config, budget: Duration) -> Outcome {
         }
         tokio::time::sleep(STEP).await;
     }
-    // Our sentinel must know the replicas before it is asked to promote one (a fresh sentinel
-    // learns them from the master's INFO, once a second with the periods follow.rs sets).
-    // Waiting here, before the pause, costs clients nothing.
+    // Our sentinel must know the replicas, with a fresh INFO of each, before it is asked to
+    // promote one (a fresh sentinel learns them from the master's INFO, once a second with the
+    // periods follow.rs sets); otherwise SENTINEL FAILOVER answers NOGOODSLAVE while writes are
+    // paused. Waiting here, before the pause, costs clients nothing.
     let learn_until = Instant::now() + Duration::from_millis(1500).min(budget / 4);
     loop {
         let listed: Vec<Endpoint> = match redisio::info(cfg, &me, "replication", t).await {
@@ -162,7 +163,7 @@ pub async fn run(cfg: &Config, budget: Duration) -> Outcome {
             break;
         }
         if Instant::now() >= learn_until {
-            tracing::warn!(unknown = %unknown.join(","), "handover: our sentinel does not know every healthy replica yet; going on");
+            tracing::warn!(unknown = %unknown.join(","), "handover: our sentinel cannot promote every healthy replica yet; going on");
             break;
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
@@ -216,7 +217,9 @@ pub async fn run(cfg: &Config, budget: Duration) -> Outcome {
     }
 }
 
-/// Replicas our sentinel knows and considers reachable.
+/// Replicas our sentinel could promote right now: known, reachable, linked, priority > 0, and
+/// with an INFO reply younger than 2 s (Sentinel skips a replica whose INFO is older than
+/// 3 × info-period, and answers NOGOODSLAVE when none is left).
 async fn sentinel_replicas(
     cfg: &Config,
     sentinel: &Endpoint,
@@ -234,6 +237,11 @@ async fn sentinel_replicas(
         .filter(|m| {
             !m.get("flags")
                 .is_some_and(|f| f.split(',').any(|x| x == "s_down" || x == "disconnected"))
+                && m.get("master-link-status").map(String::as_str) == Some("ok")
+                && m.get("slave-priority").map(String::as_str) != Some("0")
+                && m.get("info-refresh")
+                    .and_then(|v| v.parse::<u64>().ok())
+                    .is_some_and(|ms| ms < 2000)
         })
         .filter_map(|m| {
             Some(Endpoint {
@@ -323,6 +331,7 @@ async fn finish(
                 sentinels = sentinels.len(),
                 replicas = others.len(),
                 waited_ms = ms,
+                last_missing = %missing,
                 "handover: every sentinel names the new master and its replicas are linked"
             );
             return format!(
@@ -482,6 +491,66 @@ async fn steps(
     .map_err(|e| format!("REPLICAOF: {e}"))?;
     tracing::info!(new_master = %new_master, "handover: this node is now a replica of the new master");
     Ok((new_master, candidates))
+}
+
+/// The data node of this pod died unexpectedly (REDISHA_DURABILITY=replicated). If it was the
+/// master, it must not come back as master: with `appendfsync everysec` its AOF may lack the
+/// last second of acknowledged writes, and its replicas would then resync from the shortened
+/// copy and lose them too. Our own sentinel (still running) fails it over at once, to the replica
+/// Sentinel ranks first (priority, then replication offset: the most advanced), and the crashed
+/// node is restarted afterwards by the usual role decision, which then names the new master.
+/// Returns what happened, for the log. Bounded by about 6 s in all.
+pub async fn after_crash(cfg: &Config) -> String {
+    let t = Duration::from_millis(500);
+    let sentinel = cfg.local(cfg.sentinel_port);
+    let me = cfg.self_redis();
+    match redisio::sentinel_master(cfg, &sentinel, &cfg.group, t).await {
+        Ok(Some(a)) if a.master == me && !a.unsettled => {}
+        Ok(Some(a)) if a.master == me => return "a failover of it is already deciding".into(),
+        Ok(Some(_)) => return "it was a replica: restart in place".into(),
+        _ => return "our sentinel does not answer: restart in place".into(),
+    }
+    let started = Instant::now();
+    // NOGOODSLAVE while Sentinel's view of the replicas is not fresh (it refreshes every second):
+    // a little patience, then restart in place (no replica could have had the data anyway).
+    let ask_until = started + Duration::from_millis(2500);
+    let mut scon = match redisio::connect(cfg, &sentinel, redisio::Target::Sentinel, t).await {
+        Ok(c) => c,
+        Err(e) => return format!("cannot reach our sentinel ({e}): restart in place"),
+    };
+    loop {
+        match redisio::query::<()>(
+            &mut scon,
+            redis::cmd("SENTINEL").arg("FAILOVER").arg(&cfg.group),
+            t,
+        )
+        .await
+        {
+            Ok(()) => break,
+            Err(e) if e.code() == Some("INPROG") => break,
+            Err(e) if e.code() == Some("NOGOODSLAVE") && Instant::now() < ask_until => {
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            Err(e) => {
+                return format!(
+                    "SENTINEL FAILOVER: {e}: no replica can take over, restart in place"
+                )
+            }
+        }
+    }
+    let wait_until = Instant::now() + Duration::from_millis(4000);
+    loop {
+        if let Ok(Some(m)) = redisio::master_addr(cfg, &sentinel, &cfg.group, t).await {
+            if m != me && redisio::is_master(cfg, &m, t).await {
+                return format!("failed over to {m} in {} ms", started.elapsed().as_millis());
+            }
+        }
+        if Instant::now() >= wait_until {
+            return "the failover did not finish in 4 s; the role decision waits for the sentinels"
+                .into();
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
 }
 
 #[cfg(test)]

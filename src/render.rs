@@ -181,6 +181,9 @@ fn render_redis(cfg: &Config, role: Role, master: &Endpoint, bases: &Bases) -> S
     let _ = writeln!(out, "replica-announce-port {}", cfg.redis_port);
     let _ = writeln!(out, "min-replicas-to-write {}", cfg.min_replicas_to_write);
     let _ = writeln!(out, "min-replicas-max-lag {}", cfg.min_replicas_max_lag);
+    if cfg.strict_durability {
+        let _ = writeln!(out, "appendfsync always");
+    }
     // A master told to stop waits for its replicas to acknowledge its last writes, by default up
     // to 10 s: far beyond our grace, so it was SIGKILLed mid-wait. It gets the quarter of the
     // grace that the handover leaves for the shutdown (whole seconds; 0 = do not wait).
@@ -599,7 +602,7 @@ mod prop {
             if let Ok(c) = build_from_map(&flags, &env) {
                 let m = c.master_service.clone().expect("replica has a master");
                 let p = render(&c, Role::Replica, &m, &Bases::builtin(), None);
-                let redis_lines = 10 + if c.auth.redis.is_some() { 2 } else { 0 };
+                let redis_lines = 10 + if c.auth.redis.is_some() { 2 } else { 0 } + usize::from(c.strict_durability);
                 prop_assert_eq!(directive_count(&p.redis_conf), redis_lines, "{}", p.redis_conf);
                 let sentinel_lines = 10 + if c.auth.redis.is_some() { 1 } else { 0 } + if c.auth.sentinel.is_some() { 2 } else { 0 };
                 prop_assert_eq!(directive_count(&p.sentinel_conf), sentinel_lines, "{}", p.sentinel_conf);

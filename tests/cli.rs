@@ -119,6 +119,7 @@ fn every_variable_rejects_hostile_values() {
         "REDISHA_STOP_GRACE_MS",
         "REDISHA_REDIS_SERVER",
         "REDISHA_HANDOVER",
+        "REDISHA_DURABILITY",
         "REDISHA_DISCOVERY_TIMEOUT_MS",
         "REDISHA_RESTART_BACKOFF_MS",
         "REDISHA_RESTART_BUDGET",

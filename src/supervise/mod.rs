@@ -402,9 +402,15 @@ impl Supervisor {
                     "child exited unexpectedly; restarting"
                 );
                 self.slots[i].restarts = attempt;
-                self.slots[i].state = SlotState::Backoff {
-                    at: Instant::now() + delay,
-                };
+                if which == Which::Redis && !self.cfg.strict_durability {
+                    // A crashed master is failed over first (handover::after_crash), during the
+                    // backoff; the restart then follows the usual role decision.
+                    self.decide_redis_after_crash(delay);
+                } else {
+                    self.slots[i].state = SlotState::Backoff {
+                        at: Instant::now() + delay,
+                    };
+                }
             }
             OnExit::GiveUp { code } => {
                 tracing::error!(
@@ -479,6 +485,23 @@ impl Supervisor {
             }
             _ => self.spawn_now(which),
         }
+    }
+
+    /// A data node that crashed: fail it over if it was the master, wait out the rest of the
+    /// backoff, then decide its role as for any restart.
+    fn decide_redis_after_crash(&mut self, delay: Duration) {
+        self.slots[0].state = SlotState::Deciding;
+        let cfg = self.cfg.clone();
+        let tx = self.tx.clone();
+        let until = Instant::now() + delay;
+        self.task = Some(tokio::spawn(async move {
+            let what = handover::after_crash(&cfg).await;
+            tracing::warn!(outcome = %what, "data node crashed");
+            tokio::time::sleep_until(until).await;
+            let prior = state::read_prior(&cfg);
+            let d = discover::decide(&cfg, true, Patience::Budget, prior.as_ref()).await;
+            let _ = tx.send(Event::Decided(d));
+        }));
     }
 
     /// The data node waits for a role decision that runs as a task (asking our own sentinel

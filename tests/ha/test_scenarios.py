@@ -301,12 +301,10 @@ def test_6_replica_back_with_new_ip(healthy):
     assert not lost, f"acknowledged writes lost: {lost[:20]}"
 
 
-def test_7_master_redis_process_killed(healthy):
-    """Only the master's redis-server killed (pod and sentinel stay): no acknowledged write lost,
-    no replica emptied, never two masters."""
-    c = healthy
+def kill_master_redis(c, key: str) -> dict:
+    """Kills only the master's redis-server (pod and sentinel stay) with a writer running; returns
+    the measurements once the invariants hold again."""
     m0 = c.master_pod()
-    key = "ha:s7"
     s = RoleSampler(c, 0.1, key=key)
     w = Writer(c, key)
     s.start()
@@ -330,12 +328,54 @@ def test_7_master_redis_process_killed(healthy):
     replicas_caught_up(c, m, key)
     lost_on = {p.name: len(w.count_lost(res, p.ip)) for p in c.live() if p.ip != m}
     shrunk = {ip: v for ip, v in s.llen.items() if any(b < a for a, b in zip(v, v[1:]))}
-    record(f"SCENARIO 7 master-redis-killed: write_gap={res.max_gap:.2f}s lost={len(lost)} "
-           f"restarted_in={back_s:.1f}s failover={m != m0.ip} "
+    return dict(m0=m0, m=m, res=res, lost=lost, back_s=back_s, lost_on=lost_on, shrunk=shrunk,
+                sampler=s)
+
+
+def test_7_master_redis_process_killed(healthy):
+    """Only the master's redis-server killed (pod and sentinel stay), default durability
+    (replicated: appendfsync everysec): its own sentinel fails it over at once to the most
+    advanced replica and it comes back as that replica. No acknowledged write lost, no replica
+    emptied, never two masters, write gap < 2 s."""
+    r = kill_master_redis(healthy, "ha:s7")
+    s, res = r["sampler"], r["res"]
+    record(f"SCENARIO 7 master-redis-killed: write_gap={res.max_gap:.2f}s lost={len(r['lost'])} "
+           f"restarted_in={r['back_s']:.1f}s failover={r['m'] != r['m0'].ip} "
            f"max_masters_per_sample={s.max_masters()} zero_master_samples="
-           f"{s.zero_master_samples()}/{len(s.samples)} lost_on_replicas={lost_on} "
+           f"{s.zero_master_samples()}/{len(s.samples)} lost_on_replicas={r['lost_on']} "
            f"acked={len(res.acked)}")
-    assert not lost, f"acknowledged writes lost: {lost[:20]}"
-    assert not any(lost_on.values()), f"a replica misses acknowledged writes: {lost_on}"
-    assert not shrunk, f"a replica's copy shrank (emptied by a resync): {shrunk}"
+    assert not r["lost"], f"acknowledged writes lost: {r['lost'][:20]}"
+    assert not any(r["lost_on"].values()), f"a replica misses acknowledged writes: {r['lost_on']}"
+    assert not r["shrunk"], f"a replica's copy shrank (emptied by a resync): {r['shrunk']}"
     assert s.max_masters() <= 1, "two nodes reported role:master at the same sample"
+    assert r["m"] != r["m0"].ip, "a crashed master must be failed over, not restarted as master"
+    assert res.max_gap < 2.0, f"write gap {res.max_gap:.2f}s"
+
+
+def test_7b_master_redis_killed_strict(cluster):
+    """REDISHA_DURABILITY=strict (appendfsync always): the crashed master is restarted in place
+    as master, no failover, nothing lost."""
+    for p in cluster.pods:
+        if p.alive:
+            cluster.kill_pod(p.idx)
+        shutil.rmtree(p.state_dir, ignore_errors=True)
+    harness.TIMINGS["REDISHA_DURABILITY"] = "strict"
+    try:
+        cluster.start_pods([0, 1, 2])
+        r = kill_master_redis(cluster, "ha:s7b")
+    finally:
+        del harness.TIMINGS["REDISHA_DURABILITY"]
+        for p in cluster.pods:
+            if p.alive:
+                cluster.kill_pod(p.idx)
+            shutil.rmtree(p.state_dir, ignore_errors=True)
+    s, res = r["sampler"], r["res"]
+    record(f"SCENARIO 7b master-redis-killed-strict: write_gap={res.max_gap:.2f}s "
+           f"lost={len(r['lost'])} restarted_in={r['back_s']:.1f}s "
+           f"failover={r['m'] != r['m0'].ip} max_masters_per_sample={s.max_masters()} "
+           f"acked={len(res.acked)}")
+    assert not r["lost"], f"acknowledged writes lost: {r['lost'][:20]}"
+    assert not any(r["lost_on"].values()), f"a replica misses acknowledged writes: {r['lost_on']}"
+    assert not r["shrunk"], f"a replica's copy shrank: {r['shrunk']}"
+    assert s.max_masters() <= 1, "two nodes reported role:master at the same sample"
+    assert r["m"] == r["m0"].ip, "strict mode restarts the master in place"
