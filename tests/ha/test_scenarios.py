@@ -328,7 +328,7 @@ def kill_master_redis(c, key: str) -> dict:
     replicas_caught_up(c, m, key)
     lost_on = {p.name: len(w.count_lost(res, p.ip)) for p in c.live() if p.ip != m}
     shrunk = {ip: v for ip, v in s.llen.items() if any(b < a for a, b in zip(v, v[1:]))}
-    return dict(m0=m0, m=m, res=res, lost=lost, back_s=back_s, lost_on=lost_on, shrunk=shrunk,
+    return dict(m0=m0, m0_ip=m0.ip, m=m, res=res, lost=lost, back_s=back_s, lost_on=lost_on, shrunk=shrunk,
                 sampler=s)
 
 
@@ -340,7 +340,7 @@ def test_7_master_redis_process_killed(healthy):
     r = kill_master_redis(healthy, "ha:s7")
     s, res = r["sampler"], r["res"]
     record(f"SCENARIO 7 master-redis-killed: write_gap={res.max_gap:.2f}s lost={len(r['lost'])} "
-           f"restarted_in={r['back_s']:.1f}s failover={r['m'] != r['m0'].ip} "
+           f"restarted_in={r['back_s']:.1f}s failover={r['m'] != r['m0_ip']} "
            f"max_masters_per_sample={s.max_masters()} zero_master_samples="
            f"{s.zero_master_samples()}/{len(s.samples)} lost_on_replicas={r['lost_on']} "
            f"acked={len(res.acked)}")
@@ -348,7 +348,7 @@ def test_7_master_redis_process_killed(healthy):
     assert not any(r["lost_on"].values()), f"a replica misses acknowledged writes: {r['lost_on']}"
     assert not r["shrunk"], f"a replica's copy shrank (emptied by a resync): {r['shrunk']}"
     assert s.max_masters() <= 1, "two nodes reported role:master at the same sample"
-    assert r["m"] != r["m0"].ip, "a crashed master must be failed over, not restarted as master"
+    assert r["m"] != r["m0_ip"], "a crashed master must be failed over, not restarted as master"
     assert res.max_gap < 2.0, f"write gap {res.max_gap:.2f}s"
 
 
@@ -372,10 +372,10 @@ def test_7b_master_redis_killed_strict(cluster):
     s, res = r["sampler"], r["res"]
     record(f"SCENARIO 7b master-redis-killed-strict: write_gap={res.max_gap:.2f}s "
            f"lost={len(r['lost'])} restarted_in={r['back_s']:.1f}s "
-           f"failover={r['m'] != r['m0'].ip} max_masters_per_sample={s.max_masters()} "
+           f"failover={r['m'] != r['m0_ip']} max_masters_per_sample={s.max_masters()} "
            f"acked={len(res.acked)}")
     assert not r["lost"], f"acknowledged writes lost: {r['lost'][:20]}"
     assert not any(r["lost_on"].values()), f"a replica misses acknowledged writes: {r['lost_on']}"
     assert not r["shrunk"], f"a replica's copy shrank: {r['shrunk']}"
     assert s.max_masters() <= 1, "two nodes reported role:master at the same sample"
-    assert r["m"] == r["m0"].ip, "strict mode restarts the master in place"
+    assert r["m"] == r["m0_ip"], "strict mode restarts the master in place"
