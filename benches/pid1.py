@@ -7,10 +7,13 @@ stand-in for a given measurement). tini and dumb-init start both through a small
 a user would; supervisord gets a minimal config. Measured:
 
   memory   VmRSS/VmHWM of PID 1 after start-up (real redis + sentinel) and after the log flood
-  size     stripped static redisha-init (cargo build --release, +crt-static) vs tini/dumb-init
+  size     stripped redisha-init (plain `cargo build --release`: static-pie, see .cargo/config.toml)
+           vs tini/dumb-init
   startup  exec -> redis answering +PONG, through each init vs redis-server as PID 1 directly
   logs     a child writes --flood-bytes of numbered fixed-size lines; a C consumer on the pipe of
-           PID 1's stdout checks every line (prefix, sequence, payload, length): none broken/lost
+           PID 1's stdout checks every line (prefix, sequence, payload, length): none broken/lost.
+           Beside the inits: tagfwd (benches/helpers/tagfwd.c), a minimal C line-tagging forwarder
+           as PID 1, the limit a forwarder that tags lines reaches on this machine, same run
   reaping  a child leaves --orphans grandchildren to PID 1 and releases them at once; time until
            PID 1 has no child left but the expected ones (zombies included), none missed
   idle     per-thread utime+stime and (non)voluntary context switches of PID 1 over
@@ -42,6 +45,7 @@ REPO = os.path.dirname(HERE)
 UNSHARE = ["unshare", "--pid", "--fork", "--kill-child", "--mount-proc"]
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 PEERS = ["redisha-init", "tini", "dumb-init", "supervisord"]
+TAGFWD = "C tagging forwarder"  # flood only: the anchor of the tagged mode
 LIVE = []  # every Ns started and not yet torn down
 
 
@@ -285,6 +289,8 @@ class Bench:
         """Command line of `peer` as PID 1 supervising `exe rc` and `exe sc --sentinel`."""
         if peer == "redisha-init":
             return [self.bin]
+        if peer == TAGFWD:
+            return [os.path.join(self.helpers, "tagfwd"), "redis", f'"{exe}" "{rc}"', "sentinel", f'"{exe}" "{sc}" --sentinel']
         wrapper = self.script(
             d,
             "start.sh",
@@ -327,7 +333,7 @@ class Bench:
     def build(self):
         helpers = self.path("bin")
         os.makedirs(helpers)
-        for h in ["loggen", "logcheck", "orphans"]:
+        for h in ["loggen", "logcheck", "orphans", "tagfwd"]:
             subprocess.run(
                 ["cc", "-O2", "-o", os.path.join(helpers, h), os.path.join(HERE, "helpers", h + ".c")],
                 check=True,
@@ -336,24 +342,24 @@ class Bench:
         self.helpers = helpers
         sizes = {}
         if not self.a.binary:
+            # The README's build, nothing added (.cargo/config.toml makes it static); its own target
+            # directory so the repository's target/release is left alone.
             target = os.environ.get("CARGO_TARGET_DIR_BENCH", "/tmp/target-bench")
-            log(f"building static redisha-init into {target} (cached after the first run)")
-            env = dict(os.environ, CARGO_TARGET_DIR=target, RUSTFLAGS="-C target-feature=+crt-static")
-            subprocess.run(
-                ["cargo", "build", "--release", "--target", "x86_64-unknown-linux-gnu"],
-                cwd=REPO,
-                env=env,
-                check=True,
-                timeout=1800,
-            )
-            self.bin = os.path.join(target, "x86_64-unknown-linux-gnu", "release", "redisha-init")
+            log(f"building redisha-init (cargo build --release) into {target} (cached after the first run)")
+            env = {k: v for k, v in os.environ.items() if k not in ("RUSTFLAGS", "CARGO_BUILD_TARGET")}
+            env["CARGO_TARGET_DIR"] = target
+            subprocess.run(["cargo", "build", "--release"], cwd=REPO, env=env, check=True, timeout=1800)
+            self.bin = os.path.join(target, "release", "redisha-init")
         os.makedirs(self.path("stripped"))
         stripped = self.path("stripped", "redisha-init")
         shutil.copy(self.bin, stripped)
         subprocess.run(["strip", stripped], check=True, timeout=60)
         self.bin = stripped  # the benchmark runs the stripped copy
         kind = subprocess.run(["file", "-b", stripped], capture_output=True, text=True).stdout
-        sizes["redisha-init"] = (os.path.getsize(stripped), "static-pie" if "static" in kind else "dynamic")
+        sizes["redisha-init"] = (
+            os.path.getsize(stripped),
+            "static-pie" if "static-pie" in kind else ("static" if "statically" in kind else "dynamic"),
+        )
         for peer, paths in [("tini", ["/usr/bin/tini", "/usr/bin/tini-static"]), ("dumb-init", ["/usr/bin/dumb-init"])]:
             for p in paths:
                 if os.path.exists(p):
@@ -402,7 +408,7 @@ class Bench:
             f': > "{d}/flooded"\nexec "{self.helpers}/loggen" {a.flood_bytes} {a.line_bytes}',
         )
         raw = peer == "redisha-init [raw]"
-        prefix = "[redis] " if peer.startswith("redisha-init") and not raw else ""
+        prefix = "[redis] " if (peer.startswith("redisha-init") and not raw) or peer == TAGFWD else ""
         rfd, wfd = os.pipe()
         checker = subprocess.Popen(
             [os.path.join(self.helpers, "logcheck"), prefix, str(nlines), str(a.line_bytes)],
@@ -460,9 +466,9 @@ class Bench:
 
     def flood(self):
         extras = dict(self.a.extra_binary)
-        res = {p: [] for p in PEERS + ["redisha-init [raw]"] + [f"redisha-init [{n}]" for n in extras]}
+        res = {p: [] for p in PEERS + [TAGFWD, "redisha-init [raw]"] + [f"redisha-init [{n}]" for n in extras]}
         for r in range(self.a.flood_reps):
-            group = ["redisha-init", "redisha-init [raw]", "tini"] + [f"redisha-init [{n}]" for n in extras]
+            group = ["redisha-init", TAGFWD, "redisha-init [raw]", "tini"] + [f"redisha-init [{n}]" for n in extras]
             group = group[r % len(group) :] + group[: r % len(group)]
             for p in group:
                 log(f"flood {p} round {r + 1}")
@@ -677,6 +683,15 @@ def mib(k):
     return "–" if k is None else f"{k / 1024:.2f} MiB"
 
 
+def commit():
+    """The commit measured, and whether the build had uncommitted changes to what it compiles."""
+    def git(*a):
+        return subprocess.run(["git", "-C", REPO, *a], capture_output=True, text=True)
+    head = git("rev-parse", "--short=12", "HEAD").stdout.strip() or "?"
+    dirty = git("status", "--porcelain", "--untracked-files=no", "--", "src", "Cargo.toml", "Cargo.lock", ".cargo", "scripts/rustc-static").stdout.strip()
+    return head + (" + uncommitted changes to src/Cargo" if dirty else "")
+
+
 def machine():
     model = "?"
     with open("/proc/cpuinfo") as f:
@@ -690,6 +705,7 @@ def machine():
         "kernel": platform.release(),
         "os": subprocess.run(["sh", "-c", ". /etc/os-release; echo $PRETTY_NAME"], capture_output=True, text=True).stdout.strip(),
         "date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+        "commit": commit(),
         "load": open("/proc/loadavg").read().split()[:3],
         "versions": {
             "redis-server": subprocess.run(["redis-server", "--version"], capture_output=True, text=True).stdout.split()[2].replace("v=", ""),
@@ -708,7 +724,7 @@ def report(a, m, sizes, st, fl, rp, idl, cmd):
       f"{' '.join(m['load'])} (shared machine). Date: {m['date']}. Versions: redis-server {m['versions']['redis-server']}, "
       f"tini {m['versions']['tini']}, dumb-init {m['versions']['dumb-init']}, supervisord {m['versions']['supervisord']}.")
     w("")
-    w(f"Command: `{cmd}`")
+    w(f"Commit measured: `{m['commit']}`. Command: `{cmd}`")
     w("")
     w("| measure | redisha-init | tini | dumb-init | supervisord | target | met |")
     w("|---|---|---|---|---|---|---|")
@@ -755,6 +771,7 @@ def report(a, m, sizes, st, fl, rp, idl, cmd):
             "overhead < 20 ms", "yes" if over < 20 else "**no**")
     if fl:
         tm = med([x["mib_s"] for x in fl["tini"]])
+        cm = med([x["mib_s"] for x in fl[TAGFWD]])
         vals = []
         for p in PEERS:
             xs = fl[p]
@@ -765,10 +782,19 @@ def report(a, m, sizes, st, fl, rp, idl, cmd):
             vals.append(f"{v:.0f} MiB/s ({v / tm * 100:.0f} % of tini), {len(xs)} run(s): "
                         f"{sum(x['lines'] for x in xs)}/{sum(x['expected'] for x in xs)} lines, {lost} lost, {broken} broken"
                         + ("" if okc == len(xs) else f", {len(xs) - okc} unfinished"))
+        row(f"log forwarding, {gib:g} GiB of {a.line_bytes}-byte lines, median (redisha-init: tagged `[redis] `; "
+            "the others pass the child's output through untagged)", vals)
         ri = fl["redisha-init"]
-        ratio = med([x["mib_s"] for x in ri]) / tm
-        clean = all(x["done"] and x["lost"] == 0 and x["broken"] == 0 and x["disorder"] == 0 for x in ri)
-        row(f"log forwarding, {gib:g} GiB of {a.line_bytes}-byte lines, median", vals, "≥ 90 % of tini, no broken line",
+        ratio = med([x["mib_s"] for x in ri]) / cm
+        per_round = [x["mib_s"] / y["mib_s"] for x, y in zip(ri, fl[TAGFWD]) if y["mib_s"]]
+        clean = all(x["done"] and x["lost"] == 0 and x["broken"] == 0 and x["disorder"] == 0 for x in ri + fl[TAGFWD])
+        row("tagged log forwarding vs its limit: redisha-init / the C tagging forwarder (`benches/helpers/tagfwd.c` "
+            "as PID 1, same reads, pipes and writes), interleaved in the same run", [
+                f"{med([x['mib_s'] for x in ri]):.0f} / {cm:.0f} MiB/s = **{ratio * 100:.0f} %** "
+                f"(per round: {', '.join(f'{r * 100:.0f}' for r in per_round)} %); C forwarder "
+                f"{sum(x['lost'] for x in fl[TAGFWD])} lost, {sum(x['broken'] + x['disorder'] for x in fl[TAGFWD])} broken",
+                "", "", ""],
+            "≥ 90 % of the C forwarder, no broken line",
             "yes" if ratio >= 0.9 and clean else ("**no** (throughput)" if clean else "**no** (lines)"))
         if fl.get("redisha-init [raw]"):
             xs = fl["redisha-init [raw]"]
@@ -823,7 +849,8 @@ def main():
     ap.add_argument("--quick", action="store_true", help="small sizes: 64 MiB flood, 2000 orphans, 10 s idle, 5 start-ups")
     ap.add_argument("--flood-bytes", type=int, default=1 << 30)
     ap.add_argument("--line-bytes", type=int, default=100, help="bytes per log line incl. newline (32..4096)")
-    ap.add_argument("--flood-reps", type=int, default=3, help="runs each of redisha-init and tini (interleaved)")
+    ap.add_argument("--flood-reps", type=int, default=5,
+                    help="runs each of redisha-init (tagged, raw), the C tagging forwarder and tini (interleaved)")
     ap.add_argument("--startup-reps", type=int, default=15)
     ap.add_argument("--orphans", type=int, default=10000)
     ap.add_argument("--reap-reps", type=int, default=3)
