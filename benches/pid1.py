@@ -849,7 +849,7 @@ def main():
     ap.add_argument("--quick", action="store_true", help="small sizes: 64 MiB flood, 2000 orphans, 10 s idle, 5 start-ups")
     ap.add_argument("--flood-bytes", type=int, default=1 << 30)
     ap.add_argument("--line-bytes", type=int, default=100, help="bytes per log line incl. newline (32..4096)")
-    ap.add_argument("--flood-reps", type=int, default=5,
+    ap.add_argument("--flood-reps", type=int, default=9,
                     help="runs each of redisha-init (tagged, raw), the C tagging forwarder and tini (interleaved)")
     ap.add_argument("--startup-reps", type=int, default=15)
     ap.add_argument("--orphans", type=int, default=10000)
