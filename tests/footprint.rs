@@ -26,7 +26,30 @@ fn release_binary() -> &'static Path {
         // Cargo says where the binary is (a target dir set anywhere is honoured): the
         // compiler-artifact message of the redisha-init bin names its executable.
         let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-        let out = Command::new(cargo)
+        let mut cmd = Command::new(cargo);
+        // Without what `cargo test` sets for this test process: ring's build depends on
+        // CARGO_MANIFEST_DIR, so an inherited one would make this build differ from a plain
+        // `cargo build --release` and each would rebuild everything after the other.
+        for (k, _) in std::env::vars_os() {
+            let k = k.to_string_lossy();
+            if k.starts_with("CARGO_PKG_")
+                || k.starts_with("CARGO_BIN_EXE_")
+                || [
+                    "CARGO_MANIFEST_DIR",
+                    "CARGO_MANIFEST_PATH",
+                    "CARGO_CRATE_NAME",
+                    "CARGO_PRIMARY_PACKAGE",
+                    "CARGO_TARGET_TMPDIR",
+                    "CARGO_BIN_NAME",
+                    "CARGO_RUSTC_CURRENT_DIR",
+                    "OUT_DIR",
+                ]
+                .contains(&k.as_ref())
+            {
+                cmd.env_remove(k.as_ref());
+            }
+        }
+        let out = cmd
             .args([
                 "build",
                 "--release",
