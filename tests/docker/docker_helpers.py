@@ -94,8 +94,12 @@ def snapshot_context(dest: Path) -> Path:
     """Copies what the build context admits (see /.dockerignore) into `dest`, so that all three
     builds see one and the same tree even while files in the work tree change, and the image
     cache (keyed by content) is reused across runs."""
-    for name in ("Cargo.toml", "Cargo.lock", "build.rs", ".dockerignore"):
+    # .cargo/config.toml and its wrapper make the plain `cargo build` static (README, "Static
+    # build"); the Dockerfile builds the same way.
+    for name in ("Cargo.toml", "Cargo.lock", "build.rs", ".dockerignore", ".cargo/config.toml",
+                 "scripts/rustc-static"):
         if (REPO / name).exists():
+            (dest / name).parent.mkdir(parents=True, exist_ok=True)
             shutil.copy2(REPO / name, dest / name)
     for d in ("src", "conf"):
         if (REPO / d).is_dir():
