@@ -146,12 +146,7 @@ pub async fn up_sentinels(
             !m.get("flags")
                 .is_some_and(|f| f.split(',').any(|x| x == "s_down" || x == "disconnected"))
         })
-        .filter_map(|m| {
-            Some(Endpoint {
-                host: crate::config::parse_host("sentinel reply", m.get("ip")?).ok()?,
-                port: crate::config::parse_port("sentinel reply", m.get("port")?).ok()?,
-            })
-        })
+        .filter_map(redisio::entry_endpoint)
         .collect();
     Ok((up, known))
 }
@@ -199,20 +194,7 @@ pub async fn check(cfg: &Config) -> Action {
     };
     let action = judge(&me, node.as_ref(), &answers, known, named.as_ref());
     if let Action::Follow { master, why } = &action {
-        let r = async {
-            let mut con =
-                redisio::connect(cfg, &cfg.local(cfg.redis_port), redisio::Target::Redis, t)
-                    .await?;
-            redisio::query::<()>(
-                &mut con,
-                redis::cmd("REPLICAOF")
-                    .arg(master.host.to_string())
-                    .arg(master.port),
-                t,
-            )
-            .await
-        };
-        match r.await {
+        match redisio::replicaof(cfg, &cfg.local(cfg.redis_port), master, t).await {
             Ok(()) => {
                 tracing::warn!(master = %master, reason = %why, "follow: re-pointed our redis")
             }

@@ -243,12 +243,7 @@ async fn sentinel_replicas(
                     .and_then(|v| v.parse::<u64>().ok())
                     .is_some_and(|ms| ms < 2000)
         })
-        .filter_map(|m| {
-            Some(Endpoint {
-                host: crate::config::parse_host("sentinel reply", m.get("ip")?).ok()?,
-                port: crate::config::parse_port("sentinel reply", m.get("port")?).ok()?,
-            })
-        })
+        .filter_map(redisio::entry_endpoint)
         .collect())
 }
 
@@ -272,18 +267,7 @@ async fn finish(
         if already {
             continue;
         }
-        let res = async {
-            let mut con = redisio::connect(cfg, r, redisio::Target::Redis, t).await?;
-            redisio::query::<()>(
-                &mut con,
-                redis::cmd("REPLICAOF")
-                    .arg(new_master.host.to_string())
-                    .arg(new_master.port),
-                t,
-            )
-            .await
-        };
-        match res.await {
+        match redisio::replicaof(cfg, r, new_master, t).await {
             Ok(()) => {
                 tracing::info!(replica = %r, new_master = %new_master, "handover: re-pointed a replica at the new master")
             }
@@ -477,18 +461,9 @@ async fn steps(
     };
     // 4. Become its replica now rather than when Sentinel gets round to it (seconds later), so
     //    no client can write here once the pause lifts.
-    let mut con = redisio::connect(cfg, me, redisio::Target::Redis, t)
+    redisio::replicaof(cfg, me, &new_master, t)
         .await
-        .map_err(|e| format!("connect to local redis: {e}"))?;
-    redisio::query::<()>(
-        &mut con,
-        redis::cmd("REPLICAOF")
-            .arg(new_master.host.to_string())
-            .arg(new_master.port),
-        t,
-    )
-    .await
-    .map_err(|e| format!("REPLICAOF: {e}"))?;
+        .map_err(|e| format!("REPLICAOF: {e}"))?;
     tracing::info!(new_master = %new_master, "handover: this node is now a replica of the new master");
     Ok((new_master, candidates))
 }

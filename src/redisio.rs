@@ -153,20 +153,7 @@ pub async fn sentinel_master_on(
     let unsettled = !promoted && (has("o_down") || has("failover_in_progress"));
     let mut master = Endpoint { host, port };
     if promoted {
-        let addr: Option<(String, String)> = bounded(
-            timeout,
-            redis::cmd("SENTINEL")
-                .arg("GET-MASTER-ADDR-BY-NAME")
-                .arg(group)
-                .query_async(&mut con),
-        )
-        .await?;
-        if let Some(e) = addr.and_then(|(h, p)| {
-            Some(Endpoint {
-                host: parse_host("sentinel reply", &h).ok()?,
-                port: parse_port("sentinel reply", &p).ok()?,
-            })
-        }) {
+        if let Some(e) = master_addr_on(&mut con, group, timeout).await? {
             master = e;
         }
     }
@@ -282,12 +269,20 @@ pub async fn master_addr(
     timeout: Duration,
 ) -> redis::RedisResult<Option<Endpoint>> {
     let mut con = connect(cfg, s, Target::Sentinel, timeout).await?;
+    master_addr_on(&mut con, group, timeout).await
+}
+
+async fn master_addr_on(
+    con: &mut redis::aio::MultiplexedConnection,
+    group: &str,
+    timeout: Duration,
+) -> redis::RedisResult<Option<Endpoint>> {
     let addr: Option<(String, String)> = bounded(
         timeout,
         redis::cmd("SENTINEL")
             .arg("GET-MASTER-ADDR-BY-NAME")
             .arg(group)
-            .query_async(&mut con),
+            .query_async(con),
     )
     .await?;
     Ok(addr.and_then(|(h, p)| {
@@ -296,6 +291,32 @@ pub async fn master_addr(
             port: parse_port("sentinel reply", &p).ok()?,
         })
     }))
+}
+
+/// `REPLICAOF master` on the data node at `node`.
+pub async fn replicaof(
+    cfg: &Config,
+    node: &Endpoint,
+    master: &Endpoint,
+    timeout: Duration,
+) -> redis::RedisResult<()> {
+    let mut con = connect(cfg, node, Target::Redis, timeout).await?;
+    query::<()>(
+        &mut con,
+        redis::cmd("REPLICAOF")
+            .arg(master.host.to_string())
+            .arg(master.port),
+        timeout,
+    )
+    .await
+}
+
+/// The address of an entry of `SENTINEL REPLICAS` / `SENTINEL SENTINELS`.
+pub fn entry_endpoint(m: &HashMap<String, String>) -> Option<Endpoint> {
+    Some(Endpoint {
+        host: parse_host("sentinel reply", m.get("ip")?).ok()?,
+        port: parse_port("sentinel reply", m.get("port")?).ok()?,
+    })
 }
 
 pub async fn is_master(cfg: &Config, e: &Endpoint, timeout: Duration) -> bool {
