@@ -514,10 +514,10 @@ pub async fn after_crash(cfg: &Config) -> String {
         }
     }
     let wait_until = Instant::now() + Duration::from_millis(4000);
-    loop {
+    let new_master = loop {
         if let Ok(Some(m)) = redisio::master_addr(cfg, &sentinel, &cfg.group, t).await {
             if m != me && redisio::is_master(cfg, &m, t).await {
-                return format!("failed over to {m} in {} ms", started.elapsed().as_millis());
+                break m;
             }
         }
         if Instant::now() >= wait_until {
@@ -525,6 +525,83 @@ pub async fn after_crash(cfg: &Config) -> String {
                 .into();
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    let promoted_ms = started.elapsed().as_millis();
+    let ended = hide_old_master_until_end(cfg, &mut scon, t).await;
+    format!("failed over to {new_master} in {promoted_ms} ms; {ended}")
+}
+
+/// Down-after used while our sentinel, the failover's leader, still lists the crashed master.
+const HIDE_DOWN_AFTER_MS: u64 = 200;
+
+/// Our sentinel leads the failover, and until it ends (one to two of Sentinel's fixed
+/// once-a-second INFO rounds after the promotion) `SENTINEL MASTERS` on it still names the crashed
+/// node, while `GET-MASTER-ADDR-BY-NAME` and every other sentinel already name the new master.
+/// Sentinel clients (redis-py, Jedis, go-redis) ask `SENTINEL MASTERS` and take the first sentinel
+/// whose entry is neither s_down nor o_down, so they keep dialling the dead address for up to
+/// another second. A short down-after flags that entry s_down within a few pings (the node is
+/// dead: no reply since before the crash), so clients skip this sentinel and ask the next one.
+/// The configured value is set back once the failover ends, and in any case after 6 s; a pod
+/// restart renders it afresh. Set only after the promotion: replicas and peers inherit the
+/// value, and an s_down replica cannot be chosen while Sentinel selects one.
+async fn hide_old_master_until_end(
+    cfg: &Config,
+    scon: &mut redis::aio::MultiplexedConnection,
+    t: Duration,
+) -> String {
+    let set = |ms: u64| {
+        redis::cmd("SENTINEL")
+            .arg("SET")
+            .arg(&cfg.group)
+            .arg("down-after-milliseconds")
+            .arg(ms)
+            .clone()
+    };
+    if let Err(e) = redisio::query::<()>(scon, &mut set(HIDE_DOWN_AFTER_MS), t).await {
+        return format!("could not shorten down-after ({e})");
+    }
+    let started = Instant::now();
+    let until = started + Duration::from_millis(6000);
+    let mut ended = false;
+    while Instant::now() < until {
+        let m: redis::RedisResult<std::collections::HashMap<String, String>> = redisio::query(
+            scon,
+            redis::cmd("SENTINEL").arg("MASTER").arg(&cfg.group),
+            t,
+        )
+        .await;
+        if let Ok(m) = m {
+            if !m
+                .get("flags")
+                .is_some_and(|f| f.split(',').any(|x| x == "failover_in_progress"))
+            {
+                ended = true;
+                break;
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let waited = started.elapsed().as_millis();
+    // Restoring matters more than the wait: a 200 ms down-after on a healthy master would flag
+    // it s_down at the first slow reply.
+    let mut restored = Err(String::new());
+    for _ in 0..5 {
+        match redisio::query::<()>(scon, &mut set(cfg.down_after_ms), t).await {
+            Ok(()) => {
+                restored = Ok(());
+                break;
+            }
+            Err(e) => restored = Err(e.to_string()),
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    if let Err(e) = restored {
+        tracing::error!(error = %e, down_after_ms = cfg.down_after_ms, "could not restore our sentinel's down-after; a pod restart renders it again");
+    }
+    if ended {
+        format!("our sentinel ended the failover {waited} ms later")
+    } else {
+        format!("our sentinel had not ended the failover after {waited} ms")
     }
 }
 
