@@ -153,6 +153,13 @@ fn fail(code: i32, msg: impl std::fmt::Display) -> ExitCode {
 }
 
 fn main() -> ExitCode {
+    // One malloc arena for every thread: the log pumps and the appender's worker would each get
+    // their own (glibc makes one per thread, up to 8 per core), each with pages touched for a few
+    // small allocations; PID 1 allocates little and rarely, so there is no contention to avoid.
+    // SAFETY: mallopt only sets a malloc tunable; no thread exists yet.
+    unsafe {
+        libc::mallopt(libc::M_ARENA_MAX, 1);
+    }
     let cli = match Cli::try_parse() {
         Ok(c) => c,
         Err(e) => {
