@@ -2,7 +2,8 @@
 //! 4 MiB stripped, and PID 1's memory after start-up (real redis-server and sentinel) is under
 //! 3 MiB resident, under 1 MiB of it anonymous. Sizes, not times, so a busy CI machine cannot
 //! make them flaky. The release binary is built here (`cargo test` builds only the debug one);
-//! REDISHA_RELEASE_BINARY names a prebuilt one instead. The throughput and the full memory table are benches/pid1.py's (BENCHMARKS.md).
+//! REDISHA_RELEASE_BINARY names a prebuilt one instead. The throughput and the full memory table
+//! are benches/pid1.py's (BENCHMARKS.md).
 
 mod common;
 
