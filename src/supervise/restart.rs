@@ -1,0 +1,184 @@
+//! Unexpected exits while serving: the restart budget (policy.rs decides), the backoff, and the
+//! data node's role decision before each restart (Sentinel may have promoted someone else while
+//! it was down; a crashed master is failed over first).
+
+use std::time::Duration;
+
+use nix::sys::signal::Signal;
+use nix::unistd::Pid;
+use tokio::time::Instant;
+
+use super::machine::Input;
+use super::policy::{self, Exit, OnExit};
+use super::{child, Event, SlotState, Supervisor, Which};
+use crate::discover::{self, Decision, Patience, Prior, Undecided};
+use crate::{handover, state};
+
+impl Supervisor {
+    pub(super) fn on_child_exit(&mut self, i: usize, pid: Pid, how: Exit) {
+        let which = self.slots[i].which;
+        let uptime = match self.slots[i].state {
+            SlotState::Running { since, .. } => since.elapsed(),
+            _ => Duration::ZERO,
+        };
+        if self.stop.stopping() {
+            tracing::info!(
+                child = which.name(),
+                pid = pid.as_raw(),
+                status = how.as_code(),
+                "child stopped"
+            );
+            self.slots[i].state = SlotState::Done;
+            self.step(Input::Exited(which), Some(pid));
+            return;
+        }
+        child::signal_group(pid, Some(Signal::SIGKILL));
+        if which == Which::Sentinel && self.sentinel_rerender {
+            self.sentinel_rerender = false;
+            // A deliberate reconfiguration, not a failure; and the new monitor line comes from the
+            // decision, not from what the old sentinel wrote.
+            self.slots[i].restarts = 0;
+            tracing::info!(
+                pid = pid.as_raw(),
+                "sentinel stopped for its new configuration; starting it again"
+            );
+            self.slots[i].state = SlotState::Done;
+            self.spawn_now(Which::Sentinel);
+            return;
+        }
+        tracing::warn!(
+            child = which.name(),
+            pid = pid.as_raw(),
+            status = how.as_code(),
+            uptime_ms = uptime.as_millis() as u64,
+            "child exited unexpectedly"
+        );
+        let Some(delay) = self.count_failure(which, uptime, how) else {
+            return;
+        };
+        if which == Which::Redis && !self.cfg.strict_durability {
+            // A crashed master is failed over first (handover::after_crash), during the
+            // backoff; the restart then follows the usual role decision.
+            self.decide_redis_after_crash(delay);
+        } else {
+            self.slots[i].state = SlotState::Backoff {
+                at: Instant::now() + delay,
+            };
+        }
+    }
+
+    /// The one place a failure (an exit, or a start that failed before a process ran) is
+    /// counted against the restart budget: Some(backoff) to restart after, or None when the
+    /// budget is spent and the pod is stopping.
+    pub(super) fn count_failure(
+        &mut self,
+        which: Which,
+        uptime: Duration,
+        how: Exit,
+    ) -> Option<Duration> {
+        let i = which as usize;
+        match policy::on_unexpected_exit(&self.policy, self.slots[i].restarts, uptime, how) {
+            OnExit::Restart { delay, attempt } => {
+                tracing::info!(
+                    child = which.name(),
+                    restart_in_ms = delay.as_millis() as u64,
+                    attempt,
+                    "restarting"
+                );
+                self.slots[i].restarts = attempt;
+                Some(delay)
+            }
+            OnExit::GiveUp { code } => {
+                tracing::error!(
+                    child = which.name(),
+                    status = how.as_code(),
+                    "restart budget spent; stopping the pod"
+                );
+                self.slots[i].state = SlotState::Done;
+                self.gave_up = Some(code);
+                self.step(Input::GaveUp, None);
+                None
+            }
+        }
+    }
+
+    /// A start that failed before a process ran counts like an immediate exit with `code`.
+    pub(super) fn spawn_failed(&mut self, which: Which, code: i32) {
+        if let Some(delay) = self.count_failure(which, Duration::ZERO, Exit::Code(code)) {
+            self.slots[which as usize].state = SlotState::Backoff {
+                at: Instant::now() + delay,
+            };
+        }
+    }
+
+    /// Starts a child. The data node's role is decided again first (Sentinel may have promoted
+    /// someone else while it was down); the decision arrives as an event, so signals stay live.
+    pub(super) fn start(&mut self, which: Which) {
+        if self.stop.stopping() {
+            return;
+        }
+        match which {
+            Which::Redis if self.slots[0].restarts > 0 => {
+                let prior = state::read_prior(&self.cfg);
+                self.decide_redis(prior, Patience::Budget);
+            }
+            _ => self.spawn_now(which),
+        }
+    }
+
+    /// A data node that crashed: fail it over if it was the master, wait out the rest of the
+    /// backoff, then decide its role as for any restart.
+    pub(super) fn decide_redis_after_crash(&mut self, delay: Duration) {
+        self.slots[0].state = SlotState::Deciding;
+        let cfg = self.cfg.clone();
+        let tx = self.tx.clone();
+        let until = Instant::now() + delay;
+        self.task = Some(tokio::spawn(async move {
+            let what = handover::after_crash(&cfg).await;
+            tracing::warn!(outcome = %what, "data node crashed");
+            tokio::time::sleep_until(until).await;
+            let prior = state::read_prior(&cfg);
+            let d = discover::decide(&cfg, true, Patience::Budget, prior.as_ref()).await;
+            let _ = tx.send(Event::Decided(d));
+        }));
+    }
+
+    /// The data node waits for a role decision that runs as a task (asking our own sentinel
+    /// too); the answer comes back as an event, so signals stay live meanwhile.
+    pub(super) fn decide_redis(&mut self, prior: Option<Prior>, patience: Patience) {
+        self.slots[0].state = SlotState::Deciding;
+        let cfg = self.cfg.clone();
+        let tx = self.tx.clone();
+        self.task = Some(tokio::spawn(async move {
+            let d = discover::decide(&cfg, true, patience, prior.as_ref()).await;
+            let _ = tx.send(Event::Decided(d));
+        }));
+    }
+
+    pub(super) fn on_decided(&mut self, d: Result<Decision, Undecided>) {
+        self.task = None;
+        if !matches!(self.slots[0].state, SlotState::Deciding) {
+            return;
+        }
+        let d = match d {
+            Ok(d) => d,
+            Err(why) => {
+                // Counts as a failed start: back off and try again, give up when the budget is spent.
+                tracing::error!(reason = %why, "cannot decide the role for the restart");
+                self.spawn_failed(Which::Redis, 75);
+                return;
+            }
+        };
+        tracing::info!(role = %d.role, master = %d.master, reason = %d.reason, "role decided");
+        self.decision = d;
+        self.spawn_now(Which::Redis);
+        // The sentinel that ran before the decision monitors what this pod knew last, with
+        // failovers held off: restart it with the real configuration.
+        if self.early.take().is_some() {
+            if let SlotState::Running { .. } = self.slots[1].state {
+                self.sentinel_rerender = true;
+                self.term(Which::Sentinel);
+            }
+        }
+    }
+}

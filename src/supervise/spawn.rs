@@ -1,0 +1,102 @@
+//! Starting a child: its configuration rendered from the decision (and, for a restarted
+//! sentinel, from what it last wrote), written, and the process spawned.
+
+use nix::sys::signal::Signal;
+use tokio::time::Instant;
+
+use super::{child, SlotState, Supervisor, Which, EARLY_DOWN_AFTER_MS};
+use crate::{render, state};
+
+impl Supervisor {
+    pub(super) fn spawn_now(&mut self, which: Which) {
+        let i = which as usize;
+        let prior = state::read_prior_sentinel(&self.cfg);
+        let master = match which {
+            // A restarted sentinel resumes from what it last wrote: it may have followed a
+            // failover since this pod booted.
+            Which::Sentinel if self.slots[i].restarts > 0 => prior
+                .as_deref()
+                .and_then(|p| render::prior_monitor(p, &self.cfg.group))
+                .unwrap_or_else(|| self.decision.master.clone()),
+            _ => self.decision.master.clone(),
+        };
+        // Before the decision the sentinel shows what this pod knew (monitor, epoch) and must not
+        // fail anything over: an hour of down-after.
+        let early_cfg;
+        let (cfg, master) = match (&self.early, which) {
+            (Some(p), Which::Sentinel) => {
+                let mut c = self.cfg.clone();
+                c.down_after_ms = EARLY_DOWN_AFTER_MS;
+                early_cfg = c;
+                (&early_cfg, p.master.clone())
+            }
+            _ => (&self.cfg, master),
+        };
+        let plan = render::render(
+            cfg,
+            self.decision.role,
+            &master,
+            &self.bases,
+            prior.as_deref(),
+        );
+        let mut sentinel_conf = match self.decision.claim_epoch {
+            Some(claim) if self.early.is_none() => {
+                render::with_claimed_epoch(&plan.sentinel_conf, &self.cfg.group, claim)
+            }
+            _ => plan.sentinel_conf.clone(),
+        };
+        if prior.is_none() && !self.first_boot_replicas.is_empty() {
+            sentinel_conf = render::with_known_replicas(
+                &sentinel_conf,
+                &self.cfg.group,
+                &self.first_boot_replicas,
+            );
+        }
+        let (path, text, argv) = match which {
+            Which::Redis => (&plan.redis_conf_path, &plan.redis_conf, &plan.redis_argv),
+            Which::Sentinel => (
+                &plan.sentinel_conf_path,
+                &sentinel_conf,
+                &plan.sentinel_argv,
+            ),
+        };
+        let result = state::write_conf(path, text)
+            .and_then(|()| child::spawn(which.name(), argv, &self.sink, state::SECRET_VARS));
+        match result {
+            Ok(pid) => {
+                tracing::info!(child = which.name(), pid = pid.as_raw(), role = %self.decision.role, "spawned");
+                if which == Which::Redis {
+                    if let Err(e) = state::write_identity(&self.cfg, &self.cfg.self_redis()) {
+                        tracing::warn!(error = %e, "cannot record this pod's address in the state directory");
+                    }
+                }
+                self.slots[i].state = SlotState::Running {
+                    pid,
+                    since: Instant::now(),
+                };
+            }
+            Err(e) => {
+                // A failed spawn counts like an immediate exit: back off, and give up when the
+                // budget is spent (exit 127 when the executable vanished).
+                let code = if e.kind() == std::io::ErrorKind::NotFound {
+                    127
+                } else {
+                    126
+                };
+                tracing::error!(child = which.name(), error = %e, "spawn failed");
+                self.spawn_failed(which, code);
+            }
+        }
+    }
+
+    pub(super) fn term(&self, which: Which) {
+        if let SlotState::Running { pid, .. } = self.slots[which as usize].state {
+            tracing::info!(
+                child = which.name(),
+                pid = pid.as_raw(),
+                "sending SIGTERM to its process group"
+            );
+            child::signal_group(pid, Some(Signal::SIGTERM));
+        }
+    }
+}
