@@ -1,7 +1,8 @@
 //! Stale-address cleanup: this pod's sentinel forgets replicas and sentinels that have been down
 //! for a long time (a pod's old IP), with `SENTINEL RESET <group>` on its OWN sentinel only.
 //!
-//! Sentinels never forget an address (anchors.md). Stale entries make `SENTINEL REPLICAS` lie and
+//! Sentinels never forget an address (Redis's Sentinel documentation: "Sentinels never
+//! forget already seen Sentinels"). Stale entries make `SENTINEL REPLICAS` lie and
 //! raise the number of votes a failover needs. But a careless reset causes outages: resetting
 //! while the master is down can abort a failover for good, resetting often prevents failovers.
 //! So a reset happens only when all of this holds, checked on a slow timer:

@@ -475,7 +475,8 @@ fn parse_group(name: &str, v: &str) -> Result<String, ConfigError> {
     Ok(v.to_string())
 }
 
-/// Builds the validated configuration. `env_map` is for tests; production passes the process env.
+/// Builds the validated configuration from the flags and the environment (`RawEnv`: the
+/// process's in production, a map in tests).
 pub fn build(flags: &Flags, env: &RawEnv) -> Result<Config, ConfigError> {
     let role = match pick(&flags.role, "--role", &env.redisha_role, "REDISHA_ROLE") {
         Some((n, v)) => parse_role(n, v)?,

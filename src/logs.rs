@@ -280,8 +280,6 @@ fn write_out(buf: &[u8]) {
     let _ = io::stdout().lock().write_all(buf);
 }
 
-/// Forwards one child stream on its own small thread until EOF, so a slow stdout never stalls the
-/// supervisor's event loop (signals and reaping stay prompt).
 /// Pump threads still running; PID 1 drains them before it exits so a child's last lines (often
 /// the reason it died) are not lost with the process.
 static PUMPS: std::sync::Mutex<Vec<std::thread::JoinHandle<()>>> =
@@ -306,6 +304,8 @@ pub fn drain(limit: std::time::Duration) {
     }
 }
 
+/// Forwards one child stream on its own small thread until EOF, so a slow stdout never stalls the
+/// supervisor's event loop (signals and reaping stay prompt).
 pub fn pump(source: &'static str, stream: &'static str, fd: OwnedFd, sink: LogSink) {
     let spawned = std::thread::Builder::new()
         .name(format!("log-{source}-{stream}"))

@@ -1,4 +1,5 @@
-//! Config + decided role → both config files and both argument lists. Pure: no I/O here.
+//! Config + decided role → both config files and both argument lists. Pure except
+//! `Bases::load`, which reads an operator's base files (REDISHA_CONF_DIR) once at start.
 
 use std::ffi::OsString;
 use std::fmt::Write as _;

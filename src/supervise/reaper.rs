@@ -1,5 +1,6 @@
 //! The one owner of exit statuses. Nothing else in this process may wait for a child: a
-//! `waitpid(-1)` here would steal the status from it (anchors.md, pitfall 3).
+//! `waitpid(-1)` elsewhere would steal a status from it: the supervisor would then never learn
+//! that its child exited (a second waiter gets the status, the first one ECHILD).
 
 use nix::errno::Errno;
 use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
