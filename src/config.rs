@@ -13,9 +13,6 @@ use std::path::PathBuf;
 
 use serde::Deserialize;
 
-/// EX_CONFIG from sysexits.h: the configuration is wrong.
-pub const EXIT_CONFIG: i32 = 78;
-
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Role {
     Master,

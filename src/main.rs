@@ -3,6 +3,7 @@
 mod cleanup;
 mod config;
 mod discover;
+mod exit;
 mod follow;
 mod handover;
 mod logs;
@@ -17,12 +18,7 @@ use std::process::ExitCode;
 
 use clap::{Args, Parser, Subcommand};
 
-use config::{Config, Flags, RawEnv, EXIT_CONFIG};
-
-/// EX_USAGE: the command line itself is malformed.
-const EXIT_USAGE: i32 = 64;
-/// EX_TEMPFAIL: the sentinels are there but refuse us; an orchestrator's restart may succeed.
-const EXIT_TEMPFAIL: i32 = 75;
+use config::{Config, Flags, RawEnv};
 
 #[derive(Parser, Debug)]
 #[command(
@@ -163,14 +159,14 @@ fn main() -> ExitCode {
     let cli = match Cli::try_parse() {
         Ok(c) => c,
         Err(e) => {
-            let code = if e.use_stderr() { EXIT_USAGE } else { 0 };
+            let code = if e.use_stderr() { exit::USAGE } else { 0 };
             let _ = e.print();
             return ExitCode::from(code as u8);
         }
     };
     let env = match RawEnv::from_os(std::env::vars_os()) {
         Ok(e) => e,
-        Err(e) => return fail(EXIT_CONFIG, format_args!("config error: {e}")),
+        Err(e) => return fail(exit::CONFIG, format_args!("config error: {e}")),
     };
     let cmd = cli.cmd.unwrap_or(Cmd::Run);
     let mut flags = cli.opts.flags();
@@ -180,13 +176,13 @@ fn main() -> ExitCode {
     }
     let cfg = match config::build(&flags, &env) {
         Ok(c) => c,
-        Err(e) => return fail(EXIT_CONFIG, format_args!("config error: {e}")),
+        Err(e) => return fail(exit::CONFIG, format_args!("config error: {e}")),
     };
     let bases = match render::Bases::load(cfg.conf_dir.as_deref()) {
         Ok(b) => b,
         Err(e) => {
             return fail(
-                EXIT_CONFIG,
+                exit::CONFIG,
                 format_args!("config error: REDISHA_CONF_DIR: cannot read base files: {e}"),
             )
         }
@@ -197,7 +193,7 @@ fn main() -> ExitCode {
         .build()
     {
         Ok(rt) => rt,
-        Err(e) => return fail(71, format_args!("cannot start the runtime: {e}")),
+        Err(e) => return fail(exit::OSERR, format_args!("cannot start the runtime: {e}")),
     };
     let code = match cmd {
         Cmd::Probe(p) => rt.block_on(run_probe(&cfg, &p)),
@@ -249,7 +245,7 @@ async fn promote(cfg: &Config, force: bool) -> i32 {
             std::io::stderr(),
             "redisha-init promote: this makes a waiting pod master with what it holds and discards acknowledged writes that only the absent pods have; run it again with --force if that is your decision"
         );
-        return EXIT_USAGE;
+        return exit::USAGE;
     }
     let t = std::time::Duration::from_millis(500);
     if redisio::repl(cfg, &cfg.local(cfg.redis_port), t)
@@ -260,7 +256,7 @@ async fn promote(cfg: &Config, force: bool) -> i32 {
             std::io::stderr(),
             "redisha-init promote: this pod's redis is running, so no role decision is waiting; nothing to promote"
         );
-        return 1;
+        return exit::REFUSED;
     }
     match state::request_promotion(cfg) {
         Ok(path) => {
@@ -277,7 +273,7 @@ async fn promote(cfg: &Config, force: bool) -> i32 {
                 "redisha-init promote: cannot write the request into {}: {e}",
                 cfg.state_dir.display()
             );
-            state::EXIT_CANTCREAT
+            exit::CANTCREAT
         }
     }
 }
@@ -298,7 +294,7 @@ async fn print_render(cfg: &Config, bases: &render::Bases) -> i32 {
                 std::io::stderr(),
                 "redisha-init: cannot decide the role: {why}"
             );
-            return EXIT_TEMPFAIL;
+            return exit::TEMPFAIL;
         }
     };
     let prior = state::read_prior_sentinel(cfg);
@@ -336,7 +332,7 @@ async fn run(cfg: Config, bases: render::Bases) -> i32 {
                 std::io::stderr(),
                 "redisha-init: cannot install signal handlers: {e}"
             );
-            return 71;
+            return exit::OSERR;
         }
     };
     let _log_guard = logs::init_tracing(cfg.log_format);
@@ -344,7 +340,7 @@ async fn run(cfg: Config, bases: render::Bases) -> i32 {
         Ok(st) => st,
         Err(e) => {
             let _ = writeln!(std::io::stderr(), "redisha-init: config error: {e}");
-            return EXIT_CONFIG;
+            return exit::CONFIG;
         }
     };
     // Owner-only for everything we and the children create: rendered configs hold secrets, and
@@ -362,7 +358,7 @@ async fn run(cfg: Config, bases: render::Bases) -> i32 {
             "redisha-init: cannot create state directory {}: {e} (REDISHA_STATE_DIR)",
             cfg.state_dir.display()
         );
-        return state::EXIT_CANTCREAT;
+        return exit::CANTCREAT;
     }
     // Not PID 1 (a laptop): become a subreaper so orphaned grandchildren are still ours to reap.
     if std::process::id() != 1 {
@@ -386,7 +382,7 @@ async fn run(cfg: Config, bases: render::Bases) -> i32 {
             }
             (Err(why), _) => {
                 tracing::error!(reason = %why, "cannot decide the role; nothing was started");
-                return EXIT_TEMPFAIL;
+                return exit::TEMPFAIL;
             }
         },
         sig = wait_stop(&mut chan.1) => {

@@ -7,9 +7,6 @@ use std::path::Path;
 
 use crate::config::Config;
 
-/// EX_CANTCREAT: the state directory cannot be made or written.
-pub const EXIT_CANTCREAT: i32 = 73;
-
 /// Variables that hold secrets: removed from every child's environment.
 pub const SECRET_VARS: &[&str] = &["REDIS_PASSWORD", "REDIS_SENTINEL_PASSWORD"];
 

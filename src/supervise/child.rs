@@ -132,12 +132,12 @@ pub fn check_executable(
     }
     match not_exec {
         Some(c) => Err((
-            126,
+            crate::exit::NOEXEC,
             format!("{} is not executable (REDISHA_REDIS_SERVER)", c.display()),
         )),
         None => {
             Err((
-                127,
+                crate::exit::NOTFOUND,
                 format!(
                 "{} not found (set REDISHA_REDIS_SERVER or install redis-server; searched PATH={})",
                 exe.display(),

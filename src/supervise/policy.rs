@@ -76,8 +76,8 @@ pub fn on_unexpected_exit(p: &RestartPolicy, restarts: u32, uptime: Duration, ho
 pub fn final_code(stop_requested: bool, killed_at_deadline: bool, gave_up: Option<i32>) -> i32 {
     match (gave_up, stop_requested, killed_at_deadline) {
         (Some(c), _, _) => c,
-        (None, true, false) => 0,
-        (None, true, true) => 128 + libc::SIGKILL,
+        (None, true, false) => crate::exit::OK,
+        (None, true, true) => crate::exit::KILLED,
         // Both children gone without a stop request and without giving up cannot happen (each
         // exit schedules a restart); report it as a failure rather than success.
         (None, false, _) => 1,

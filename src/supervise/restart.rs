@@ -165,7 +165,7 @@ impl Supervisor {
             Err(why) => {
                 // Counts as a failed start: back off and try again, give up when the budget is spent.
                 tracing::error!(reason = %why, "cannot decide the role for the restart");
-                self.spawn_failed(Which::Redis, 75);
+                self.spawn_failed(Which::Redis, crate::exit::TEMPFAIL);
                 return;
             }
         };

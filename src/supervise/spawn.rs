@@ -79,9 +79,9 @@ impl Supervisor {
                 // A failed spawn counts like an immediate exit: back off, and give up when the
                 // budget is spent (exit 127 when the executable vanished).
                 let code = if e.kind() == std::io::ErrorKind::NotFound {
-                    127
+                    crate::exit::NOTFOUND
                 } else {
-                    126
+                    crate::exit::NOEXEC
                 };
                 tracing::error!(child = which.name(), error = %e, "spawn failed");
                 self.spawn_failed(which, code);
