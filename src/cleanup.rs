@@ -28,6 +28,7 @@ use std::collections::{HashMap, HashSet};
 use std::fmt;
 use std::time::Duration;
 
+use crate::config::Server;
 use crate::config::{Config, ConfigError, Endpoint, Host};
 use crate::redisio;
 
@@ -234,7 +235,7 @@ fn entry(m: &HashMap<String, String>) -> Option<Entry> {
 
 /// Queries one sentinel: `SENTINEL MYID`, `MASTER`, `REPLICAS`, `SENTINELS`.
 async fn view(cfg: &Config, s: &Endpoint, timeout: Duration) -> redis::RedisResult<View> {
-    let mut con = redisio::connect(cfg, s, redisio::Target::Sentinel, timeout).await?;
+    let mut con = redisio::connect(cfg, s, Server::Sentinel, timeout).await?;
     let q = |sub: &str| {
         let mut c = redis::cmd("SENTINEL");
         c.arg(sub);
@@ -314,7 +315,7 @@ pub async fn tick(cfg: &Config, st: Settings, local: &Endpoint) {
         }
     }
     let reset = async {
-        let mut con = redisio::connect(cfg, local, redisio::Target::Sentinel, timeout).await?;
+        let mut con = redisio::connect(cfg, local, Server::Sentinel, timeout).await?;
         redisio::query::<i64>(
             &mut con,
             redis::cmd("SENTINEL").arg("RESET").arg(&cfg.group),

@@ -53,6 +53,23 @@ impl fmt::Display for Host {
     }
 }
 
+/// The two servers of a pod: the data node and its sentinel. One enum for the supervisor's slots
+/// (the discriminant is the slot index), the probes' argument, and the client's password choice.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, clap::ValueEnum)]
+pub enum Server {
+    Redis = 0,
+    Sentinel = 1,
+}
+
+impl Server {
+    pub fn name(self) -> &'static str {
+        match self {
+            Server::Redis => "redis",
+            Server::Sentinel => "sentinel",
+        }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct Endpoint {
     pub host: Host,
@@ -107,19 +124,16 @@ impl Config {
         self.pod_ip.unwrap_or(IpAddr::from([127, 0, 0, 1]))
     }
 
-    /// This pod's own server on `port`, as our checks dial it: at the announced address, which a
-    /// TLS certificate must name anyway (127.0.0.1 need not be in its SANs).
-    pub fn local(&self, port: u16) -> Endpoint {
+    /// This pod's own redis or sentinel, as our checks dial it and the others reach it: at the
+    /// announced address, which a TLS certificate must name anyway (127.0.0.1 need not be in its
+    /// SANs).
+    pub fn own(&self, s: Server) -> Endpoint {
         Endpoint {
             host: Host::Ip(self.announce_ip()),
-            port,
-        }
-    }
-
-    pub fn self_redis(&self) -> Endpoint {
-        Endpoint {
-            host: Host::Ip(self.announce_ip()),
-            port: self.redis_port,
+            port: match s {
+                Server::Redis => self.redis_port,
+                Server::Sentinel => self.sentinel_port,
+            },
         }
     }
 

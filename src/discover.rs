@@ -9,6 +9,7 @@ use std::collections::HashMap;
 use std::fmt;
 use std::time::Duration;
 
+use crate::config::Server;
 use crate::config::{Config, Endpoint, Host, Role};
 use crate::redisio;
 
@@ -401,7 +402,7 @@ pub async fn decide(
     patience: Patience,
     prior: Option<&Prior>,
 ) -> Result<Decision, Undecided> {
-    let me = cfg.self_redis();
+    let me = cfg.own(Server::Redis);
     let fallback = match &cfg.master_service {
         Some(m) => Some(resolved(m).await),
         None => None,
@@ -428,7 +429,7 @@ pub async fn decide(
     let mut last_log = None::<tokio::time::Instant>;
     for round in 0u32..u32::MAX {
         let mut sentinels = resolved_all(&cfg.sentinels).await;
-        let local = cfg.local(cfg.sentinel_port);
+        let local = cfg.own(Server::Sentinel);
         if include_local && !sentinels.contains(&local) {
             sentinels.insert(0, local);
         }

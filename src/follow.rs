@@ -29,6 +29,7 @@ use futures_util::StreamExt;
 use tokio::time::Instant;
 
 use crate::cleanup;
+use crate::config::Server;
 use crate::config::{Config, Endpoint};
 use crate::discover::Answer;
 use crate::redisio::{self, Repl};
@@ -132,7 +133,7 @@ pub async fn up_sentinels(
     local: &Endpoint,
     t: Duration,
 ) -> redis::RedisResult<(Vec<Endpoint>, usize)> {
-    let mut con = redisio::connect(cfg, local, redisio::Target::Sentinel, t).await?;
+    let mut con = redisio::connect(cfg, local, Server::Sentinel, t).await?;
     let list: Vec<std::collections::HashMap<String, String>> = redisio::query(
         &mut con,
         redis::cmd("SENTINEL").arg("SENTINELS").arg(&cfg.group),
@@ -170,8 +171,8 @@ pub async fn answers(cfg: &Config, sentinels: &[Endpoint], t: Duration) -> Vec<A
 /// One look and, if needed, one `REPLICAOF`. Errors mean "not this time".
 pub async fn check(cfg: &Config) -> Action {
     let t = Duration::from_millis(500);
-    let local = cfg.local(cfg.sentinel_port);
-    let me = cfg.self_redis();
+    let local = cfg.own(Server::Sentinel);
+    let me = cfg.own(Server::Redis);
     let (mut sentinels, known) = match up_sentinels(cfg, &local, t).await {
         Ok(p) => p,
         Err(e) => return Action::Wait(format!("own sentinel does not answer: {e}")),
@@ -185,7 +186,7 @@ pub async fn check(cfg: &Config) -> Action {
         }
     }
     let known = known.max(cfg.sentinels.len());
-    let node = redisio::repl(cfg, &cfg.local(cfg.redis_port), t).await.ok();
+    let node = redisio::repl(cfg, &cfg.own(Server::Redis), t).await.ok();
     let answers = answers(cfg, &sentinels, t).await;
     let named_addr = crate::discover::pick(&answers, &[]).map(|a| a.master.clone());
     let named = match named_addr {
@@ -194,7 +195,7 @@ pub async fn check(cfg: &Config) -> Action {
     };
     let action = judge(&me, node.as_ref(), &answers, known, named.as_ref());
     if let Action::Follow { master, why } = &action {
-        match redisio::replicaof(cfg, &cfg.local(cfg.redis_port), master, t).await {
+        match redisio::replicaof(cfg, &cfg.own(Server::Redis), master, t).await {
             Ok(()) => {
                 tracing::warn!(master = %master, reason = %why, "follow: re-pointed our redis")
             }
@@ -211,12 +212,10 @@ pub async fn check(cfg: &Config) -> Action {
 async fn looks_consistent(cfg: &Config, local: &Endpoint, cons: &mut Cons) -> bool {
     let t = Duration::from_millis(500);
     if cons.sentinel.is_none() {
-        cons.sentinel = redisio::connect(cfg, local, redisio::Target::Sentinel, t)
-            .await
-            .ok();
+        cons.sentinel = redisio::connect(cfg, local, Server::Sentinel, t).await.ok();
     }
     if cons.redis.is_none() {
-        cons.redis = redisio::connect(cfg, &cfg.local(cfg.redis_port), redisio::Target::Redis, t)
+        cons.redis = redisio::connect(cfg, &cfg.own(Server::Redis), Server::Redis, t)
             .await
             .ok();
     }
@@ -239,7 +238,7 @@ async fn looks_consistent(cfg: &Config, local: &Endpoint, cons: &mut Cons) -> bo
             return false;
         }
     };
-    let me = cfg.self_redis();
+    let me = cfg.own(Server::Redis);
     let ours = if node.is_master {
         a.master == me
     } else {
@@ -253,7 +252,7 @@ async fn looks_consistent(cfg: &Config, local: &Endpoint, cons: &mut Cons) -> bo
 async fn tune(cfg: &Config, local: &Endpoint) {
     let t = Duration::from_millis(500);
     let r = async {
-        let mut con = redisio::connect(cfg, local, redisio::Target::Sentinel, t).await?;
+        let mut con = redisio::connect(cfg, local, Server::Sentinel, t).await?;
         redisio::query::<()>(
             &mut con,
             redis::cmd("SENTINEL")
@@ -279,7 +278,7 @@ async fn tune(cfg: &Config, local: &Endpoint) {
 }
 
 async fn subscribe(cfg: &Config, local: &Endpoint) -> redis::RedisResult<redis::aio::PubSub> {
-    let client = redisio::client(cfg, local, redisio::Target::Sentinel)?;
+    let client = redisio::client(cfg, local, Server::Sentinel)?;
     let mut ps = tokio::time::timeout(Duration::from_secs(1), client.get_async_pubsub())
         .await
         .map_err(|_| redis::RedisError::from((redis::ErrorKind::Io, "connect timed out")))??;
@@ -304,7 +303,7 @@ async fn sleep_until_opt(d: Option<Instant>) {
 
 /// Runs for the life of the pod; dropped when a stop begins (a handover must not race it).
 pub async fn run(cfg: Config, cleanup_settings: cleanup::Settings) {
-    let local = cfg.local(cfg.sentinel_port);
+    let local = cfg.own(Server::Sentinel);
     let every = (cleanup_settings.interval_ms > 0)
         .then(|| Duration::from_millis(cleanup_settings.interval_ms));
     let mut next_tick = every.map(|e| Instant::now() + cleanup::jitter(e));

@@ -14,6 +14,7 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 
+use crate::config::Server;
 use crate::config::{Config, Endpoint};
 use crate::redisio;
 
@@ -86,14 +87,14 @@ const STEP: Duration = Duration::from_millis(20);
 pub async fn run(cfg: &Config, budget: Duration) -> Outcome {
     let started = Instant::now();
     let deadline = started + budget;
-    let me = cfg.local(cfg.redis_port);
+    let me = cfg.own(Server::Redis);
     let t = Duration::from_millis(1000);
     // A replica that is listed but not yet online (its link just came up, or it reconnects) gets
     // up to a second to become healthy; a master with no replica at all stops at once.
     let settle_until = started + Duration::from_millis(1000).min(budget / 4);
     // A stop that lands while a failover runs: wait for it to settle first (this node may be the
     // replica being promoted, and would then hand over rather than stop as a fresh master).
-    let sentinel = cfg.local(cfg.sentinel_port);
+    let sentinel = cfg.own(Server::Sentinel);
     let failover_until = started + budget / 2;
     loop {
         match redisio::sentinel_master(cfg, &sentinel, &cfg.group, t).await {
@@ -169,7 +170,7 @@ pub async fn run(cfg: &Config, budget: Duration) -> Outcome {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     let pause_ms = budget.as_millis().max(1000) as u64;
-    let mut con = match redisio::connect(cfg, &me, redisio::Target::Redis, t).await {
+    let mut con = match redisio::connect(cfg, &me, Server::Redis, t).await {
         Ok(c) => c,
         Err(e) => return Outcome::Failed(format!("connect to local redis: {e}")),
     };
@@ -225,7 +226,7 @@ async fn sentinel_replicas(
     sentinel: &Endpoint,
     t: Duration,
 ) -> redis::RedisResult<Vec<Endpoint>> {
-    let mut con = redisio::connect(cfg, sentinel, redisio::Target::Sentinel, t).await?;
+    let mut con = redisio::connect(cfg, sentinel, Server::Sentinel, t).await?;
     let list: Vec<std::collections::HashMap<String, String>> = redisio::query(
         &mut con,
         redis::cmd("SENTINEL").arg("REPLICAS").arg(&cfg.group),
@@ -276,7 +277,7 @@ async fn finish(
             }
         }
     }
-    let sentinel = cfg.local(cfg.sentinel_port);
+    let sentinel = cfg.own(Server::Sentinel);
     let mut missing = String::from("nothing checked");
     for _ in 0..10_000 {
         let mut sentinels = match crate::follow::up_sentinels(cfg, &sentinel, t).await {
@@ -409,8 +410,8 @@ async fn steps(
     );
     // 2. Sentinel promotes a replica (it picks the one with the largest offset). NOGOODSLAVE can
     //    be transient (Sentinel has not refreshed a replica's INFO yet): retry until the deadline.
-    let sentinel = cfg.local(cfg.sentinel_port);
-    let mut scon = redisio::connect(cfg, &sentinel, redisio::Target::Sentinel, t)
+    let sentinel = cfg.own(Server::Sentinel);
+    let mut scon = redisio::connect(cfg, &sentinel, Server::Sentinel, t)
         .await
         .map_err(|e| format!("connect to local sentinel: {e}"))?;
     loop {
@@ -432,7 +433,7 @@ async fn steps(
         }
     }
     // 3. Sentinel names the new master (it does so as soon as the promotion is under way).
-    let self_addr = cfg.self_redis();
+    let self_addr = cfg.own(Server::Redis);
     let new_master = loop {
         let reply: Option<(String, String)> = redisio::query(
             &mut scon,
@@ -477,8 +478,8 @@ async fn steps(
 /// Returns what happened, for the log. Bounded by about 6 s in all.
 pub async fn after_crash(cfg: &Config) -> String {
     let t = Duration::from_millis(500);
-    let sentinel = cfg.local(cfg.sentinel_port);
-    let me = cfg.self_redis();
+    let sentinel = cfg.own(Server::Sentinel);
+    let me = cfg.own(Server::Redis);
     match redisio::sentinel_master(cfg, &sentinel, &cfg.group, t).await {
         Ok(Some(a)) if a.master == me && !a.unsettled => {}
         Ok(Some(a)) if a.master == me => return "a failover of it is already deciding".into(),
@@ -489,7 +490,7 @@ pub async fn after_crash(cfg: &Config) -> String {
     // NOGOODSLAVE while Sentinel's view of the replicas is not fresh (it refreshes every second):
     // a little patience, then restart in place (no replica could have had the data anyway).
     let ask_until = started + Duration::from_millis(2500);
-    let mut scon = match redisio::connect(cfg, &sentinel, redisio::Target::Sentinel, t).await {
+    let mut scon = match redisio::connect(cfg, &sentinel, Server::Sentinel, t).await {
         Ok(c) => c,
         Err(e) => return format!("cannot reach our sentinel ({e}): restart in place"),
     };

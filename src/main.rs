@@ -18,6 +18,7 @@ use std::process::ExitCode;
 
 use clap::{Args, Parser, Subcommand};
 
+use config::Server;
 use config::{Config, Flags, RawEnv};
 
 #[derive(Parser, Debug)]
@@ -54,7 +55,7 @@ enum Cmd {
 struct ProbeArgs {
     /// Which server of this pod to check
     #[arg(value_enum)]
-    server: ProbeServer,
+    server: Server,
     /// Liveness: PONG, LOADING and MASTERDOWN count as alive
     #[arg(long, conflicts_with = "ready", required_unless_present = "ready")]
     live: bool,
@@ -64,12 +65,6 @@ struct ProbeArgs {
     /// Give up after this long
     #[arg(long, default_value_t = 1000)]
     timeout_ms: u64,
-}
-
-#[derive(clap::ValueEnum, Clone, Copy, Debug)]
-enum ProbeServer {
-    Redis,
-    Sentinel,
 }
 
 #[derive(Args, Debug, Default)]
@@ -208,10 +203,7 @@ fn main() -> ExitCode {
 }
 
 async fn run_probe(cfg: &Config, p: &ProbeArgs) -> i32 {
-    let (kind, name) = match p.server {
-        ProbeServer::Redis => (probe::Kind::Redis, "redis"),
-        ProbeServer::Sentinel => (probe::Kind::Sentinel, "sentinel"),
-    };
+    let (kind, name) = (p.server, p.server.name());
     let mode = if p.ready {
         probe::Mode::Ready
     } else {
@@ -248,10 +240,7 @@ async fn promote(cfg: &Config, force: bool) -> i32 {
         return exit::USAGE;
     }
     let t = std::time::Duration::from_millis(500);
-    if redisio::repl(cfg, &cfg.local(cfg.redis_port), t)
-        .await
-        .is_ok()
-    {
+    if redisio::repl(cfg, &cfg.own(Server::Redis), t).await.is_ok() {
         let _ = writeln!(
             std::io::stderr(),
             "redisha-init promote: this pod's redis is running, so no role decision is waiting; nothing to promote"
@@ -398,7 +387,7 @@ async fn run(cfg: Config, bases: render::Bases) -> i32 {
     // (render::with_known_replicas says why).
     let first_boot_replicas = match &boot {
         supervise::Boot::Decided(d) if state::read_prior_sentinel(&cfg).is_none() => {
-            let me = cfg.self_redis();
+            let me = cfg.own(Server::Redis);
             discover::resolved_all(&cfg.sentinels)
                 .await
                 .into_iter()

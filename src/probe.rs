@@ -5,13 +5,8 @@
 use std::time::Duration;
 
 use crate::config::Config;
-use crate::redisio::{self, Target};
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Kind {
-    Redis,
-    Sentinel,
-}
+use crate::config::Server;
+use crate::redisio;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Mode {
@@ -31,7 +26,7 @@ pub enum Ping {
 /// The pure judgement. `info`: `INFO replication` (redis readiness); `names_master`: whether the
 /// sentinel names a master (sentinel readiness).
 pub fn judge(
-    kind: Kind,
+    kind: Server,
     mode: Mode,
     ping: &Ping,
     info: Option<&str>,
@@ -52,7 +47,7 @@ pub fn judge(
         (Ping::Pong, Mode::Ready) => {}
     }
     match kind {
-        Kind::Redis => {
+        Server::Redis => {
             let info = info.ok_or("no INFO replication reply")?;
             if redisio::info_field(info, "role") == Some("slave") {
                 // The link reads "down" during the initial sync too; name the more specific cause.
@@ -65,19 +60,15 @@ pub fn judge(
             }
             Ok(())
         }
-        Kind::Sentinel => match names_master {
+        Server::Sentinel => match names_master {
             Some(true) => Ok(()),
             _ => Err("sentinel names no master for the group".into()),
         },
     }
 }
 
-pub async fn run(cfg: &Config, kind: Kind, mode: Mode, timeout: Duration) -> Result<(), String> {
-    let (port, target) = match kind {
-        Kind::Redis => (cfg.redis_port, Target::Redis),
-        Kind::Sentinel => (cfg.sentinel_port, Target::Sentinel),
-    };
-    let e = cfg.local(port);
+pub async fn run(cfg: &Config, kind: Server, mode: Mode, timeout: Duration) -> Result<(), String> {
+    let (e, target) = (cfg.own(kind), kind);
     let work = async {
         let mut con = match redisio::connect(cfg, &e, target, timeout).await {
             Ok(c) => c,
@@ -93,14 +84,14 @@ pub async fn run(cfg: &Config, kind: Kind, mode: Mode, timeout: Duration) -> Res
             return judge(kind, mode, &ping, None, None);
         }
         match kind {
-            Kind::Redis => {
+            Server::Redis => {
                 let info: Option<String> =
                     redisio::query(&mut con, redis::cmd("INFO").arg("replication"), timeout)
                         .await
                         .ok();
                 judge(kind, mode, &ping, info.as_deref(), None)
             }
-            Kind::Sentinel => {
+            Server::Sentinel => {
                 let safety = match safety(cfg, &mut con, timeout).await {
                     Ok(s) => s,
                     Err(e) => return Err(format!("SENTINEL query failed: {e}")),
@@ -212,8 +203,8 @@ async fn safety(
         })
         .filter_map(|r| Some(format!("{}:{}", r.get("ip")?, r.get("port")?)))
         .collect();
-    let own_replica = match redisio::repl(cfg, &cfg.local(cfg.redis_port), t).await {
-        Ok(r) if !r.is_master => Some((cfg.self_redis().to_string(), r.link_up)),
+    let own_replica = match redisio::repl(cfg, &cfg.own(Server::Redis), t).await {
+        Ok(r) if !r.is_master => Some((cfg.own(Server::Redis).to_string(), r.link_up)),
         _ => None,
     };
     Ok(Safety {
@@ -255,11 +246,11 @@ mod tests {
 
     #[test]
     fn table() {
-        use Kind::*;
         use Mode::*;
+        use Server::*;
         let err = |c: &str| Ping::Error(c.into());
         let down = Ping::Unreachable("refused".into());
-        type Row<'a> = (Kind, Mode, Ping, Option<&'a str>, Option<bool>, bool);
+        type Row<'a> = (Server, Mode, Ping, Option<&'a str>, Option<bool>, bool);
         let rows: Vec<Row> = vec![
             (Redis, Live, Ping::Pong, None, None, true),
             (Redis, Live, err("LOADING"), None, None, true),

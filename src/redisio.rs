@@ -5,17 +5,10 @@ use std::time::Duration;
 
 use redis::AsyncConnectionConfig;
 
-use crate::config::{parse_host, parse_port, Config, Endpoint};
+use crate::config::{parse_host, parse_port, Config, Endpoint, Server};
 use crate::discover::Answer;
 
-/// Which kind of server an endpoint is: it decides the password.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Target {
-    Redis,
-    Sentinel,
-}
-
-pub fn client(cfg: &Config, e: &Endpoint, target: Target) -> redis::RedisResult<redis::Client> {
+pub fn client(cfg: &Config, e: &Endpoint, target: Server) -> redis::RedisResult<redis::Client> {
     let host = e.host.to_string();
     let addr = match &cfg.tls {
         None => redis::ConnectionAddr::Tcp(host, e.port),
@@ -28,8 +21,8 @@ pub fn client(cfg: &Config, e: &Endpoint, target: Target) -> redis::RedisResult<
     };
     let mut settings = redis::RedisConnectionInfo::default().set_skip_set_lib_name();
     let secret = match target {
-        Target::Redis => cfg.auth.redis.as_ref(),
-        Target::Sentinel => cfg.auth.sentinel.as_ref(),
+        Server::Redis => cfg.auth.redis.as_ref(),
+        Server::Sentinel => cfg.auth.sentinel.as_ref(),
     };
     if let Some(pw) = secret {
         settings = settings.set_password(pw.expose());
@@ -62,7 +55,7 @@ pub fn client(cfg: &Config, e: &Endpoint, target: Target) -> redis::RedisResult<
 pub async fn connect(
     cfg: &Config,
     e: &Endpoint,
-    target: Target,
+    target: Server,
     timeout: Duration,
 ) -> redis::RedisResult<redis::aio::MultiplexedConnection> {
     let client = client(cfg, e, target)?;
@@ -103,7 +96,7 @@ pub async fn sentinel_master(
     group: &str,
     timeout: Duration,
 ) -> redis::RedisResult<Option<Answer>> {
-    let mut con = connect(cfg, s, Target::Sentinel, timeout).await?;
+    let mut con = connect(cfg, s, Server::Sentinel, timeout).await?;
     sentinel_master_on(&mut con, group, timeout).await
 }
 
@@ -220,7 +213,7 @@ impl Repl {
 
 /// `INFO replication` of `e`, parsed.
 pub async fn repl(cfg: &Config, e: &Endpoint, timeout: Duration) -> redis::RedisResult<Repl> {
-    let mut con = connect(cfg, e, Target::Redis, timeout).await?;
+    let mut con = connect(cfg, e, Server::Redis, timeout).await?;
     repl_on(&mut con, timeout).await
 }
 
@@ -245,7 +238,7 @@ pub async fn info(
     section: &str,
     timeout: Duration,
 ) -> redis::RedisResult<String> {
-    let mut con = connect(cfg, e, Target::Redis, timeout).await?;
+    let mut con = connect(cfg, e, Server::Redis, timeout).await?;
     bounded(
         timeout,
         redis::cmd("INFO").arg(section).query_async(&mut con),
@@ -268,7 +261,7 @@ pub async fn master_addr(
     group: &str,
     timeout: Duration,
 ) -> redis::RedisResult<Option<Endpoint>> {
-    let mut con = connect(cfg, s, Target::Sentinel, timeout).await?;
+    let mut con = connect(cfg, s, Server::Sentinel, timeout).await?;
     master_addr_on(&mut con, group, timeout).await
 }
 
@@ -300,7 +293,7 @@ pub async fn replicaof(
     master: &Endpoint,
     timeout: Duration,
 ) -> redis::RedisResult<()> {
-    let mut con = connect(cfg, node, Target::Redis, timeout).await?;
+    let mut con = connect(cfg, node, Server::Redis, timeout).await?;
     query::<()>(
         &mut con,
         redis::cmd("REPLICAOF")

@@ -336,6 +336,7 @@ fn render_sentinel(cfg: &Config, master: &Endpoint, bases: &Bases, prior: Option
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::config::Server;
     use crate::config::{build_from_map, Flags};
     use std::collections::HashMap;
 
@@ -445,7 +446,7 @@ mod tests {
             "master",
             &[("MY_POD_IP", "10.0.0.5"), ("ALLOW_EMPTY_PASSWORD", "yes")],
         );
-        let me = c.self_redis();
+        let me = c.own(Server::Redis);
         let p = render(&c, Role::Master, &me, &Bases::builtin(), None);
         assert!(!p.redis_conf.contains("replicaof"));
         assert!(lines(&p.sentinel_conf).contains(&"sentinel monitor mymaster 10.0.0.5 6379 2"));
@@ -460,7 +461,13 @@ mod tests {
             "master",
             &[("MY_POD_IP", "10.0.0.5"), ("REDIS_PASSWORD", pw)],
         );
-        let p = render(&c, Role::Master, &c.self_redis(), &Bases::builtin(), None);
+        let p = render(
+            &c,
+            Role::Master,
+            &c.own(Server::Redis),
+            &Bases::builtin(),
+            None,
+        );
         let want = "\"p\\x22w\\x5c\\x20\\xc3\\xa9\\x22\"";
         assert!(
             lines(&p.redis_conf).contains(&format!("requirepass {want}").as_str()),
@@ -485,7 +492,13 @@ mod tests {
     #[test]
     fn local_mode_stays_on_loopback() {
         let c = cfg("master", &[]);
-        let p = render(&c, Role::Master, &c.self_redis(), &Bases::builtin(), None);
+        let p = render(
+            &c,
+            Role::Master,
+            &c.own(Server::Redis),
+            &Bases::builtin(),
+            None,
+        );
         assert!(lines(&p.redis_conf).contains(&"bind 127.0.0.1 -::1"));
         assert!(lines(&p.redis_conf).contains(&"min-replicas-to-write 0"));
     }
@@ -512,7 +525,7 @@ user default on nopass ~* &* +@all
         let p = render(
             &c,
             Role::Master,
-            &c.self_redis(),
+            &c.own(Server::Redis),
             &Bases::builtin(),
             Some(prior),
         );

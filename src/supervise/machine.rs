@@ -13,7 +13,7 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 
-use super::Which;
+use super::Server;
 
 /// Redis refuses a shutdown now and then (e.g. "Writing initial AOF, can't exit") and does not
 /// retry by itself, so TERM is repeated until it exits or the grace ends.
@@ -41,10 +41,10 @@ pub struct Kids {
 }
 
 impl Kids {
-    fn running(self, w: Which) -> bool {
+    fn running(self, w: Server) -> bool {
         match w {
-            Which::Redis => self.redis,
-            Which::Sentinel => self.sentinel,
+            Server::Redis => self.redis,
+            Server::Sentinel => self.sentinel,
         }
     }
 }
@@ -58,7 +58,7 @@ pub enum Input {
     /// The handover task reported (done, skipped or failed: the stop goes on either way).
     HandoverDone,
     /// A child exited while stopping.
-    Exited(Which),
+    Exited(Server),
     /// A deadline from `next_deadline` passed.
     Tick,
 }
@@ -75,9 +75,9 @@ pub enum Action {
         budget: Duration,
     },
     /// SIGTERM to the child's process group.
-    Term(Which),
+    Term(Server),
     /// SIGTERM again to the child's main process (the group already had one).
-    TermAgain(Which),
+    TermAgain(Server),
     /// SIGKILL to every running child's process group.
     KillAll,
     /// The child that just exited: what its leftover process group gets.
@@ -152,11 +152,11 @@ impl StopMachine {
                 self.stop_children(kids)
             }
             (Killing, Input::StopSignal) => {
-                vec![Action::Term(Which::Redis), Action::Term(Which::Sentinel)]
+                vec![Action::Term(Server::Redis), Action::Term(Server::Sentinel)]
             }
             (StoppingRedis | StoppingSentinel, Input::StopSignal) => {
                 self.phase = StoppingSentinel;
-                vec![Action::Term(Which::Redis), Action::Term(Which::Sentinel)]
+                vec![Action::Term(Server::Redis), Action::Term(Server::Sentinel)]
             }
             (_, Input::HandoverDone) => Vec::new(),
             (phase, Input::Exited(which)) => {
@@ -164,7 +164,7 @@ impl StopMachine {
                     kill: phase == Killing,
                 }];
                 // The data node is safe on disk: the sentinel may go now.
-                if phase == StoppingRedis && which == Which::Redis {
+                if phase == StoppingRedis && which == Server::Redis {
                     a.extend(self.term_sentinel());
                 }
                 a
@@ -179,8 +179,8 @@ impl StopMachine {
                 let mut a = Vec::new();
                 if now >= self.retry_term_at {
                     self.retry_term_at = now + TERM_RETRY;
-                    for w in [Which::Redis, Which::Sentinel] {
-                        if kids.running(w) && (w == Which::Redis || phase == StoppingSentinel) {
+                    for w in [Server::Redis, Server::Sentinel] {
+                        if kids.running(w) && (w == Server::Redis || phase == StoppingSentinel) {
                             a.push(Action::TermAgain(w));
                         }
                     }
@@ -221,7 +221,7 @@ impl StopMachine {
     fn stop_children(&mut self, kids: Kids) -> Vec<Action> {
         if kids.redis {
             self.phase = Phase::StoppingRedis;
-            vec![Action::Term(Which::Redis)]
+            vec![Action::Term(Server::Redis)]
         } else {
             self.term_sentinel()
         }
@@ -229,7 +229,7 @@ impl StopMachine {
 
     fn term_sentinel(&mut self) -> Vec<Action> {
         self.phase = Phase::StoppingSentinel;
-        vec![Action::Term(Which::Sentinel)]
+        vec![Action::Term(Server::Sentinel)]
     }
 }
 
@@ -276,20 +276,20 @@ mod tests {
 
     #[test]
     fn plain_stop_redis_then_sentinel() {
-        let begin = with(&BEGIN, &[Term(Which::Redis)]);
+        let begin = with(&BEGIN, &[Term(Server::Redis)]);
         run(
             false,
             &[
                 (StopSignal, 0, BOTH, &begin, Phase::StoppingRedis),
                 (
-                    Exited(Which::Redis),
+                    Exited(Server::Redis),
                     300,
                     SENTINEL_ONLY,
-                    &[SignalExitedGroup { kill: false }, Term(Which::Sentinel)],
+                    &[SignalExitedGroup { kill: false }, Term(Server::Sentinel)],
                     Phase::StoppingSentinel,
                 ),
                 (
-                    Exited(Which::Sentinel),
+                    Exited(Server::Sentinel),
                     400,
                     NONE,
                     &[SignalExitedGroup { kill: false }],
@@ -317,7 +317,7 @@ mod tests {
                     HandoverDone,
                     5_100,
                     BOTH,
-                    &[Term(Which::Redis)],
+                    &[Term(Server::Redis)],
                     Phase::StoppingRedis,
                 ),
                 // TERM is repeated one second after the handover, not after the stop began.
@@ -325,14 +325,14 @@ mod tests {
                     Tick,
                     5_200,
                     BOTH,
-                    &[Term(Which::Sentinel)],
+                    &[Term(Server::Sentinel)],
                     Phase::StoppingSentinel,
                 ),
                 (
                     Tick,
                     6_100,
                     BOTH,
-                    &[TermAgain(Which::Redis), TermAgain(Which::Sentinel)],
+                    &[TermAgain(Server::Redis), TermAgain(Server::Sentinel)],
                     Phase::StoppingSentinel,
                 ),
             ],
@@ -341,7 +341,7 @@ mod tests {
 
     #[test]
     fn no_handover_without_a_running_data_node() {
-        let begin = with(&BEGIN, &[Term(Which::Sentinel)]);
+        let begin = with(&BEGIN, &[Term(Server::Sentinel)]);
         run(
             true,
             &[(
@@ -370,7 +370,7 @@ mod tests {
                     StopSignal,
                     200,
                     BOTH,
-                    &[AbortTask, Term(Which::Redis)],
+                    &[AbortTask, Term(Server::Redis)],
                     Phase::StoppingRedis,
                 ),
                 // A handover result already queued changes nothing.
@@ -381,7 +381,7 @@ mod tests {
 
     #[test]
     fn second_term_while_stopping_redis_stops_both() {
-        let begin = with(&BEGIN, &[Term(Which::Redis)]);
+        let begin = with(&BEGIN, &[Term(Server::Redis)]);
         run(
             false,
             &[
@@ -390,7 +390,7 @@ mod tests {
                     StopSignal,
                     100,
                     BOTH,
-                    &[Term(Which::Redis), Term(Which::Sentinel)],
+                    &[Term(Server::Redis), Term(Server::Sentinel)],
                     Phase::StoppingSentinel,
                 ),
             ],
@@ -411,7 +411,7 @@ mod tests {
                 (StopSignal, 0, BOTH, &begin, Phase::HandingOver),
                 (Tick, 10_000, BOTH, &[AbortTask, KillAll], Phase::Killing),
                 (
-                    Exited(Which::Redis),
+                    Exited(Server::Redis),
                     10_010,
                     SENTINEL_ONLY,
                     &[SignalExitedGroup { kill: true }],
@@ -424,7 +424,7 @@ mod tests {
 
     #[test]
     fn redis_refusing_to_shut_down_gets_term_again_then_kill() {
-        let begin = with(&BEGIN, &[Term(Which::Redis)]);
+        let begin = with(&BEGIN, &[Term(Server::Redis)]);
         run(
             false,
             &[
@@ -433,14 +433,14 @@ mod tests {
                     Tick,
                     1_000,
                     BOTH,
-                    &[TermAgain(Which::Redis)],
+                    &[TermAgain(Server::Redis)],
                     Phase::StoppingRedis,
                 ),
                 (
                     Tick,
                     2_000,
                     BOTH,
-                    &[TermAgain(Which::Redis)],
+                    &[TermAgain(Server::Redis)],
                     Phase::StoppingRedis,
                 ),
                 // Half the grace: the sentinel goes, redis or not.
@@ -448,7 +448,7 @@ mod tests {
                     Tick,
                     5_000,
                     BOTH,
-                    &[TermAgain(Which::Redis), Term(Which::Sentinel)],
+                    &[TermAgain(Server::Redis), Term(Server::Sentinel)],
                     Phase::StoppingSentinel,
                 ),
                 (Tick, 10_000, BOTH, &[AbortTask, KillAll], Phase::Killing),
@@ -469,7 +469,7 @@ mod tests {
 
     #[test]
     fn giving_up_stops_without_handover() {
-        let begin = with(&BEGIN, &[Term(Which::Redis)]);
+        let begin = with(&BEGIN, &[Term(Server::Redis)]);
         run(true, &[(GaveUp, 0, BOTH, &begin, Phase::StoppingRedis)]);
     }
 
@@ -486,7 +486,7 @@ mod tests {
             &[
                 (StopSignal, 0, BOTH, &begin, Phase::HandingOver),
                 (
-                    Exited(Which::Redis),
+                    Exited(Server::Redis),
                     100,
                     SENTINEL_ONLY,
                     &[SignalExitedGroup { kill: false }],
@@ -496,7 +496,7 @@ mod tests {
                     HandoverDone,
                     200,
                     SENTINEL_ONLY,
-                    &[Term(Which::Sentinel)],
+                    &[Term(Server::Sentinel)],
                     Phase::StoppingSentinel,
                 ),
             ],
@@ -505,7 +505,7 @@ mod tests {
 
     #[test]
     fn sentinel_crash_while_stopping_redis_does_not_stop_the_wait() {
-        let begin = with(&BEGIN, &[Term(Which::Redis)]);
+        let begin = with(&BEGIN, &[Term(Server::Redis)]);
         let redis_only = Kids {
             redis: true,
             sentinel: false,
@@ -515,7 +515,7 @@ mod tests {
             &[
                 (StopSignal, 0, BOTH, &begin, Phase::StoppingRedis),
                 (
-                    Exited(Which::Sentinel),
+                    Exited(Server::Sentinel),
                     100,
                     redis_only,
                     &[SignalExitedGroup { kill: false }],
@@ -525,7 +525,7 @@ mod tests {
                     Tick,
                     1_000,
                     redis_only,
-                    &[TermAgain(Which::Redis)],
+                    &[TermAgain(Server::Redis)],
                     Phase::StoppingRedis,
                 ),
             ],

@@ -24,20 +24,7 @@ use crate::render::Bases;
 use machine::{Input, Kids, Phase, StopMachine};
 use policy::RestartPolicy;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Which {
-    Redis = 0,
-    Sentinel = 1,
-}
-
-impl Which {
-    fn name(self) -> &'static str {
-        match self {
-            Which::Redis => "redis",
-            Which::Sentinel => "sentinel",
-        }
-    }
-}
+pub use crate::config::Server;
 
 #[derive(Debug)]
 enum SlotState {
@@ -55,7 +42,7 @@ enum SlotState {
 }
 
 struct Slot {
-    which: Which,
+    which: Server,
     state: SlotState,
     restarts: u32,
 }
@@ -179,7 +166,7 @@ impl Supervisor {
             early,
             sentinel_rerender: false,
             first_boot_replicas: Vec::new(),
-            slots: [slot(Which::Redis), slot(Which::Sentinel)],
+            slots: [slot(Server::Redis), slot(Server::Sentinel)],
             stop,
             gave_up: None,
             tx: chan.0,
@@ -202,10 +189,10 @@ impl Supervisor {
     /// Runs until both children are gone after a stop; returns PID 1's exit code.
     pub async fn run(mut self) -> i32 {
         if let Some(p) = self.early.clone() {
-            self.spawn_now(Which::Sentinel);
+            self.spawn_now(Server::Sentinel);
             self.decide_redis(Some(p), Patience::Forever);
         } else {
-            for which in [Which::Redis, Which::Sentinel] {
+            for which in [Server::Redis, Server::Sentinel] {
                 self.start(which);
             }
         }

@@ -10,7 +10,7 @@ use tokio::time::Instant;
 
 use super::machine::Input;
 use super::policy::{self, Exit, OnExit};
-use super::{child, Event, SlotState, Supervisor, Which};
+use super::{child, Event, Server, SlotState, Supervisor};
 use crate::discover::{self, Decision, Patience, Prior, Undecided};
 use crate::{handover, state};
 
@@ -33,7 +33,7 @@ impl Supervisor {
             return;
         }
         child::signal_group(pid, Some(Signal::SIGKILL));
-        if which == Which::Sentinel && self.sentinel_rerender {
+        if which == Server::Sentinel && self.sentinel_rerender {
             self.sentinel_rerender = false;
             // A deliberate reconfiguration, not a failure; and the new monitor line comes from the
             // decision, not from what the old sentinel wrote.
@@ -43,7 +43,7 @@ impl Supervisor {
                 "sentinel stopped for its new configuration; starting it again"
             );
             self.slots[i].state = SlotState::Done;
-            self.spawn_now(Which::Sentinel);
+            self.spawn_now(Server::Sentinel);
             return;
         }
         tracing::warn!(
@@ -56,7 +56,7 @@ impl Supervisor {
         let Some(delay) = self.count_failure(which, uptime, how) else {
             return;
         };
-        if which == Which::Redis && !self.cfg.strict_durability {
+        if which == Server::Redis && !self.cfg.strict_durability {
             // A crashed master is failed over first (handover::after_crash), during the
             // backoff; the restart then follows the usual role decision.
             self.decide_redis_after_crash(delay);
@@ -72,7 +72,7 @@ impl Supervisor {
     /// budget is spent and the pod is stopping.
     pub(super) fn count_failure(
         &mut self,
-        which: Which,
+        which: Server,
         uptime: Duration,
         how: Exit,
     ) -> Option<Duration> {
@@ -103,7 +103,7 @@ impl Supervisor {
     }
 
     /// A start that failed before a process ran counts like an immediate exit with `code`.
-    pub(super) fn spawn_failed(&mut self, which: Which, code: i32) {
+    pub(super) fn spawn_failed(&mut self, which: Server, code: i32) {
         if let Some(delay) = self.count_failure(which, Duration::ZERO, Exit::Code(code)) {
             self.slots[which as usize].state = SlotState::Backoff {
                 at: Instant::now() + delay,
@@ -113,12 +113,12 @@ impl Supervisor {
 
     /// Starts a child. The data node's role is decided again first (Sentinel may have promoted
     /// someone else while it was down); the decision arrives as an event, so signals stay live.
-    pub(super) fn start(&mut self, which: Which) {
+    pub(super) fn start(&mut self, which: Server) {
         if self.stop.stopping() {
             return;
         }
         match which {
-            Which::Redis if self.slots[0].restarts > 0 => {
+            Server::Redis if self.slots[0].restarts > 0 => {
                 let prior = state::read_prior(&self.cfg);
                 self.decide_redis(prior, Patience::Budget);
             }
@@ -165,19 +165,19 @@ impl Supervisor {
             Err(why) => {
                 // Counts as a failed start: back off and try again, give up when the budget is spent.
                 tracing::error!(reason = %why, "cannot decide the role for the restart");
-                self.spawn_failed(Which::Redis, crate::exit::TEMPFAIL);
+                self.spawn_failed(Server::Redis, crate::exit::TEMPFAIL);
                 return;
             }
         };
         tracing::info!(role = %d.role, master = %d.master, reason = %d.reason, "role decided");
         self.decision = d;
-        self.spawn_now(Which::Redis);
+        self.spawn_now(Server::Redis);
         // The sentinel that ran before the decision monitors what this pod knew last, with
         // failovers held off: restart it with the real configuration.
         if self.early.take().is_some() {
             if let SlotState::Running { .. } = self.slots[1].state {
                 self.sentinel_rerender = true;
-                self.term(Which::Sentinel);
+                self.term(Server::Sentinel);
             }
         }
     }

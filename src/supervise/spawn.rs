@@ -4,17 +4,17 @@
 use nix::sys::signal::Signal;
 use tokio::time::Instant;
 
-use super::{child, SlotState, Supervisor, Which, EARLY_DOWN_AFTER_MS};
+use super::{child, Server, SlotState, Supervisor, EARLY_DOWN_AFTER_MS};
 use crate::{render, state};
 
 impl Supervisor {
-    pub(super) fn spawn_now(&mut self, which: Which) {
+    pub(super) fn spawn_now(&mut self, which: Server) {
         let i = which as usize;
         let prior = state::read_prior_sentinel(&self.cfg);
         let master = match which {
             // A restarted sentinel resumes from what it last wrote: it may have followed a
             // failover since this pod booted.
-            Which::Sentinel if self.slots[i].restarts > 0 => prior
+            Server::Sentinel if self.slots[i].restarts > 0 => prior
                 .as_deref()
                 .and_then(|p| render::prior_monitor(p, &self.cfg.group))
                 .unwrap_or_else(|| self.decision.master.clone()),
@@ -24,7 +24,7 @@ impl Supervisor {
         // fail anything over: an hour of down-after.
         let early_cfg;
         let (cfg, master) = match (&self.early, which) {
-            (Some(p), Which::Sentinel) => {
+            (Some(p), Server::Sentinel) => {
                 let mut c = self.cfg.clone();
                 c.down_after_ms = EARLY_DOWN_AFTER_MS;
                 early_cfg = c;
@@ -53,8 +53,8 @@ impl Supervisor {
             );
         }
         let (path, text, argv) = match which {
-            Which::Redis => (&plan.redis_conf_path, &plan.redis_conf, &plan.redis_argv),
-            Which::Sentinel => (
+            Server::Redis => (&plan.redis_conf_path, &plan.redis_conf, &plan.redis_argv),
+            Server::Sentinel => (
                 &plan.sentinel_conf_path,
                 &sentinel_conf,
                 &plan.sentinel_argv,
@@ -65,8 +65,8 @@ impl Supervisor {
         match result {
             Ok(pid) => {
                 tracing::info!(child = which.name(), pid = pid.as_raw(), role = %self.decision.role, "spawned");
-                if which == Which::Redis {
-                    if let Err(e) = state::write_identity(&self.cfg, &self.cfg.self_redis()) {
+                if which == Server::Redis {
+                    if let Err(e) = state::write_identity(&self.cfg, &self.cfg.own(Server::Redis)) {
                         tracing::warn!(error = %e, "cannot record this pod's address in the state directory");
                     }
                 }
@@ -89,7 +89,7 @@ impl Supervisor {
         }
     }
 
-    pub(super) fn term(&self, which: Which) {
+    pub(super) fn term(&self, which: Server) {
         if let SlotState::Running { pid, .. } = self.slots[which as usize].state {
             tracing::info!(
                 child = which.name(),
