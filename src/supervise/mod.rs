@@ -122,6 +122,8 @@ pub struct Supervisor {
     /// A task that lives while we serve (the stale-entry cleanup); stopped when a stop begins so
     /// it cannot reset a sentinel in the middle of a handover's failover.
     companion: Option<tokio::task::JoinHandle<()>>,
+    /// The cgroup's OOM-kill count when the data node last started (memory::oom_killed).
+    oom_kills: Option<u64>,
 }
 
 /// Registers every signal we act on before anything starts: PID 1 ignores signals it has no
@@ -189,6 +191,7 @@ impl Supervisor {
             rx: chan.1,
             task: None,
             companion: None,
+            oom_kills: None,
         }
     }
 
@@ -377,6 +380,7 @@ impl Supervisor {
             return;
         }
         child::signal_group(pid, Some(Signal::SIGKILL));
+        self.note_oom_kill(which, pid, how);
         if which == Which::Sentinel && self.sentinel_rerender {
             self.sentinel_rerender = false;
             // A deliberate reconfiguration, not a failure; and the new monitor line comes from the
@@ -423,6 +427,37 @@ impl Supervisor {
                 self.begin_stop(false);
             }
         }
+    }
+
+    /// One line when the kernel's OOM killer took a child: the limit and maxmemory are what the
+    /// operator needs to act (raise the limit, or lower REDISHA_MAXMEMORY). The restart follows
+    /// the usual policy.
+    fn note_oom_kill(&mut self, which: Which, pid: Pid, how: Exit) {
+        let Some(cg) = &self.cfg.memory.cgroup else {
+            return;
+        };
+        let now = crate::memory::oom_kills(cg);
+        let signal = match how {
+            Exit::Signal(s) => Some(s),
+            Exit::Code(_) => None,
+        };
+        if crate::memory::oom_killed(signal, self.oom_kills, now) {
+            let choice = render::maxmemory_choice(&self.cfg, self.decision.role, &self.bases);
+            let limit = self
+                .cfg
+                .memory
+                .limit
+                .map_or("none".to_string(), crate::memory::human);
+            tracing::error!(
+                child = which.name(),
+                pid = pid.as_raw(),
+                limit = %limit,
+                maxmemory = %choice,
+                oom_kills = now.unwrap_or(0),
+                "child killed by the kernel's OOM killer: the container reached its memory limit"
+            );
+        }
+        self.oom_kills = now;
     }
 
     fn on_timer(&mut self) {
@@ -599,7 +634,14 @@ impl Supervisor {
             .and_then(|()| child::spawn(which.name(), argv, &self.sink, state::SECRET_VARS));
         match result {
             Ok(pid) => {
-                tracing::info!(child = which.name(), pid = pid.as_raw(), role = %self.decision.role, "spawned");
+                if which == Which::Redis {
+                    tracing::info!(child = which.name(), pid = pid.as_raw(), role = %self.decision.role, maxmemory = %plan.maxmemory, "spawned");
+                } else {
+                    tracing::info!(child = which.name(), pid = pid.as_raw(), role = %self.decision.role, "spawned");
+                }
+                if let Some(cg) = &self.cfg.memory.cgroup {
+                    self.oom_kills = crate::memory::oom_kills(cg);
+                }
                 if which == Which::Redis {
                     if let Err(e) = state::write_identity(&self.cfg, &self.cfg.self_redis()) {
                         tracing::warn!(error = %e, "cannot record this pod's address in the state directory");
