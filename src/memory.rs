@@ -13,7 +13,7 @@ use std::path::{Path, PathBuf};
 /// replica's full sync, replica output buffers, allocator fragmentation. benches/maxmemory.py
 /// measured the worst anonymous peak at 1.74 × maxmemory (BENCHMARKS.md, "maxmemory"): at
 /// 50 % the worst peak is 87 % of the limit.
-pub const DEFAULT_PERCENT: u64 = 50;
+pub const DEFAULT_PERCENT: u8 = 50;
 
 /// cgroup v1 writes "no limit" as LONG_MAX rounded down to the page size
 /// (9223372036854771712); nothing at or above 2^62 bytes (4 EiB) is a real limit.
@@ -71,6 +71,8 @@ pub enum Setting {
     /// `0`: render nothing (Redis's default: no limit), whatever the container's limit.
     Off,
     Bytes(u64),
+    /// `40%`: this share of the container's limit instead of DEFAULT_PERCENT.
+    Percent(u8),
 }
 
 /// What the rendered redis.conf gets, and why.
@@ -78,8 +80,8 @@ pub enum Setting {
 pub enum Choice {
     /// REDISHA_MAXMEMORY set to a size.
     Operator(u64),
-    /// DEFAULT_PERCENT of the container's limit.
-    Derived { bytes: u64, limit: u64 },
+    /// A share of the container's limit: DEFAULT_PERCENT, or REDISHA_MAXMEMORY=<n>%.
+    Derived { bytes: u64, limit: u64, percent: u8 },
     /// The operator's base file (REDISHA_CONF_DIR) sets maxmemory: it wins over a derived value.
     BaseFile,
     /// REDISHA_MAXMEMORY=0.
@@ -102,9 +104,9 @@ impl fmt::Display for Choice {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Choice::Operator(b) => write!(f, "maxmemory {b} ({}, REDISHA_MAXMEMORY)", human(*b)),
-            Choice::Derived { bytes, .. } => write!(
+            Choice::Derived { bytes, percent, .. } => write!(
                 f,
-                "maxmemory {bytes} ({}, {DEFAULT_PERCENT} % of the limit)",
+                "maxmemory {bytes} ({}, {percent} % of the limit)",
                 human(*bytes)
             ),
             Choice::BaseFile => f.write_str("maxmemory from the base file"),
@@ -131,16 +133,20 @@ pub fn human(b: u64) -> String {
 }
 
 pub fn choose(setting: Setting, limit: Option<u64>, base_sets_maxmemory: bool) -> Choice {
+    let share = |limit: u64, percent: u8| Choice::Derived {
+        // u128: a limit near 2^62 times the percentage does not fit u64.
+        bytes: (u128::from(limit) * u128::from(percent) / 100) as u64,
+        limit,
+        percent,
+    };
     match (setting, limit) {
         (Setting::Off, _) => Choice::Off,
         (Setting::Bytes(b), _) => Choice::Operator(b),
+        (Setting::Percent(p), Some(limit)) => share(limit, p),
+        (Setting::Percent(_), None) => Choice::NoLimit,
         (Setting::Auto, _) if base_sets_maxmemory => Choice::BaseFile,
         (Setting::Auto, None) => Choice::NoLimit,
-        (Setting::Auto, Some(limit)) => Choice::Derived {
-            // u128: a limit near 2^62 times 50 does not fit u64.
-            bytes: (u128::from(limit) * u128::from(DEFAULT_PERCENT) / 100) as u64,
-            limit,
-        },
+        (Setting::Auto, Some(limit)) => share(limit, DEFAULT_PERCENT),
     }
 }
 
@@ -156,10 +162,17 @@ pub fn sets_directive(conf: &str, directive: &str) -> bool {
 
 /// `REDISHA_MAXMEMORY`, in Redis's own units (`memtoll`): a plain number is bytes; `k`/`m`/`g`
 /// are powers of 1000 and `kb`/`mb`/`gb` powers of 1024, any case; no fractions, like Redis.
-/// `0` means "do not set". Errors are the reason only; the caller names the variable.
+/// `0` means "do not set"; `40%` is a share of the container's limit. Errors are the reason
+/// only; the caller names the variable.
 pub fn parse_setting(v: &str) -> Result<Setting, &'static str> {
     const WHY: &str =
-        "not a size (bytes, or a whole number with k, kb, m, mb, g or gb, as in redis.conf; 0 = do not set)";
+        "not a size (bytes, or a whole number with k, kb, m, mb, g or gb, as in redis.conf; or 1%..100% of the memory limit; 0 = do not set)";
+    if let Some(p) = v.strip_suffix('%') {
+        return match p.parse::<u8>() {
+            Ok(n @ 1..=100) if p.bytes().all(|b| b.is_ascii_digit()) => Ok(Setting::Percent(n)),
+            _ => Err(WHY),
+        };
+    }
     let lower = v.to_ascii_lowercase();
     let digits_end = lower
         .find(|c: char| !c.is_ascii_digit())
@@ -524,6 +537,13 @@ mod tests {
             ("2048kb", Ok(Setting::Bytes(2 << 20))),
             ("3000k", Ok(Setting::Bytes(3_000_000))),
             ("2000000b", Ok(Setting::Bytes(2_000_000))),
+            ("40%", Ok(Setting::Percent(40))),
+            ("100%", Ok(Setting::Percent(100))),
+            ("0%", Err(())),
+            ("101%", Err(())),
+            ("+40%", Err(())),
+            ("40.5%", Err(())),
+            ("%", Err(())),
             ("1.5gb", Err(())),
             ("1GiB", Err(())),
             ("100", Err(())),
@@ -552,6 +572,7 @@ mod tests {
                 Choice::Derived {
                     bytes: gib / 2,
                     limit: gib,
+                    percent: DEFAULT_PERCENT,
                 },
             ),
             (Setting::Auto, Some(gib), true, Choice::BaseFile),
@@ -572,12 +593,24 @@ mod tests {
                 Choice::Operator(5 << 20),
             ),
             (
+                Setting::Percent(40),
+                Some(1000 << 20),
+                true,
+                Choice::Derived {
+                    bytes: 400 << 20,
+                    limit: 1000 << 20,
+                    percent: 40,
+                },
+            ),
+            (Setting::Percent(40), None, false, Choice::NoLimit),
+            (
                 Setting::Auto,
                 Some((1 << 62) - 1),
                 false,
                 Choice::Derived {
                     bytes: ((1u128 << 62) - 1) as u64 / 2,
                     limit: (1 << 62) - 1,
+                    percent: DEFAULT_PERCENT,
                 },
             ),
         ];

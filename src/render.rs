@@ -544,6 +544,7 @@ mod tests {
                 Choice::Derived {
                     bytes: gib / 2,
                     limit: gib,
+                    percent: memory::DEFAULT_PERCENT,
                 },
             ),
             (vec![], None, "", vec![], Choice::NoLimit),
@@ -553,6 +554,17 @@ mod tests {
                 "",
                 vec![format!("maxmemory {}", 300u64 << 20)],
                 Choice::Operator(300 << 20),
+            ),
+            (
+                vec![("REDISHA_MAXMEMORY", "25%")],
+                Some(gib),
+                "maxmemory 100mb\n",
+                vec![format!("maxmemory {}", gib / 4)],
+                Choice::Derived {
+                    bytes: gib / 4,
+                    limit: gib,
+                    percent: 25,
+                },
             ),
             (
                 vec![("REDISHA_MAXMEMORY", "0")],
