@@ -540,9 +540,9 @@ mod tests {
                 vec![],
                 Some(gib),
                 "",
-                vec![format!("maxmemory {}", gib / 2)],
+                vec![format!("maxmemory {}", gib * 30 / 100)],
                 Choice::Derived {
-                    bytes: gib / 2,
+                    bytes: gib * 30 / 100,
                     limit: gib,
                     percent: memory::DEFAULT_PERCENT,
                 },
@@ -605,7 +605,7 @@ mod tests {
             None,
         );
         assert!(lines(&p.redis_conf).contains(&"maxmemory-policy noeviction"));
-        assert!(lines(&p.redis_conf).contains(&format!("maxmemory {}", gib / 2).as_str()));
+        assert!(lines(&p.redis_conf).contains(&format!("maxmemory {}", gib * 30 / 100).as_str()));
     }
 
     #[test]

@@ -1,7 +1,7 @@
 """`docker run --memory`: maxmemory derived from the container's limit (issue 18).
 
 A master-sentinel container (local mode: loopback only, the client is redis-cli inside it) with a
-256 MiB limit and no swap: the rendered maxmemory is half the limit; filling redis past it gets
+256 MiB limit and no swap: the rendered maxmemory is 30 % of the limit; filling redis past it gets
 Redis's OOM error, an AOF rewrite at that size fits, and nothing is killed (same redis process,
 the container still running, not OOM-killed, no restart in the log). Then the same with
 REDISHA_MAXMEMORY=0 and a 64 MiB limit: the kernel OOM-kills redis and the log says so in one
@@ -19,7 +19,7 @@ import docker_helpers as h
 
 MIB = 1 << 20
 LIMIT = 256 * MIB
-FRACTION_PERCENT = 50  # src/memory.rs DEFAULT_PERCENT; README "Memory"
+FRACTION_PERCENT = 30  # src/memory.rs DEFAULT_PERCENT; README "Memory"
 # Each line adds 1 MiB: 1024 keys of 1 KiB, in one EVAL (one fsync under appendfsync always).
 # The script is checked against maxmemory once, when it starts, so a batch may overshoot by 1 MiB.
 FILL_LINE = ("EVAL \"for i=1,1024 do redis.call('SET', ARGV[1] .. ':' .. i, string.rep('x', 1024)) "
