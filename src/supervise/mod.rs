@@ -122,7 +122,8 @@ pub struct Supervisor {
     /// A task that lives while we serve (the stale-entry cleanup); stopped when a stop begins so
     /// it cannot reset a sentinel in the middle of a handover's failover.
     companion: Option<tokio::task::JoinHandle<()>>,
-    /// The cgroup's OOM-kill count when the data node last started (memory::oom_killed).
+    /// The cgroup's OOM-kill count when a child last started or exited: a rise since then that
+    /// ends in a SIGKILL is the OOM killer (memory::oom_killed).
     oom_kills: Option<u64>,
 }
 
