@@ -116,6 +116,11 @@ pub struct Config {
     pub tls: Option<TlsFiles>,
     pub discovery_timeout_ms: u64,
     pub restart: crate::supervise::policy::RestartPolicy,
+    /// `REDISHA_MAXMEMORY`.
+    pub maxmemory: crate::memory::Setting,
+    /// The container's memory limit, read at start (main.rs); the default (nothing found) keeps
+    /// `build` pure.
+    pub memory: crate::memory::Detected,
 }
 
 impl Config {
@@ -265,6 +270,7 @@ pub struct RawEnv {
     pub redisha_tls_ca_file: Option<String>,
     pub redisha_restart_budget: Option<String>,
     pub redisha_restart_stable_ms: Option<String>,
+    pub redisha_maxmemory: Option<String>,
     pub home: Option<String>,
 }
 
@@ -303,6 +309,7 @@ pub const VARS: &[&str] = &[
     "REDISHA_TLS_CA_FILE",
     "REDISHA_RESTART_BUDGET",
     "REDISHA_RESTART_STABLE_MS",
+    "REDISHA_MAXMEMORY",
     "HOME",
 ];
 
@@ -756,6 +763,13 @@ pub fn build(flags: &Flags, env: &RawEnv) -> Result<Config, ConfigError> {
         ..dflt
     };
 
+    let maxmemory = match env.redisha_maxmemory.as_deref() {
+        Some(v) => {
+            crate::memory::parse_setting(v).map_err(|why| err("REDISHA_MAXMEMORY", v, why))?
+        }
+        None => crate::memory::Setting::Auto,
+    };
+
     let auth = build_auth(env, pod_ip.is_some())?;
     let tls = build_tls(env)?;
 
@@ -784,6 +798,8 @@ pub fn build(flags: &Flags, env: &RawEnv) -> Result<Config, ConfigError> {
         handover,
         strict_durability,
         discovery_timeout_ms,
+        maxmemory,
+        memory: crate::memory::Detected::default(),
     })
 }
 
@@ -991,6 +1007,9 @@ mod tests {
                 "REDIS_MASTER_SERVICE_HOST",
             ),
             ("REDISHA_HANDOVER", "maybe", "REDISHA_HANDOVER"),
+            ("REDISHA_MAXMEMORY", "1.5gb", "REDISHA_MAXMEMORY"),
+            ("REDISHA_MAXMEMORY", "512", "REDISHA_MAXMEMORY"),
+            ("REDISHA_MAXMEMORY", "1gb\nmaxmemory 0", "REDISHA_MAXMEMORY"),
         ];
         for (var, val, named) in cases {
             let mut m =

@@ -7,6 +7,7 @@ mod exit;
 mod follow;
 mod handover;
 mod logs;
+mod memory;
 mod probe;
 mod redisio;
 mod render;
@@ -169,10 +170,13 @@ fn main() -> ExitCode {
     if matches!(cmd, Cmd::Probe(_)) && flags.role.is_none() && env.redisha_role.is_none() {
         flags.role = Some("master".into());
     }
-    let cfg = match config::build(&flags, &env) {
+    let mut cfg = match config::build(&flags, &env) {
         Ok(c) => c,
         Err(e) => return fail(exit::CONFIG, format_args!("config error: {e}")),
     };
+    if matches!(cmd, Cmd::Run | Cmd::Render) {
+        cfg.memory = memory::detect();
+    }
     let bases = match render::Bases::load(cfg.conf_dir.as_deref()) {
         Ok(b) => b,
         Err(e) => {
@@ -296,6 +300,7 @@ async fn print_render(cfg: &Config, bases: &render::Bases) -> i32 {
     };
     let mut out = String::new();
     out.push_str(&format!("# role: {d}\n"));
+    out.push_str(&format!("# memory: {}; {}\n", cfg.memory, plan.maxmemory));
     out.push_str(&format!("# redis argv: {}\n", argv(&plan.redis_argv)));
     out.push_str(&format!("# sentinel argv: {}\n", argv(&plan.sentinel_argv)));
     out.push_str(&format!(
@@ -325,6 +330,7 @@ async fn run(cfg: Config, bases: render::Bases) -> i32 {
         }
     };
     let _log_guard = logs::init_tracing(cfg.log_format);
+    tracing::info!(memory = %cfg.memory, "container memory");
     let cleanup_settings = match cleanup::Settings::from_env(&cfg) {
         Ok(st) => st,
         Err(e) => {

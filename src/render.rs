@@ -6,6 +6,7 @@ use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 
 use crate::config::{Config, Endpoint, Host, Role};
+use crate::memory::{self, Choice};
 
 /// The base files from conf/, compiled in so the binary is self-contained; an operator overrides
 /// them with REDISHA_CONF_DIR.
@@ -48,6 +49,8 @@ pub struct Plan {
     pub sentinel_conf: String,
     pub redis_argv: Vec<OsString>,
     pub sentinel_argv: Vec<OsString>,
+    /// What redis.conf got for `maxmemory`, and why (shown by `render`, logged at start).
+    pub maxmemory: Choice,
 }
 
 const MARK: &str =
@@ -60,7 +63,8 @@ pub fn render(
     bases: &Bases,
     prior_sentinel: Option<&str>,
 ) -> Plan {
-    let redis_conf = render_redis(cfg, role, master, bases);
+    let maxmemory = maxmemory_choice(cfg, role, bases);
+    let redis_conf = render_redis(cfg, role, master, bases, maxmemory);
     let sentinel_conf = render_sentinel(cfg, master, bases, prior_sentinel);
     let redis_conf_path = cfg.redis_conf_path();
     let sentinel_conf_path = cfg.sentinel_conf_path();
@@ -78,7 +82,22 @@ pub fn render(
         redis_conf,
         sentinel_conf_path,
         sentinel_conf,
+        maxmemory,
     }
+}
+
+fn redis_base(role: Role, bases: &Bases) -> &str {
+    match role {
+        Role::Master => &bases.redis_master,
+        Role::Replica => &bases.redis_replica,
+    }
+}
+
+/// REDISHA_MAXMEMORY, else a `maxmemory` in the operator's base file, else a share of the
+/// container's limit (memory.rs).
+pub fn maxmemory_choice(cfg: &Config, role: Role, bases: &Bases) -> Choice {
+    let base_sets = memory::sets_directive(redis_base(role, bases), "maxmemory");
+    memory::choose(cfg.maxmemory, cfg.memory.limit, base_sets)
 }
 
 /// Where the pod must be reachable, listen everywhere with protected mode really off (commenting
@@ -159,11 +178,14 @@ fn quoted(p: &Path) -> String {
     format!("\"{}\"", p.display())
 }
 
-fn render_redis(cfg: &Config, role: Role, master: &Endpoint, bases: &Bases) -> String {
-    let mut out = match role {
-        Role::Master => bases.redis_master.clone(),
-        Role::Replica => bases.redis_replica.clone(),
-    };
+fn render_redis(
+    cfg: &Config,
+    role: Role,
+    master: &Endpoint,
+    bases: &Bases,
+    maxmemory: Choice,
+) -> String {
+    let mut out = redis_base(role, bases).to_string();
     if !out.ends_with('\n') {
         out.push('\n');
     }
@@ -184,6 +206,11 @@ fn render_redis(cfg: &Config, role: Role, master: &Endpoint, bases: &Bases) -> S
     let _ = writeln!(out, "min-replicas-max-lag {}", cfg.min_replicas_max_lag);
     if cfg.strict_durability {
         let _ = writeln!(out, "appendfsync always");
+    }
+    // Redis refuses writes with its OOM error at this size instead of growing until the
+    // kernel kills it; the policy (noeviction by default) is in the base file.
+    if let Some(bytes) = maxmemory.line() {
+        let _ = writeln!(out, "maxmemory {bytes}");
     }
     // A master told to stop waits for its replicas to acknowledge its last writes, by default up
     // to 10 s: far beyond our grace, so it was SIGKILLed mid-wait. It gets the quarter of the
@@ -490,6 +517,112 @@ mod tests {
     }
 
     #[test]
+    fn maxmemory_from_the_limit_the_variable_or_the_base() {
+        let gib = 1u64 << 30;
+        let with_limit = |vars: &[(&str, &str)], limit: Option<u64>| {
+            let mut c = cfg("master", vars);
+            c.memory.limit = limit;
+            c
+        };
+        let own_base = |extra: &str| {
+            let mut b = Bases::builtin();
+            b.redis_master.push_str(extra);
+            b
+        };
+        let mm = |text: &str| -> Vec<String> {
+            text.lines()
+                .filter(|l| l.starts_with("maxmemory "))
+                .map(String::from)
+                .collect()
+        };
+        // (variables, limit, extra base line, maxmemory lines after the mark, choice)
+        type Case<'a> = (
+            Vec<(&'a str, &'a str)>,
+            Option<u64>,
+            &'a str,
+            Vec<String>,
+            Choice,
+        );
+        let cases: Vec<Case> = vec![
+            (
+                vec![],
+                Some(gib),
+                "",
+                vec![format!("maxmemory {}", gib * 30 / 100)],
+                Choice::Derived {
+                    bytes: gib * 30 / 100,
+                    limit: gib,
+                    percent: memory::DEFAULT_PERCENT,
+                },
+            ),
+            (vec![], None, "", vec![], Choice::NoLimit),
+            (
+                vec![("REDISHA_MAXMEMORY", "300mb")],
+                Some(gib),
+                "",
+                vec![format!("maxmemory {}", 300u64 << 20)],
+                Choice::Operator(300 << 20),
+            ),
+            (
+                vec![("REDISHA_MAXMEMORY", "25%")],
+                Some(gib),
+                "maxmemory 100mb\n",
+                vec![format!("maxmemory {}", gib / 4)],
+                Choice::Derived {
+                    bytes: gib / 4,
+                    limit: gib,
+                    percent: 25,
+                },
+            ),
+            (
+                vec![("REDISHA_MAXMEMORY", "0")],
+                Some(gib),
+                "",
+                vec![],
+                Choice::Off,
+            ),
+            (
+                vec![],
+                Some(gib),
+                "maxmemory 100mb\n",
+                vec![],
+                Choice::BaseFile,
+            ),
+            // The variable is rendered below the mark, so it wins over the base file.
+            (
+                vec![("REDISHA_MAXMEMORY", "200mb")],
+                Some(gib),
+                "maxmemory 100mb\n",
+                vec![format!("maxmemory {}", 200u64 << 20)],
+                Choice::Operator(200 << 20),
+            ),
+        ];
+        for (vars, limit, extra, want_lines, want_choice) in cases {
+            let c = with_limit(&vars, limit);
+            let p = render(
+                &c,
+                Role::Master,
+                &c.own(Server::Redis),
+                &own_base(extra),
+                None,
+            );
+            let rendered = p.redis_conf.split(MARK).nth(1).expect("mark");
+            assert_eq!(mm(rendered), want_lines, "{vars:?} {limit:?} {extra:?}");
+            assert_eq!(p.maxmemory, want_choice, "{vars:?} {limit:?} {extra:?}");
+        }
+        // The policy lives in the base file, where an operator changes it.
+        let p = render(
+            &with_limit(&[], Some(gib)),
+            Role::Replica,
+            &crate::config::parse_endpoint("t", "10.0.0.1:6379").expect("endpoint"),
+            &Bases::builtin(),
+            None,
+        );
+        assert!(lines(&p.redis_conf).contains(&"maxmemory-policy noeviction"));
+        assert!(lines(&p.redis_conf).contains(&format!("maxmemory {}", gib * 30 / 100).as_str()));
+    }
+
+    #[test]
     fn local_mode_stays_on_loopback() {
         let c = cfg("master", &[]);
         let p = render(
@@ -576,6 +709,7 @@ mod prop {
         "REDIS_PASSWORD",
         "REDIS_SENTINEL_PASSWORD",
         "REDISHA_DOWN_AFTER_MS",
+        "REDISHA_MAXMEMORY",
     ];
 
     fn value() -> impl Strategy<Value = String> {
@@ -584,6 +718,7 @@ mod prop {
             Just("10.0.0.1".to_string()),
             Just("6380".to_string()),
             Just("redis-primary".to_string()),
+            Just("512mb".to_string()),
             "[a-z0-9.-]{1,20}",
             "[0-9]{1,6}",
             // hostile ones
@@ -616,7 +751,7 @@ mod prop {
             if let Ok(c) = build_from_map(&flags, &env) {
                 let m = c.master_service.clone().expect("replica has a master");
                 let p = render(&c, Role::Replica, &m, &Bases::builtin(), None);
-                let redis_lines = 10 + if c.auth.redis.is_some() { 2 } else { 0 } + usize::from(c.strict_durability);
+                let redis_lines = 10 + if c.auth.redis.is_some() { 2 } else { 0 } + usize::from(c.strict_durability) + usize::from(p.maxmemory.line().is_some());
                 prop_assert_eq!(directive_count(&p.redis_conf), redis_lines, "{}", p.redis_conf);
                 let sentinel_lines = 10 + if c.auth.redis.is_some() { 1 } else { 0 } + if c.auth.sentinel.is_some() { 2 } else { 0 };
                 prop_assert_eq!(directive_count(&p.sentinel_conf), sentinel_lines, "{}", p.sentinel_conf);

@@ -72,6 +72,8 @@ fn bad_environment_exits_78_naming_the_variable() {
         ),
         ("REDIS_MASTER_SERVICE_PORT", s("-1")),
         ("REDISHA_SENTINELS", s("redis-primary")),
+        ("REDISHA_MAXMEMORY", s("1.5GiB")),
+        ("REDISHA_MAXMEMORY", s("512")),
     ];
     for (var, val) in cases {
         let mut vars = vec![(s("REDIS_MASTER_SERVICE_HOST"), s("redis-primary"))];
@@ -134,6 +136,7 @@ fn every_variable_rejects_hostile_values() {
         "REDISHA_TLS_CA_FILE",
         "REDISHA_CLEANUP_INTERVAL_MS",
         "REDISHA_STALE_AFTER_MS",
+        "REDISHA_MAXMEMORY",
     ];
     let huge = "7".repeat(120 * 1024);
     let values: Vec<(&str, &OsStr)> = vec![
@@ -195,6 +198,8 @@ fn render_prints_both_files_and_argvs_and_writes_nothing() {
         "sentinel announce-ip 10.1.0.4",
         "protected-mode no",
         "appendonly yes",
+        "maxmemory-policy noeviction",
+        "# memory: ",
         "--sentinel",
     ] {
         assert!(out.contains(want), "render lacks {want:?}:\n{out}");

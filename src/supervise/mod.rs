@@ -101,6 +101,9 @@ pub struct Supervisor {
     /// A task that lives while we serve (the stale-entry cleanup); stopped when a stop begins so
     /// it cannot reset a sentinel in the middle of a handover's failover.
     companion: Option<tokio::task::JoinHandle<()>>,
+    /// The cgroup's OOM-kill count when a child last started or exited: a rise since then that
+    /// ends in a SIGKILL is the OOM killer (memory::oom_killed).
+    oom_kills: Option<u64>,
 }
 
 /// Registers every signal we act on before anything starts: PID 1 ignores signals it has no
@@ -173,6 +176,7 @@ impl Supervisor {
             rx: chan.1,
             task: None,
             companion: None,
+            oom_kills: None,
         }
     }
 

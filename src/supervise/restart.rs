@@ -33,6 +33,7 @@ impl Supervisor {
             return;
         }
         child::signal_group(pid, Some(Signal::SIGKILL));
+        self.note_oom_kill(which, pid, how);
         if which == Server::Sentinel && self.sentinel_rerender {
             self.sentinel_rerender = false;
             // A deliberate reconfiguration, not a failure; and the new monitor line comes from the
@@ -46,16 +47,18 @@ impl Supervisor {
             self.spawn_now(Server::Sentinel);
             return;
         }
+        let Some((delay, attempt)) = self.count_failure(which, uptime, how) else {
+            return;
+        };
         tracing::warn!(
             child = which.name(),
             pid = pid.as_raw(),
             status = how.as_code(),
             uptime_ms = uptime.as_millis() as u64,
-            "child exited unexpectedly"
+            restart_in_ms = delay.as_millis() as u64,
+            attempt,
+            "child exited unexpectedly; restarting"
         );
-        let Some(delay) = self.count_failure(which, uptime, how) else {
-            return;
-        };
         if which == Server::Redis && !self.cfg.strict_durability {
             // A crashed master is failed over first (handover::after_crash), during the
             // backoff; the restart then follows the usual role decision.
@@ -68,25 +71,19 @@ impl Supervisor {
     }
 
     /// The one place a failure (an exit, or a start that failed before a process ran) is
-    /// counted against the restart budget: Some(backoff) to restart after, or None when the
-    /// budget is spent and the pod is stopping.
+    /// counted against the restart budget: Some((backoff, attempt)) to restart after, or None
+    /// when the budget is spent and the pod is stopping.
     pub(super) fn count_failure(
         &mut self,
         which: Server,
         uptime: Duration,
         how: Exit,
-    ) -> Option<Duration> {
+    ) -> Option<(Duration, u32)> {
         let i = which as usize;
         match policy::on_unexpected_exit(&self.policy, self.slots[i].restarts, uptime, how) {
             OnExit::Restart { delay, attempt } => {
-                tracing::info!(
-                    child = which.name(),
-                    restart_in_ms = delay.as_millis() as u64,
-                    attempt,
-                    "restarting"
-                );
                 self.slots[i].restarts = attempt;
-                Some(delay)
+                Some((delay, attempt))
             }
             OnExit::GiveUp { code } => {
                 tracing::error!(
@@ -104,7 +101,14 @@ impl Supervisor {
 
     /// A start that failed before a process ran counts like an immediate exit with `code`.
     pub(super) fn spawn_failed(&mut self, which: Server, code: i32) {
-        if let Some(delay) = self.count_failure(which, Duration::ZERO, Exit::Code(code)) {
+        if let Some((delay, attempt)) = self.count_failure(which, Duration::ZERO, Exit::Code(code))
+        {
+            tracing::info!(
+                child = which.name(),
+                restart_in_ms = delay.as_millis() as u64,
+                attempt,
+                "restarting"
+            );
             self.slots[which as usize].state = SlotState::Backoff {
                 at: Instant::now() + delay,
             };
@@ -180,5 +184,37 @@ impl Supervisor {
                 self.term(Server::Sentinel);
             }
         }
+    }
+
+    /// One line when the kernel's OOM killer took a child: the limit and maxmemory are what the
+    /// operator needs to act (raise the limit, or lower REDISHA_MAXMEMORY). The restart follows
+    /// the usual policy.
+    fn note_oom_kill(&mut self, which: Server, pid: Pid, how: Exit) {
+        let Some(cg) = &self.cfg.memory.cgroup else {
+            return;
+        };
+        let now = crate::memory::oom_kills(cg);
+        let signal = match how {
+            Exit::Signal(s) => Some(s),
+            Exit::Code(_) => None,
+        };
+        if crate::memory::oom_killed(signal, self.oom_kills, now) {
+            let choice =
+                crate::render::maxmemory_choice(&self.cfg, self.decision.role, &self.bases);
+            let limit = self
+                .cfg
+                .memory
+                .limit
+                .map_or("none".to_string(), crate::memory::human);
+            tracing::error!(
+                child = which.name(),
+                pid = pid.as_raw(),
+                limit = %limit,
+                maxmemory = %choice,
+                oom_kills = now.unwrap_or(0),
+                "child killed by the kernel's OOM killer: the container reached its memory limit"
+            );
+        }
+        self.oom_kills = now;
     }
 }

@@ -64,7 +64,15 @@ impl Supervisor {
             .and_then(|()| child::spawn(which.name(), argv, &self.sink, state::SECRET_VARS));
         match result {
             Ok(pid) => {
-                tracing::info!(child = which.name(), pid = pid.as_raw(), role = %self.decision.role, "spawned");
+                if which == Server::Redis {
+                    tracing::info!(child = which.name(), pid = pid.as_raw(), role = %self.decision.role, maxmemory = %plan.maxmemory, "spawned");
+                } else {
+                    tracing::info!(child = which.name(), pid = pid.as_raw(), role = %self.decision.role, "spawned");
+                }
+                // The baseline an exit is compared with: only a kill after this one is ours.
+                if let Some(cg) = &self.cfg.memory.cgroup {
+                    self.oom_kills = crate::memory::oom_kills(cg);
+                }
                 if which == Server::Redis {
                     if let Err(e) = state::write_identity(&self.cfg, &self.cfg.own(Server::Redis)) {
                         tracing::warn!(error = %e, "cannot record this pod's address in the state directory");
