@@ -134,6 +134,7 @@ fn every_variable_rejects_hostile_values() {
         "REDISHA_TLS_CA_FILE",
         "REDISHA_CLEANUP_INTERVAL_MS",
         "REDISHA_STALE_AFTER_MS",
+        "REDISHA_POD_NAME",
     ];
     let huge = "7".repeat(120 * 1024);
     let values: Vec<(&str, &OsStr)> = vec![
