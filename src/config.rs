@@ -1265,7 +1265,9 @@ mod tests {
             env.hostname = host.map(str::to_string);
             super::build(&Flags::default(), &env)
         };
-        let cases: &[(Option<&str>, Option<&str>, Result<Role, &str>)] = &[
+        // (REDISHA_POD_NAME, hostname, role or the variable the error names)
+        type Case<'a> = (Option<&'a str>, Option<&'a str>, Result<Role, &'a str>);
+        let cases: &[Case] = &[
             (Some("redis-0"), None, Ok(Role::Master)),
             (Some("redis-2"), None, Ok(Role::Replica)),
             // The variable wins over the hostname.
