@@ -278,6 +278,7 @@ def probe_ready(container: str) -> tuple[bool, str]:
 class PodStep:
     ordinal: int
     node: str
+    t_stop: float = 0.0  # monotonic time of the docker stop
     stop_s: float = 0.0  # docker stop, SIGTERM to exit
     exit_code: str = ""
     ready_s: float = 0.0  # start of the new container to readiness probe passing
@@ -299,7 +300,7 @@ def roll(cluster, new_tag: str, min_ready_s: float, rng: random.Random | None = 
         st = PodStep(ordinal, node)
         if rng is not None:
             time.sleep(rng.uniform(0.0, 3.0))
-        t_stop = time.monotonic()
+        t_stop = st.t_stop = time.monotonic()
         stop_timeout = int(cluster.inspect(node, "{{.Config.StopTimeout}}"))
         h.run(["docker", "stop", cluster.ids[node]], timeout=stop_timeout + 30)
         st.stop_s = time.monotonic() - t_stop
