@@ -22,7 +22,7 @@ PENDING: dict[str, str] = {}
 PASSWORD = "drift-test-password"
 # Worst time, over every pod restart of benches/rollout.py, from a pod's start until every
 # sentinel lists it again (BENCHMARKS.md, "Rolling update of the one StatefulSet").
-MEASURED_RELEARN_S = 2
+MEASURED_RELEARN_S = 3
 
 
 @pytest.fixture(scope="module")
