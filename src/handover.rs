@@ -3,8 +3,9 @@
 //!
 //! Steps, each bounded by one overall deadline: pause writes (`CLIENT PAUSE .. WRITE`); wait until
 //! a healthy replica has processed everything the master acknowledged; `SENTINEL FAILOVER`; wait
-//! until a replica answers as master (or Sentinel names the new master); make this node its replica (`REPLICAOF`, so clients that
-//! were paused get READONLY and go back to Sentinel); unpause. On any failure: unpause and stop
+//! until a replica answers as master (or Sentinel names the new master); make this node its
+//! replica (`REPLICAOF`, so clients that were paused get READONLY and go back to Sentinel);
+//! unpause. On any failure: unpause and stop
 //! anyway. `SENTINEL FAILOVER` alone loses the writes acknowledged while the replica lags
 //! (bitnami/charts#12598); the pause and the offset check are what prevent that.
 
