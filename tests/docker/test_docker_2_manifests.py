@@ -279,6 +279,9 @@ def test_migration_overlay(tmp_path):
     for old in ("redis-primary-0", "redis-secondary-0", "redis-secondary-1", "redis-0", "redis-1", "redis-2"):
         assert f"{old}.redis-headless:26379" in sentinels, old
     assert env["REDISHA_ROLE"] == "ordinal"
+    # Up to six pods side by side: required anti-affinity would strand them on three machines.
+    anti = sts[0]["spec"]["template"]["spec"]["affinity"]["podAntiAffinity"]
+    assert list(anti) == ["preferredDuringSchedulingIgnoredDuringExecution"], anti
     out = tmp_path / "migration-rendered.yaml"
     out.write_text(r.stdout)
     v = h.run([str(Path(sys.executable).parent / "kubernetes-validate"), "--strict", "--no-warn", "-k", "1.33.0",
