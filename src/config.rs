@@ -271,7 +271,13 @@ pub struct RawEnv {
     pub redisha_restart_budget: Option<String>,
     pub redisha_restart_stable_ms: Option<String>,
     pub redisha_maxmemory: Option<String>,
+    pub redisha_pod_name: Option<String>,
     pub home: Option<String>,
+    /// The kernel's hostname (a StatefulSet pod's name), not an environment variable: the
+    /// fallback of `REDISHA_ROLE=ordinal` when `REDISHA_POD_NAME` is not set. Filled by the
+    /// caller (`kernel_hostname`), so `build` stays free of I/O.
+    #[serde(skip)]
+    pub hostname: Option<String>,
 }
 
 /// Every variable we read. Only these are checked for UTF-8 (PATH etc. are not ours to judge).
@@ -310,6 +316,7 @@ pub const VARS: &[&str] = &[
     "REDISHA_RESTART_BUDGET",
     "REDISHA_RESTART_STABLE_MS",
     "REDISHA_MAXMEMORY",
+    "REDISHA_POD_NAME",
     "HOME",
 ];
 
@@ -448,8 +455,62 @@ pub fn parse_role(name: &str, v: &str) -> Result<Role, ConfigError> {
     match v {
         "master" => Ok(Role::Master),
         "replica" => Ok(Role::Replica),
-        _ => Err(err(name, v, "unknown role (expected master or replica)")),
+        _ => Err(err(
+            name,
+            v,
+            "unknown role (expected master, replica or ordinal)",
+        )),
     }
+}
+
+/// The first-boot role of a StatefulSet pod, from the ordinal its controller appends to the name
+/// (`redis-0`, `redis-1`, ...): ordinal 0 is the master, every other a replica. One rule for
+/// every pod of one StatefulSet, so that all of them can share one image and one template;
+/// as with `master`/`replica`, the sentinels' answer wins whenever they know a master.
+pub fn role_from_ordinal(pod_name: &str) -> Result<Role, &'static str> {
+    let (_, ordinal) = pod_name
+        .rsplit_once('-')
+        .ok_or("no ordinal: expected a StatefulSet pod name ending in -<number>")?;
+    // Kubernetes writes ordinals without leading zeros; "redis-00" is not a pod it names.
+    if ordinal.is_empty()
+        || ordinal.len() > 9
+        || !ordinal.bytes().all(|b| b.is_ascii_digit())
+        || (ordinal.len() > 1 && ordinal.starts_with('0'))
+    {
+        return Err("no ordinal: expected a StatefulSet pod name ending in -<number>");
+    }
+    Ok(if ordinal == "0" {
+        Role::Master
+    } else {
+        Role::Replica
+    })
+}
+
+/// A pod name as Kubernetes allows it (a DNS label: lower-case alphanumerics and '-', at most 63),
+/// which is also all a hostname may hold here.
+fn parse_pod_name(name: &str, v: &str) -> Result<String, ConfigError> {
+    if v.is_empty()
+        || v.len() > 63
+        || v.starts_with('-')
+        || !v
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+    {
+        return Err(err(
+            name,
+            v,
+            "not a pod name (a DNS label: [a-z0-9-], at most 63 characters)",
+        ));
+    }
+    Ok(v.to_string())
+}
+
+/// The kernel's hostname, which Kubernetes sets to the pod's name (Docker: `hostname:`).
+pub fn kernel_hostname() -> Option<String> {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .ok()
+        .map(|s| s.trim().to_string())
+        .filter(|s| !s.is_empty())
 }
 
 fn parse_bool(name: &str, v: &str) -> Result<bool, ConfigError> {
@@ -496,13 +557,32 @@ fn parse_group(name: &str, v: &str) -> Result<String, ConfigError> {
 /// Builds the validated configuration from the flags and the environment (`RawEnv`: the
 /// process's in production, a map in tests).
 pub fn build(flags: &Flags, env: &RawEnv) -> Result<Config, ConfigError> {
+    // Checked whenever set, so a bad value is refused even where the role does not need it.
+    let pod_name = match env.redisha_pod_name.as_deref() {
+        Some(v) => Some(parse_pod_name("REDISHA_POD_NAME", v)?),
+        None => None,
+    };
     let role = match pick(&flags.role, "--role", &env.redisha_role, "REDISHA_ROLE") {
+        Some((n, "ordinal")) => {
+            let (from, name) = match (&pod_name, &env.hostname) {
+                (Some(p), _) => ("REDISHA_POD_NAME", p.as_str()),
+                (None, Some(h)) => (n, h.as_str()),
+                (None, None) => {
+                    return Err(err(
+                        n,
+                        "ordinal",
+                        "needs the pod's name: set REDISHA_POD_NAME (or a hostname)",
+                    ))
+                }
+            };
+            role_from_ordinal(name).map_err(|why| err(from, name, why))?
+        }
         Some((n, v)) => parse_role(n, v)?,
         None => {
             return Err(ConfigError {
                 name: "--role".into(),
                 value: None,
-                reason: "missing (set --role master|replica or REDISHA_ROLE)".into(),
+                reason: "missing (set --role master|replica|ordinal or REDISHA_ROLE)".into(),
             })
         }
     };
@@ -1170,5 +1250,86 @@ mod tests {
         )
         .expect_err("bad");
         assert!(e.to_string().len() < 200, "{}", e.to_string().len());
+    }
+
+    #[test]
+    fn role_from_ordinal_table() {
+        let no = "no ordinal: expected a StatefulSet pod name ending in -<number>";
+        let cases: &[(&str, Result<Role, &str>)] = &[
+            ("redis-0", Ok(Role::Master)),
+            ("redis-1", Ok(Role::Replica)),
+            ("redis-2", Ok(Role::Replica)),
+            ("redis-10", Ok(Role::Replica)),
+            ("my-redis-ha-0", Ok(Role::Master)),
+            ("my-redis-ha-3", Ok(Role::Replica)),
+            // The seed's and compose's names carry no StatefulSet ordinal of 0..: "-1" would be
+            // read as one, so they are not for this rule (documented).
+            ("redis-primary", Err(no)),
+            ("redis", Err(no)),
+            ("redis-", Err(no)),
+            ("redis-00", Err(no)),
+            ("redis-01", Err(no)),
+            ("redis-0a", Err(no)),
+            ("redis-9999999999", Err(no)),
+            ("", Err(no)),
+        ];
+        for (name, want) in cases {
+            assert_eq!(role_from_ordinal(name), *want, "{name:?}");
+        }
+    }
+
+    #[test]
+    fn ordinal_role_from_pod_name_or_hostname() {
+        let with = |pod: Option<&str>, host: Option<&str>| {
+            let mut vars = HashMap::from([
+                ("REDISHA_ROLE", "ordinal"),
+                ("REDIS_MASTER_SERVICE_HOST", "redis-0.redis-headless"),
+            ]);
+            if let Some(p) = pod {
+                vars.insert("REDISHA_POD_NAME", p);
+            }
+            let mut env = RawEnv::from_os(
+                vars.iter()
+                    .map(|(k, v)| (OsString::from(k), OsString::from(v))),
+            )
+            .expect("env");
+            env.hostname = host.map(str::to_string);
+            super::build(&Flags::default(), &env)
+        };
+        // (REDISHA_POD_NAME, hostname, role or the variable the error names)
+        type Case<'a> = (Option<&'a str>, Option<&'a str>, Result<Role, &'a str>);
+        let cases: &[Case] = &[
+            (Some("redis-0"), None, Ok(Role::Master)),
+            (Some("redis-2"), None, Ok(Role::Replica)),
+            // The variable wins over the hostname.
+            (Some("redis-1"), Some("redis-0"), Ok(Role::Replica)),
+            (None, Some("redis-0"), Ok(Role::Master)),
+            (None, Some("redis-1"), Ok(Role::Replica)),
+            (None, Some("laptop"), Err("REDISHA_ROLE")),
+            (None, None, Err("REDISHA_ROLE")),
+            (Some("redis-x"), Some("redis-0"), Err("REDISHA_POD_NAME")),
+            (Some("Redis-0"), None, Err("REDISHA_POD_NAME")),
+            (Some(""), None, Err("REDISHA_POD_NAME")),
+        ];
+        for (pod, host, want) in cases {
+            let got = with(*pod, *host).map(|c| c.role).map_err(|e| e.name);
+            assert_eq!(got, want.map_err(str::to_string), "{pod:?} {host:?}");
+        }
+        // --role wins over REDISHA_ROLE, as for every flag.
+        let mut env = RawEnv::from_os([
+            (OsString::from("REDISHA_ROLE"), OsString::from("ordinal")),
+            (
+                OsString::from("REDISHA_POD_NAME"),
+                OsString::from("redis-1"),
+            ),
+        ])
+        .expect("env");
+        env.hostname = None;
+        assert_eq!(
+            super::build(&flags_role("master"), &env)
+                .map(|c| c.role)
+                .ok(),
+            Some(Role::Master)
+        );
     }
 }

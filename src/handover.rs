@@ -3,8 +3,9 @@
 //!
 //! Steps, each bounded by one overall deadline: pause writes (`CLIENT PAUSE .. WRITE`); wait until
 //! a healthy replica has processed everything the master acknowledged; `SENTINEL FAILOVER`; wait
-//! until Sentinel names the new master; make this node its replica (`REPLICAOF`, so clients that
-//! were paused get READONLY and go back to Sentinel); unpause. On any failure: unpause and stop
+//! until a replica answers as master (or Sentinel names the new master); make this node its
+//! replica (`REPLICAOF`, so clients that were paused get READONLY and go back to Sentinel);
+//! unpause. On any failure: unpause and stop
 //! anyway. `SENTINEL FAILOVER` alone loses the writes acknowledged while the replica lags
 //! (bitnami/charts#12598); the pause and the offset check are what prevent that.
 
@@ -83,6 +84,9 @@ pub fn healthy(r: &ReplicaInfo) -> bool {
 }
 
 const STEP: Duration = Duration::from_millis(20);
+/// How long a caught-up replica may take to answer "are you master yet?" during the failover:
+/// short, since it is asked every STEP and a slow one must not hide a fast Sentinel answer.
+const PROMOTED_CHECK: Duration = Duration::from_millis(200);
 
 pub async fn run(cfg: &Config, budget: Duration) -> Outcome {
     let started = Instant::now();
@@ -432,9 +436,19 @@ async fn steps(
             Err(e) => return Err(format!("SENTINEL FAILOVER: {e}")),
         }
     }
-    // 3. Sentinel names the new master (it does so as soon as the promotion is under way).
+    // 3. The new master: the replica that now answers as master, or the one Sentinel names. The
+    //    promoted replica answers as master the moment Sentinel's REPLICAOF NO ONE lands, while
+    //    Sentinel names it only after its next INFO of it (up to a second later); until this
+    //    node is demoted, two nodes answer as master (this one paused), so the first sign wins.
+    //    Only Sentinel can have promoted one of our caught-up replicas: the companion that
+    //    re-points nodes is stopped, and none of them starts as master while we serve.
     let self_addr = cfg.own(Server::Redis);
-    let new_master = loop {
+    let new_master = 'found: loop {
+        for c in &candidates {
+            if redisio::is_master(cfg, c, PROMOTED_CHECK).await {
+                break 'found c.clone();
+            }
+        }
         let reply: Option<(String, String)> = redisio::query(
             &mut scon,
             redis::cmd("SENTINEL")
@@ -451,7 +465,7 @@ async fn steps(
             {
                 let e = Endpoint { host, port };
                 if e != self_addr && redisio::is_master(cfg, &e, t).await {
-                    break e;
+                    break 'found e;
                 }
             }
         }

@@ -70,7 +70,8 @@ struct ProbeArgs {
 
 #[derive(Args, Debug, Default)]
 struct Opts {
-    /// master or replica (env REDISHA_ROLE). The sentinels' answer wins when they know a master.
+    /// master, replica or ordinal (env REDISHA_ROLE; ordinal: master if the pod name ends in -0,
+    /// else replica). The sentinels' answer wins when they know a master.
     #[arg(long, global = true)]
     role: Option<String>,
     /// Sentinels asked at boot, host:port,... (env REDISHA_SENTINELS)
@@ -160,10 +161,11 @@ fn main() -> ExitCode {
             return ExitCode::from(code as u8);
         }
     };
-    let env = match RawEnv::from_os(std::env::vars_os()) {
+    let mut env = match RawEnv::from_os(std::env::vars_os()) {
         Ok(e) => e,
         Err(e) => return fail(exit::CONFIG, format_args!("config error: {e}")),
     };
+    env.hostname = config::kernel_hostname();
     let cmd = cli.cmd.unwrap_or(Cmd::Run);
     let mut flags = cli.opts.flags();
     // A probe checks this pod's servers by port; the role does not matter to it.

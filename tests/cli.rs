@@ -137,6 +137,7 @@ fn every_variable_rejects_hostile_values() {
         "REDISHA_CLEANUP_INTERVAL_MS",
         "REDISHA_STALE_AFTER_MS",
         "REDISHA_MAXMEMORY",
+        "REDISHA_POD_NAME",
     ];
     let huge = "7".repeat(120 * 1024);
     let values: Vec<(&str, &OsStr)> = vec![
@@ -250,4 +251,45 @@ fn missing_or_non_executable_redis_server() {
         .output()
         .expect("run");
     assert_eq!(out.status.code(), Some(127));
+}
+
+/// `REDISHA_ROLE=ordinal`: the first-boot role from a StatefulSet pod's name (no sentinel
+/// answers here, so the rule decides); a name without an ordinal is a config error.
+#[test]
+fn ordinal_role_from_the_pod_name() {
+    for (pod, role) in [
+        ("redis-0", "master"),
+        ("redis-1", "replica"),
+        ("redis-12", "replica"),
+    ] {
+        let vars = [
+            (s("REDISHA_ROLE"), s("ordinal")),
+            (s("REDISHA_POD_NAME"), s(pod)),
+            // Another address than this node's own, so a replica follows it.
+            (s("REDIS_MASTER_SERVICE_HOST"), s("127.0.0.2")),
+            (s("REDISHA_SENTINELS"), s("127.0.0.1:1")),
+        ];
+        let (code, out, err, started) = run(&["render"], &vars);
+        assert_eq!(code, 0, "{pod}: {err}");
+        assert!(!started, "render must not start or write anything");
+        assert!(
+            out.lines()
+                .any(|l| l.starts_with(&format!("# role: {role} "))),
+            "{pod} not rendered as {role}:\n{out}"
+        );
+    }
+    let (code, _, err, started) = run(
+        &[],
+        &[
+            (s("REDISHA_ROLE"), s("ordinal")),
+            (s("REDISHA_POD_NAME"), s("redis-primary")),
+            (s("REDIS_MASTER_SERVICE_HOST"), s("127.0.0.1")),
+        ],
+    );
+    assert_eq!((code, started), (78, false), "{err}");
+    assert_eq!(err.lines().count(), 1, "{err}");
+    assert!(
+        err.contains("REDISHA_POD_NAME") && err.contains("ordinal"),
+        "{err}"
+    );
 }

@@ -39,7 +39,7 @@ def test_hadolint_passes():
 def test_manifests_found():
     names = {p.relative_to(h.K8S_DIR).as_posix() for p in manifest_files()}
     for want in ("seed/redis-primary.yaml", "seed/redis-secondary.yaml",
-                 "production/redis-primary.yaml", "production/redis-secondary.yaml",
+                 "production/redis.yaml",
                  "production/services.yaml", "production/pdb.yaml"):
         assert want in names, f"{want} missing from k8s/ ({sorted(names)})"
 

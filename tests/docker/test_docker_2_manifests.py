@@ -6,7 +6,9 @@ from __future__ import annotations
 
 import os
 import re
+import shutil
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -18,6 +20,9 @@ import docker_helpers as h
 # Empty: every declared variable must be read.
 PENDING: dict[str, str] = {}
 PASSWORD = "drift-test-password"
+# Worst time, over every pod restart of benches/rollout.py, from a pod's start until every
+# sentinel lists it again (BENCHMARKS.md, "Rolling update of the one StatefulSet").
+MEASURED_RELEARN_S = 3
 
 
 @pytest.fixture(scope="module")
@@ -42,14 +47,21 @@ def k8s_docs() -> list[tuple[Path, dict]]:
 
 
 def workloads():
-    """(id, pod spec, container) for every container of every Deployment/StatefulSet."""
+    """(id, doc, pod spec, container, pod name) for every container of every Deployment, and of
+    every pod of every StatefulSet (its pods differ by name only, and the name's ordinal decides
+    the first-boot role of REDISHA_ROLE=ordinal)."""
     out = []
     for p, d in k8s_docs():
         if d["kind"] not in ("Deployment", "StatefulSet"):
             continue
         spec = d["spec"]["template"]["spec"]
+        name = d["metadata"]["name"]
+        pods = ([f"{name}-{i}" for i in range(d["spec"].get("replicas", 1))]
+                if d["kind"] == "StatefulSet" else [None])
         for c in spec["containers"]:
-            out.append((f"{p.parent.name}/{d['kind']}/{d['metadata']['name']}", d, spec, c))
+            for pod in pods:
+                wid = f"{p.parent.name}/{d['kind']}/{name}" + (f"/{pod}" if pod else "")
+                out.append((wid, d, spec, c, pod))
     return out
 
 
@@ -57,7 +69,17 @@ WORKLOADS = workloads()
 IDS = [w[0] for w in WORKLOADS]
 
 
-def pod_env(doc: dict, spec: dict, container: dict, pod_ip: str, tmp: Path) -> dict:
+def first_boot_role(env: dict, pod_name: str | None) -> str:
+    """The role a pod takes when no sentinel answers, as the binary decides it."""
+    role = env["REDISHA_ROLE"]
+    if role != "ordinal":
+        return role
+    assert pod_name, "REDISHA_ROLE=ordinal needs the pod's name"
+    return "master" if pod_name.rsplit("-", 1)[1] == "0" else "replica"
+
+
+def pod_env(doc: dict, spec: dict, container: dict, pod_ip: str, tmp: Path,
+            pod_name: str | None = None) -> dict:
     """The environment the container gets, as a kubelet would build it."""
     assert not container.get("envFrom"), "envFrom hides variables from review; declare each one"
     assert spec.get("enableServiceLinks") is False, (
@@ -70,8 +92,13 @@ def pod_env(doc: dict, spec: dict, container: dict, pod_ip: str, tmp: Path) -> d
             env[name] = str(e["value"])
             continue
         ref = e.get("valueFrom", {}).get("fieldRef", {}).get("fieldPath")
-        assert ref == "status.podIP", f"{name}: only literal values and status.podIP are expected"
-        env[name] = pod_ip
+        assert ref in ("status.podIP", "metadata.name"), (
+            f"{name}: only literal values, status.podIP and metadata.name are expected")
+        if ref == "metadata.name":
+            assert pod_name, f"{name}: metadata.name in a workload whose pod names are not known"
+            env[name] = pod_name
+        else:
+            env[name] = pod_ip
     # A Secret mounted as a file: the harness supplies the file where the pod would have it.
     for name, path in list(env.items()):
         if name.endswith("_FILE"):
@@ -93,8 +120,7 @@ def run_render(binary: Path, args: list[str], env: dict) -> subprocess.Completed
                           text=True, timeout=60)
 
 
-def expected_lines(env: dict, pod_ip: str) -> list[str]:
-    role = env["REDISHA_ROLE"]
+def expected_lines(env: dict, pod_ip: str, role: str) -> list[str]:
     port = env.get("MASTER_ANNOUNCE_PORT", "6379")
     sport = env.get("SENTINEL_ANNOUNCE_PORT", "26379")
     want = [
@@ -120,32 +146,33 @@ def expected_lines(env: dict, pod_ip: str) -> list[str]:
     return want
 
 
-def check_render(binary: Path, args: list[str], env: dict, pod_ip: str) -> str:
+def check_render(binary: Path, args: list[str], env: dict, pod_ip: str, pod_name: str | None = None) -> str:
     r = run_render(binary, args, env)
     assert r.returncode == 0, f"render exited {r.returncode}: {r.stderr}"
     lines = r.stdout.splitlines()
-    role = env["REDISHA_ROLE"]
+    role = first_boot_role(env, pod_name)
     assert any(l.startswith(f"# role: {role} ") for l in lines), f"not rendered as {role}:\n{r.stdout}"
-    for want in expected_lines(env, pod_ip):
+    for want in expected_lines(env, pod_ip, role):
         assert want in lines, f"render lacks {want!r}:\n{r.stdout}"
-    if env["REDISHA_ROLE"] == "master":
+    if role == "master":
         assert not any(l.startswith("replicaof") for l in lines), r.stdout
     assert "cluster-announce" not in r.stdout
     assert PASSWORD not in r.stdout, "the password from the Secret file appears in render output"
     return r.stdout
 
 
-@pytest.mark.parametrize("wid,doc,spec,container", WORKLOADS, ids=IDS)
-def test_manifest_env_renders(binary, tmp_path, wid, doc, spec, container):
+@pytest.mark.parametrize("wid,doc,spec,container,pod", WORKLOADS, ids=IDS)
+def test_manifest_env_renders(binary, tmp_path, wid, doc, spec, container, pod):
     pod_ip = f"10.244.{IDS.index(wid) + 1}.7"
-    env = pod_env(doc, spec, container, pod_ip, tmp_path)
-    check_render(binary, container.get("args", ["run"]), env, pod_ip)
+    env = pod_env(doc, spec, container, pod_ip, tmp_path, pod)
+    check_render(binary, container.get("args", ["run"]), env, pod_ip, pod)
 
 
-@pytest.mark.parametrize("wid,doc,spec,container", WORKLOADS, ids=IDS)
-def test_manifest_shape(wid, doc, spec, container):
+@pytest.mark.parametrize("wid,doc,spec,container,pod", WORKLOADS, ids=IDS)
+def test_manifest_shape(wid, doc, spec, container, pod):
     env = {e["name"]: e.get("value") for e in container.get("env", [])}
     role = env["REDISHA_ROLE"]
+    # ordinal: one image for every pod, the one whose built-in role is the safe one (k8s/README.md).
     assert container["image"].split("/")[-1].startswith(f"{'master' if role == 'master' else 'replica'}-sentinel:")
     assert doc["metadata"]["namespace"] == "web"
     grace_ms = int(env["REDISHA_STOP_GRACE_MS"])
@@ -184,10 +211,89 @@ def test_production_has_pdb_and_headless_service():
             assert d["spec"]["serviceName"] == headless[0]["metadata"]["name"]
 
 
+def production(kind: str) -> list[dict]:
+    return [d for p, d in k8s_docs() if p.parent.name == "production" and d["kind"] == kind]
+
+
+def selects(selector: dict, labels: dict) -> bool:
+    return all(labels.get(k) == v for k, v in selector.items())
+
+
+def test_production_is_one_rolling_sequence():
+    """Issue 16: one StatefulSet for the three nodes, so one controller rolls them one at a time
+    (two StatefulSets would each stop a pod at once: two of three voters down)."""
+    sets = production("StatefulSet")
+    assert [d["metadata"]["name"] for d in sets] == ["redis"], "one StatefulSet for all three nodes"
+    assert not production("Deployment")
+    spec = sets[0]["spec"]
+    assert spec["replicas"] == 3
+    assert spec["podManagementPolicy"] == "OrderedReady"
+    assert spec["updateStrategy"]["type"] == "RollingUpdate"
+    assert spec["updateStrategy"].get("rollingUpdate", {}).get("partition", 0) == 0
+    # Not the alpha maxUnavailable: one pod at a time is the default and the point.
+    assert "maxUnavailable" not in spec["updateStrategy"].get("rollingUpdate", {})
+    # The time every sentinel needs to learn a restarted pod again, measured (BENCHMARKS.md);
+    # test_docker_4_rollout checks on the compose cluster that it covers what it measures there.
+    assert spec["minReadySeconds"] >= MEASURED_RELEARN_S
+    c = spec["template"]["spec"]["containers"][0]
+    env = {e["name"]: e for e in c["env"]}
+    assert env["REDISHA_ROLE"]["value"] == "ordinal"
+    assert env["REDISHA_POD_NAME"]["valueFrom"]["fieldRef"]["fieldPath"] == "metadata.name"
+    svc = spec["serviceName"]
+    names = [f"redis-{i}.{svc}" for i in range(spec["replicas"])]
+    assert env["REDIS_MASTER_SERVICE_HOST"]["value"] == names[0], "the first-boot master is ordinal 0"
+    assert env["REDISHA_SENTINELS"]["value"].split(",") == [f"{n}:26379" for n in names]
+
+
+def test_production_services_and_pdb():
+    labels = production("StatefulSet")[0]["spec"]["template"]["metadata"]["labels"]
+    services = {d["metadata"]["name"]: d for d in production("Service")}
+    headless = services["redis-headless"]
+    assert headless["spec"]["clusterIP"] == "None" and headless["spec"]["publishNotReadyAddresses"] is True
+    assert production("StatefulSet")[0]["spec"]["serviceName"] == "redis-headless"
+    # The seed's client endpoints still answer, and select every pod: all sentinels say the same.
+    for name in ("redis-primary", "redis-secondary"):
+        s = services[name]["spec"]
+        assert [(p["port"], p["targetPort"]) for p in s["ports"]] == [(26379, "sentinel")], name
+        assert selects(s["selector"], labels), f"{name} does not select the StatefulSet's pods"
+        assert s["publishNotReadyAddresses"] is True
+    pdbs = production("PodDisruptionBudget")
+    assert [d["metadata"]["name"] for d in pdbs] == ["redis-ha"]
+    assert pdbs[0]["spec"]["maxUnavailable"] == 1
+    assert selects(pdbs[0]["spec"]["selector"]["matchLabels"], labels)
+
+
+def test_migration_overlay(tmp_path):
+    """k8s/migration (the first step from two StatefulSets to one, k8s/README.md): rendered by
+    kustomize, valid under --strict, no pod at first, and the new pods ask the old sentinels."""
+    kubectl = shutil.which("kubectl")
+    if not kubectl:
+        pytest.skip("kubectl not installed (its kustomize renders the overlay)")
+    r = h.run([kubectl, "kustomize", str(h.K8S_DIR / "migration")], timeout=60)
+    docs = [d for d in yaml.safe_load_all(r.stdout) if d]
+    sts = [d for d in docs if d["kind"] == "StatefulSet"]
+    assert [d["metadata"]["name"] for d in sts] == ["redis"]
+    assert sts[0]["spec"]["replicas"] == 0
+    env = {e["name"]: e.get("value") for e in sts[0]["spec"]["template"]["spec"]["containers"][0]["env"]}
+    sentinels = env["REDISHA_SENTINELS"].split(",")
+    for old in ("redis-primary-0", "redis-secondary-0", "redis-secondary-1", "redis-0", "redis-1", "redis-2"):
+        assert f"{old}.redis-headless:26379" in sentinels, old
+    assert env["REDISHA_ROLE"] == "ordinal"
+    # Up to six pods side by side: required anti-affinity would strand them on three machines.
+    anti = sts[0]["spec"]["template"]["spec"]["affinity"]["podAntiAffinity"]
+    assert list(anti) == ["preferredDuringSchedulingIgnoredDuringExecution"], anti
+    out = tmp_path / "migration-rendered.yaml"
+    out.write_text(r.stdout)
+    v = h.run([str(Path(sys.executable).parent / "kubernetes-validate"), "--strict", "--no-warn", "-k", "1.33.0",
+               str(out)], timeout=120, check=False)
+    assert v.returncode == 0, v.stdout + v.stderr
+    assert v.stdout.count("passed for resource") == len(docs), v.stdout
+
+
 def test_every_declared_variable_is_read_by_the_binary(binary):
     """A variable the binary never reads is a typo or a feature that does not exist (yet)."""
     blob = binary.read_bytes()
-    declared = {e["name"] for _, _, _, c in WORKLOADS for e in c.get("env", [])}
+    declared = {e["name"] for _, _, _, c, _ in WORKLOADS for e in c.get("env", [])}
     compose = yaml.safe_load(h.COMPOSE_FILE.read_text())
     for svc in compose["services"].values():
         declared |= set(svc["environment"])
@@ -199,7 +305,7 @@ def test_every_declared_variable_is_read_by_the_binary(binary):
 
 
 def test_probe_commands_exist(binary):
-    for _, _, _, c in WORKLOADS:
+    for _, _, _, c, _ in WORKLOADS:
         for k in ("readinessProbe", "livenessProbe", "startupProbe"):
             cmd = c[k]["exec"]["command"]
             r = subprocess.run([str(binary), *cmd[1:], "--help"], capture_output=True, text=True, timeout=30)
@@ -208,9 +314,9 @@ def test_probe_commands_exist(binary):
 
 def test_password_file_reaches_the_config(binary, tmp_path):
     """Production: the Secret file's password ends up in the rendered files (redacted in output)."""
-    wid, doc, spec, c = next(w for w in WORKLOADS if w[0].startswith("production/") and "primary" in w[0])
-    env = pod_env(doc, spec, c, "10.244.9.9", tmp_path)
-    out = check_render(binary, c["args"], env, "10.244.9.9")
+    wid, doc, spec, c, pod = next(w for w in WORKLOADS if w[0].startswith("production/") and w[4].endswith("-0"))
+    env = pod_env(doc, spec, c, "10.244.9.9", tmp_path, pod)
+    out = check_render(binary, c["args"], env, "10.244.9.9", pod)
     assert re.search(r"^requirepass ", out, re.M), out
     assert re.search(r"^sentinel auth-pass mymaster ", out, re.M), out
 
