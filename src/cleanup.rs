@@ -29,7 +29,7 @@ use std::fmt;
 use std::time::Duration;
 
 use crate::config::Server;
-use crate::config::{Config, ConfigError, Endpoint, Host};
+use crate::config::{Config, Endpoint, Host};
 use crate::redisio;
 
 pub const DEFAULT_INTERVAL_MS: u64 = 30_000;
@@ -43,38 +43,12 @@ pub struct Settings {
 }
 
 impl Settings {
-    /// Reads REDISHA_CLEANUP_INTERVAL_MS and REDISHA_STALE_AFTER_MS. Kept here rather than in
-    /// config.rs only to keep this change local; errors name the variable like config.rs does.
-    pub fn from_env(cfg: &Config) -> Result<Settings, ConfigError> {
-        let get = |name: &str, default: u64, min: u64| -> Result<u64, ConfigError> {
-            let Some(raw) = std::env::var_os(name) else {
-                return Ok(default);
-            };
-            let bad = |v: String| ConfigError {
-                name: name.into(),
-                value: Some(v),
-                reason: format!("not an integer in {min}..=86400000"),
-            };
-            let v = raw.into_string().map_err(|_| bad("<not UTF-8>".into()))?;
-            match v.parse::<u64>() {
-                Ok(n) if (n == 0 || n >= min) && n <= 86_400_000 => Ok(n),
-                _ => Err(bad(v.chars().take(64).collect())),
-            }
-        };
-        let interval_ms = get("REDISHA_CLEANUP_INTERVAL_MS", DEFAULT_INTERVAL_MS, 1_000)?;
-        let stale_after_ms = get("REDISHA_STALE_AFTER_MS", DEFAULT_STALE_AFTER_MS, 1_000)?;
-        // An entry down for less than down-after is not even s_down; shorter would be meaningless.
-        if stale_after_ms <= cfg.down_after_ms {
-            return Err(ConfigError {
-                name: "REDISHA_STALE_AFTER_MS".into(),
-                value: Some(stale_after_ms.to_string()),
-                reason: format!("must exceed the down-after time ({} ms)", cfg.down_after_ms),
-            });
+    /// From the validated configuration (REDISHA_CLEANUP_INTERVAL_MS, REDISHA_STALE_AFTER_MS).
+    pub fn from_config(cfg: &Config) -> Settings {
+        Settings {
+            interval_ms: cfg.cleanup_interval_ms,
+            stale_after_ms: cfg.stale_after_ms,
         }
-        Ok(Settings {
-            interval_ms,
-            stale_after_ms,
-        })
     }
 }
 

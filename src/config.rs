@@ -101,6 +101,10 @@ pub struct Config {
     pub group: String,
     pub quorum: u32,
     pub down_after_ms: u64,
+    /// Period of the stale-entry cleanup (cleanup.rs); 0 = off.
+    pub cleanup_interval_ms: u64,
+    /// How long an entry must be s_down before the cleanup forgets it.
+    pub stale_after_ms: u64,
     pub failover_timeout_ms: u64,
     pub parallel_syncs: u32,
     pub min_replicas_to_write: u32,
@@ -272,6 +276,8 @@ pub struct RawEnv {
     pub redisha_restart_stable_ms: Option<String>,
     pub redisha_maxmemory: Option<String>,
     pub redisha_pod_name: Option<String>,
+    pub redisha_cleanup_interval_ms: Option<String>,
+    pub redisha_stale_after_ms: Option<String>,
     pub home: Option<String>,
     /// The kernel's hostname (a StatefulSet pod's name), not an environment variable: the
     /// fallback of `REDISHA_ROLE=ordinal` when `REDISHA_POD_NAME` is not set. Filled by the
@@ -317,6 +323,8 @@ pub const VARS: &[&str] = &[
     "REDISHA_RESTART_STABLE_MS",
     "REDISHA_MAXMEMORY",
     "REDISHA_POD_NAME",
+    "REDISHA_CLEANUP_INTERVAL_MS",
+    "REDISHA_STALE_AFTER_MS",
     "HOME",
 ];
 
@@ -843,6 +851,28 @@ pub fn build(flags: &Flags, env: &RawEnv) -> Result<Config, ConfigError> {
         ..dflt
     };
 
+    // The stale-entry cleanup (cleanup.rs): 0 turns it off; an entry down for less than
+    // down-after is not even s_down, so a shorter staleness would be meaningless.
+    let cleanup_interval_ms = match env.redisha_cleanup_interval_ms.as_deref() {
+        Some("0") => 0,
+        Some(v) => parse_num::<u64>("REDISHA_CLEANUP_INTERVAL_MS", v, 1_000, 86_400_000)?,
+        None => crate::cleanup::DEFAULT_INTERVAL_MS,
+    };
+    let stale_after_ms = env_num(
+        "REDISHA_STALE_AFTER_MS",
+        &env.redisha_stale_after_ms,
+        crate::cleanup::DEFAULT_STALE_AFTER_MS,
+        1_000,
+        86_400_000,
+    )?;
+    if stale_after_ms <= down_after_ms {
+        return Err(err(
+            "REDISHA_STALE_AFTER_MS",
+            &stale_after_ms.to_string(),
+            format!("must exceed the down-after time ({down_after_ms} ms)"),
+        ));
+    }
+
     let maxmemory = match env.redisha_maxmemory.as_deref() {
         Some(v) => {
             crate::memory::parse_setting(v).map_err(|why| err("REDISHA_MAXMEMORY", v, why))?
@@ -878,6 +908,8 @@ pub fn build(flags: &Flags, env: &RawEnv) -> Result<Config, ConfigError> {
         handover,
         strict_durability,
         discovery_timeout_ms,
+        cleanup_interval_ms,
+        stale_after_ms,
         maxmemory,
         memory: crate::memory::Detected::default(),
     })

@@ -333,13 +333,7 @@ async fn run(cfg: Config, bases: render::Bases) -> i32 {
     };
     let _log_guard = logs::init_tracing(cfg.log_format);
     tracing::info!(memory = %cfg.memory, "container memory");
-    let cleanup_settings = match cleanup::Settings::from_env(&cfg) {
-        Ok(st) => st,
-        Err(e) => {
-            let _ = writeln!(std::io::stderr(), "redisha-init: config error: {e}");
-            return exit::CONFIG;
-        }
-    };
+    let cleanup_settings = cleanup::Settings::from_config(&cfg);
     // Owner-only for everything we and the children create: rendered configs hold secrets, and
     // Sentinel rewrites its file with the process umask.
     nix::sys::stat::umask(nix::sys::stat::Mode::from_bits_truncate(0o077));
