@@ -35,6 +35,52 @@ pub struct Answer {
     pub known_sentinels: u64,
 }
 
+/// What one sentinel's entry means. Once the promoted replica answers as master
+/// (`reconf_slaves`, `update_config`) the new master is chosen: GET-MASTER-ADDR-BY-NAME names it
+/// although SENTINEL MASTER still shows the old address until the failover ends. Before that, or
+/// while the master is objectively down and no failover runs yet, the answer may still change.
+pub fn judge_entry(e: &redisio::MasterEntry) -> Answer {
+    let has = |f: &str| e.flags.iter().any(|x| x == f);
+    let promoted = has("failover_in_progress")
+        && matches!(e.failover_state.as_str(), "reconf_slaves" | "update_config");
+    let unsettled = !promoted && (has("o_down") || has("failover_in_progress"));
+    let master = match (&e.named, promoted) {
+        (Some(n), true) => n.clone(),
+        _ => e.addr.clone(),
+    };
+    Answer {
+        master,
+        config_epoch: e.config_epoch,
+        unsettled,
+        known_sentinels: e.known_sentinels,
+    }
+}
+
+/// `SENTINEL MASTER <group>` on the sentinel at `s`, judged.
+pub async fn ask(
+    cfg: &Config,
+    s: &Endpoint,
+    group: &str,
+    timeout: Duration,
+) -> redis::RedisResult<Option<Answer>> {
+    Ok(redisio::sentinel_master(cfg, s, group, timeout)
+        .await?
+        .as_ref()
+        .map(judge_entry))
+}
+
+/// `ask` on an open connection.
+pub async fn ask_on(
+    con: &mut redis::aio::MultiplexedConnection,
+    group: &str,
+    timeout: Duration,
+) -> redis::RedisResult<Option<Answer>> {
+    Ok(redisio::sentinel_master_on(con, group, timeout)
+        .await?
+        .as_ref()
+        .map(judge_entry))
+}
+
 /// The master the sentinels agree on: the highest config epoch wins (it is the latest failover);
 /// among equals, one that answers as master (a pod back with a new address is named at its old
 /// address by sentinels that have not seen it yet), then the address most sentinels give.
@@ -305,7 +351,7 @@ async fn ask_all(cfg: &Config, sentinels: &[Endpoint], timeout: Duration) -> Rou
     for s in sentinels {
         let (s, group, cfg) = (s.clone(), cfg.group.clone(), cfg.clone());
         set.spawn(async move {
-            let r = redisio::sentinel_master(&cfg, &s, &group, timeout).await;
+            let r = ask(&cfg, &s, &group, timeout).await;
             // A failed query to a port that accepts TCP is a refusal, not an absence.
             let refused = match &r {
                 Err(e) if redisio::tcp_reachable(&s, timeout).await => Some(format!("{s}: {e}")),
@@ -524,6 +570,77 @@ pub async fn decide(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn entries_are_judged_by_flags_and_failover_state() {
+        let ep = |p: u16| Endpoint {
+            host: Host::Ip("10.0.0.1".parse().expect("ip")),
+            port: p,
+        };
+        let entry = |flags: &str, state: &str, named: Option<u16>| redisio::MasterEntry {
+            addr: ep(1),
+            flags: flags.split(',').map(String::from).collect(),
+            failover_state: state.into(),
+            config_epoch: 7,
+            known_sentinels: 2,
+            named: named.map(ep),
+        };
+        // (flags, failover-state, GET-MASTER-ADDR-BY-NAME) -> (master port, unsettled)
+        let table = [
+            ("master", "none", None, 1, false),
+            ("master,s_down", "none", None, 1, false),
+            ("master,s_down,o_down", "none", None, 1, true),
+            (
+                "master,failover_in_progress",
+                "wait_start",
+                Some(1),
+                1,
+                true,
+            ),
+            (
+                "master,failover_in_progress",
+                "wait_promotion",
+                Some(1),
+                1,
+                true,
+            ),
+            (
+                "master,failover_in_progress",
+                "reconf_slaves",
+                Some(2),
+                2,
+                false,
+            ),
+            (
+                "master,o_down,failover_in_progress",
+                "update_config",
+                Some(2),
+                2,
+                false,
+            ),
+            // Promoted, but the second query failed to name anyone: the old address, settled.
+            (
+                "master,failover_in_progress",
+                "reconf_slaves",
+                None,
+                1,
+                false,
+            ),
+        ];
+        for (flags, state, named, port, unsettled) in table {
+            let a = judge_entry(&entry(flags, state, named));
+            assert_eq!(
+                (
+                    a.master.port,
+                    a.unsettled,
+                    a.config_epoch,
+                    a.known_sentinels
+                ),
+                (port, unsettled, 7, 2),
+                "{flags} {state} {named:?}"
+            );
+        }
+    }
 
     #[allow(clippy::too_many_arguments)]
     fn verdict(

@@ -157,7 +157,7 @@ pub async fn answers(cfg: &Config, sentinels: &[Endpoint], t: Duration) -> Vec<A
     let mut set = tokio::task::JoinSet::new();
     for s in sentinels {
         let (s, cfg) = (s.clone(), cfg.clone());
-        set.spawn(async move { redisio::sentinel_master(&cfg, &s, &cfg.group, t).await });
+        set.spawn(async move { crate::discover::ask(&cfg, &s, &cfg.group, t).await });
     }
     let mut out = Vec::new();
     while let Some(r) = set.join_next().await {
@@ -222,7 +222,7 @@ async fn looks_consistent(cfg: &Config, local: &Endpoint, cons: &mut Cons) -> bo
     let (Some(sc), Some(rc)) = (cons.sentinel.as_mut(), cons.redis.as_mut()) else {
         return false;
     };
-    let a = match redisio::sentinel_master_on(sc, &cfg.group, t).await {
+    let a = match crate::discover::ask_on(sc, &cfg.group, t).await {
         Ok(Some(a)) => a,
         Ok(None) => return false,
         Err(_) => {

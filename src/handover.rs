@@ -101,7 +101,7 @@ pub async fn run(cfg: &Config, budget: Duration) -> Outcome {
     let sentinel = cfg.own(Server::Sentinel);
     let failover_until = started + budget / 2;
     loop {
-        match redisio::sentinel_master(cfg, &sentinel, &cfg.group, t).await {
+        match crate::discover::ask(cfg, &sentinel, &cfg.group, t).await {
             Ok(Some(a)) if a.unsettled && Instant::now() < failover_until => {
                 tokio::time::sleep(Duration::from_millis(50)).await;
             }
@@ -494,7 +494,7 @@ pub async fn after_crash(cfg: &Config) -> String {
     let t = Duration::from_millis(500);
     let sentinel = cfg.own(Server::Sentinel);
     let me = cfg.own(Server::Redis);
-    match redisio::sentinel_master(cfg, &sentinel, &cfg.group, t).await {
+    match crate::discover::ask(cfg, &sentinel, &cfg.group, t).await {
         Ok(Some(a)) if a.master == me && !a.unsettled => {}
         Ok(Some(a)) if a.master == me => return "a failover of it is already deciding".into(),
         Ok(Some(_)) => return "it was a replica: restart in place".into(),

@@ -6,7 +6,6 @@ use std::time::Duration;
 use redis::AsyncConnectionConfig;
 
 use crate::config::{parse_host, parse_port, Config, Endpoint, Server};
-use crate::discover::Answer;
 
 pub fn client(cfg: &Config, e: &Endpoint, target: Server) -> redis::RedisResult<redis::Client> {
     let host = e.host.to_string();
@@ -89,13 +88,27 @@ async fn bounded<T>(
     }
 }
 
+/// One sentinel's entry for the group, as it reports it (`SENTINEL MASTER`), plus the address
+/// `GET-MASTER-ADDR-BY-NAME` gives: during a failover the two differ (see discover::judge_entry).
+/// No judgement here; discover.rs turns it into an answer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MasterEntry {
+    pub addr: Endpoint,
+    pub flags: Vec<String>,
+    pub failover_state: String,
+    pub config_epoch: u64,
+    pub known_sentinels: u64,
+    /// `GET-MASTER-ADDR-BY-NAME`, asked only while a failover is in progress.
+    pub named: Option<Endpoint>,
+}
+
 /// `SENTINEL MASTER <group>`: Ok(None) when the sentinel answers but does not know the group.
 pub async fn sentinel_master(
     cfg: &Config,
     s: &Endpoint,
     group: &str,
     timeout: Duration,
-) -> redis::RedisResult<Option<Answer>> {
+) -> redis::RedisResult<Option<MasterEntry>> {
     let mut con = connect(cfg, s, Server::Sentinel, timeout).await?;
     sentinel_master_on(&mut con, group, timeout).await
 }
@@ -105,7 +118,7 @@ pub async fn sentinel_master_on(
     con: &mut redis::aio::MultiplexedConnection,
     group: &str,
     timeout: Duration,
-) -> redis::RedisResult<Option<Answer>> {
+) -> redis::RedisResult<Option<MasterEntry>> {
     let mut con = con.clone();
     let reply: redis::RedisResult<HashMap<String, String>> = bounded(
         timeout,
@@ -122,47 +135,29 @@ pub async fn sentinel_master_on(
         }
         Err(e) => return Err(e),
     };
-    let (Some(ip), Some(port)) = (m.get("ip"), m.get("port")) else {
+    let Some(addr) = entry_endpoint(&m) else {
         return Ok(None);
     };
-    let (Ok(host), Ok(port)) = (
-        parse_host("sentinel reply", ip),
-        parse_port("sentinel reply", port),
-    ) else {
-        return Ok(None);
+    let flags: Vec<String> = m
+        .get("flags")
+        .map(|f| f.split(',').map(String::from).collect())
+        .unwrap_or_default();
+    let named = if flags.iter().any(|f| f == "failover_in_progress") {
+        master_addr_on(&mut con, group, timeout).await?
+    } else {
+        None
     };
-    let flags = m.get("flags").map(String::as_str).unwrap_or("");
-    let has = |f: &str| flags.split(',').any(|x| x == f);
-    let state = m
-        .get("failover-state")
-        .map(String::as_str)
-        .unwrap_or("none");
-    // Once the promoted replica answers as master (reconf_slaves, update_config) the new master is
-    // chosen: GET-MASTER-ADDR-BY-NAME names it although SENTINEL MASTER still shows the old
-    // address until the failover ends. Before that, or while the master is objectively down and
-    // no failover runs yet, the answer may still change.
-    let promoted =
-        has("failover_in_progress") && matches!(state, "reconf_slaves" | "update_config");
-    let unsettled = !promoted && (has("o_down") || has("failover_in_progress"));
-    let mut master = Endpoint { host, port };
-    if promoted {
-        if let Some(e) = master_addr_on(&mut con, group, timeout).await? {
-            master = e;
-        }
-    }
-    let config_epoch = m
-        .get("config-epoch")
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(0);
-    let known_sentinels = m
-        .get("num-other-sentinels")
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(0);
-    Ok(Some(Answer {
-        master,
-        config_epoch,
-        unsettled,
-        known_sentinels,
+    let num = |k: &str| m.get(k).and_then(|v| v.parse().ok()).unwrap_or(0);
+    Ok(Some(MasterEntry {
+        addr,
+        failover_state: m
+            .get("failover-state")
+            .cloned()
+            .unwrap_or_else(|| "none".into()),
+        config_epoch: num("config-epoch"),
+        known_sentinels: num("num-other-sentinels"),
+        flags,
+        named,
     }))
 }
 
