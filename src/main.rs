@@ -68,75 +68,46 @@ struct ProbeArgs {
     timeout_ms: u64,
 }
 
-#[derive(Args, Debug, Default)]
-struct Opts {
-    /// master, replica or ordinal (env REDISHA_ROLE; ordinal: master if the pod name ends in -0,
-    /// else replica). The sentinels' answer wins when they know a master.
-    #[arg(long, global = true)]
-    role: Option<String>,
-    /// Sentinels asked at boot, host:port,... (env REDISHA_SENTINELS)
-    #[arg(long, global = true)]
-    sentinels: Option<String>,
-    /// Where rendered files, Sentinel's state and the data live (env REDISHA_STATE_DIR)
-    #[arg(long, global = true)]
-    state_dir: Option<String>,
-    /// Directory with your own redis-master.conf, redis-replica.conf, sentinel.conf (env REDISHA_CONF_DIR)
-    #[arg(long, global = true)]
-    conf_dir: Option<String>,
-    /// Sentinel master group name (env REDISHA_MASTER_GROUP, default mymaster)
-    #[arg(long, global = true)]
-    master_group: Option<String>,
-    /// Sentinel quorum (env REDISHA_QUORUM, default 2)
-    #[arg(long, global = true)]
-    quorum: Option<String>,
-    /// env REDISHA_DOWN_AFTER_MS, default 5000
-    #[arg(long, global = true)]
-    down_after_ms: Option<String>,
-    /// env REDISHA_FAILOVER_TIMEOUT_MS, default 10000
-    #[arg(long, global = true)]
-    failover_timeout_ms: Option<String>,
-    /// env REDISHA_PARALLEL_SYNCS, default 1
-    #[arg(long, global = true)]
-    parallel_syncs: Option<String>,
-    /// env REDISHA_MIN_REPLICAS_TO_WRITE, default 1 in a pod, 0 locally
-    #[arg(long, global = true)]
-    min_replicas_to_write: Option<String>,
-    /// env REDISHA_MIN_REPLICAS_MAX_LAG, default 10
-    #[arg(long, global = true)]
-    min_replicas_max_lag: Option<String>,
-    /// text or json (env REDISHA_LOG_FORMAT)
-    #[arg(long, global = true)]
-    log_format: Option<String>,
-    /// Time from SIGTERM to SIGKILL of what is left (env REDISHA_STOP_GRACE_MS, default 8000)
-    #[arg(long, global = true)]
-    stop_grace_ms: Option<String>,
-    /// redis-server executable (env REDISHA_REDIS_SERVER, default from PATH)
-    #[arg(long, global = true)]
-    redis_server: Option<String>,
-    /// Hand the master role over before stopping: yes/no (env REDISHA_HANDOVER, default yes)
-    #[arg(long, global = true)]
-    handover: Option<String>,
+/// The global flags, one per flagged variable of `config::VARS`: name, help and default come from
+/// that table, so a new setting is declared in one place.
+#[derive(Debug, Default)]
+struct Opts(Flags);
+
+impl clap::FromArgMatches for Opts {
+    fn from_arg_matches(m: &clap::ArgMatches) -> Result<Self, clap::Error> {
+        let mut f = Flags::default();
+        for v in config::VARS {
+            if let Some(flag) = v.flag {
+                if let Some(x) = m.get_one::<String>(&flag[2..]) {
+                    f.set(v.name, x.clone());
+                }
+            }
+        }
+        Ok(Opts(f))
+    }
+
+    fn update_from_arg_matches(&mut self, m: &clap::ArgMatches) -> Result<(), clap::Error> {
+        *self = Self::from_arg_matches(m)?;
+        Ok(())
+    }
 }
 
-impl Opts {
-    fn flags(self) -> Flags {
-        Flags {
-            role: self.role,
-            sentinels: self.sentinels,
-            state_dir: self.state_dir,
-            conf_dir: self.conf_dir,
-            master_group: self.master_group,
-            quorum: self.quorum,
-            down_after_ms: self.down_after_ms,
-            failover_timeout_ms: self.failover_timeout_ms,
-            parallel_syncs: self.parallel_syncs,
-            min_replicas_to_write: self.min_replicas_to_write,
-            min_replicas_max_lag: self.min_replicas_max_lag,
-            log_format: self.log_format,
-            stop_grace_ms: self.stop_grace_ms,
-            redis_server: self.redis_server,
-            handover: self.handover,
-        }
+impl Args for Opts {
+    fn augment_args(cmd: clap::Command) -> clap::Command {
+        config::VARS.iter().fold(cmd, |cmd, v| match v.flag {
+            Some(flag) => cmd.arg(
+                clap::Arg::new(&flag[2..])
+                    .long(&flag[2..])
+                    .global(true)
+                    .value_name("VALUE")
+                    .help(format!("{} (env {}, default {})", v.doc, v.name, v.default)),
+            ),
+            None => cmd,
+        })
+    }
+
+    fn augment_args_for_update(cmd: clap::Command) -> clap::Command {
+        Self::augment_args(cmd)
     }
 }
 
@@ -167,10 +138,13 @@ fn main() -> ExitCode {
     };
     env.hostname = config::kernel_hostname();
     let cmd = cli.cmd.unwrap_or(Cmd::Run);
-    let mut flags = cli.opts.flags();
+    let mut flags = cli.opts.0;
     // A probe checks this pod's servers by port; the role does not matter to it.
-    if matches!(cmd, Cmd::Probe(_)) && flags.role.is_none() && env.redisha_role.is_none() {
-        flags.role = Some("master".into());
+    if matches!(cmd, Cmd::Probe(_))
+        && flags.get("REDISHA_ROLE").is_none()
+        && env.get("REDISHA_ROLE").is_none()
+    {
+        flags.set("REDISHA_ROLE", "master");
     }
     let mut cfg = match config::build(&flags, &env) {
         Ok(c) => c,

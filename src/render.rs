@@ -368,11 +368,7 @@ mod tests {
     use std::collections::HashMap;
 
     fn cfg(role: &str, vars: &[(&str, &str)]) -> Config {
-        let f = Flags {
-            role: Some(role.into()),
-            state_dir: Some("/s".into()),
-            ..Default::default()
-        };
+        let f = Flags::with(&[("REDISHA_ROLE", role), ("REDISHA_STATE_DIR", "/s")]);
         build_from_map(&f, &vars.iter().copied().collect::<HashMap<_, _>>()).expect("valid config")
     }
 
@@ -747,7 +743,7 @@ mod prop {
                     env.insert(var, vals[i].as_str());
                 }
             }
-            let flags = Flags { role: Some("replica".into()), ..Default::default() };
+            let flags = Flags::with(&[("REDISHA_ROLE", "replica")]);
             if let Ok(c) = build_from_map(&flags, &env) {
                 let m = c.master_service.clone().expect("replica has a master");
                 let p = render(&c, Role::Replica, &m, &Bases::builtin(), None);
