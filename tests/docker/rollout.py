@@ -196,6 +196,10 @@ class RoleSampler(threading.Thread):
                 bad.append((t, r))
         return bad
 
+    def most_silent(self) -> int:
+        """The most nodes that did not answer in one sample (one pod at a time: at most 1)."""
+        return max((sum(1 for v in r.values() if v is None) for _, r in self.samples), default=0)
+
     def paused_overlap_samples(self) -> int:
         return sum(1 for _, r in self.samples
                    if list(r.values()).count("master") == 1 and "master-paused" in r.values())

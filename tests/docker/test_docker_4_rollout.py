@@ -105,3 +105,5 @@ def test_rolling_update_one_pod_at_a_time(roll_cluster, images):
     # One master at every sample: never two accepting writes, never none answering as master.
     assert not bad, f"{len(bad)} of {len(per_sample)} samples did not show one master: {bad[:5]}"
     assert gap < MAX_GAP_S, f"write gap {gap:.2f} s at {gap_at:.1f} s"
+    # One pod down at a time: never two nodes silent in the same sample.
+    assert sampler.most_silent() <= 1, f"{sampler.most_silent()} nodes silent in one sample"
