@@ -29,7 +29,7 @@ use std::fmt;
 use std::time::Duration;
 
 use crate::config::Server;
-use crate::config::{Config, Endpoint, Host};
+use crate::config::{Config, Endpoint};
 use crate::redisio;
 
 pub const DEFAULT_INTERVAL_MS: u64 = 30_000;
@@ -55,8 +55,8 @@ impl Settings {
 /// A replica or sentinel as one sentinel lists it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Entry {
-    /// ip:port as announced.
-    pub addr: String,
+    /// As announced.
+    pub addr: Endpoint,
     pub run_id: String,
     /// Milliseconds in `s_down`; `None` when up.
     pub down_ms: Option<u64>,
@@ -68,12 +68,13 @@ impl Entry {
     }
 }
 
-/// One sentinel's view of the group.
+/// What one sentinel knows of the group's members (SENTINEL MYID/MASTER/REPLICAS/SENTINELS),
+/// for the stale-entry decision; `discover::Answer` is its answer to "who is master?".
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct View {
     pub run_id: String,
-    /// ip:port of the master it monitors.
-    pub master: String,
+    /// The master it monitors.
+    pub master: Endpoint,
     /// Flags exactly `master` and the master reports role master: up, no failover running.
     pub master_ok: bool,
     pub replicas: Vec<Entry>,
@@ -98,11 +99,11 @@ impl View {
             .collect()
     }
 
-    fn live_replicas(&self) -> HashSet<&str> {
+    fn live_replicas(&self) -> HashSet<&Endpoint> {
         self.replicas
             .iter()
             .filter(|e| e.up())
-            .map(|e| e.addr.as_str())
+            .map(|e| &e.addr)
             .collect()
     }
 
@@ -136,7 +137,7 @@ impl fmt::Display for Plan {
 
 /// The pure decision. `peers`: one (address, view) per sentinel that `me` lists as up; the view
 /// is `None` when that sentinel did not answer.
-pub fn plan(me: &View, peers: &[(String, Option<View>)], stale_after_ms: u64) -> Plan {
+pub fn plan(me: &View, peers: &[(Endpoint, Option<View>)], stale_after_ms: u64) -> Plan {
     let stale = me.stale(stale_after_ms);
     if stale.is_empty() {
         return Plan::Clean;
@@ -184,7 +185,7 @@ pub fn plan(me: &View, peers: &[(String, Option<View>)], stale_after_ms: u64) ->
     if turn != me.run_id {
         return Plan::Wait(format!("sentinel {turn} resets first"));
     }
-    let list: Vec<&str> = stale.iter().map(|e| e.addr.as_str()).collect();
+    let list: Vec<String> = stale.iter().map(|e| e.addr.to_string()).collect();
     Plan::Reset(format!(
         "down longer than {stale_after_ms} ms: {}",
         list.join(" ")
@@ -192,12 +193,11 @@ pub fn plan(me: &View, peers: &[(String, Option<View>)], stale_after_ms: u64) ->
 }
 
 fn entry(m: &HashMap<String, String>) -> Option<Entry> {
-    let (ip, port) = (m.get("ip")?, m.get("port")?);
     let down = m
         .get("flags")
         .is_some_and(|f| f.split(',').any(|x| x == "s_down"));
     Some(Entry {
-        addr: format!("{ip}:{port}"),
+        addr: redisio::entry_endpoint(m)?,
         run_id: m.get("runid").cloned().unwrap_or_default(),
         down_ms: down.then(|| {
             m.get("s-down-time")
@@ -226,20 +226,18 @@ async fn view(cfg: &Config, s: &Endpoint, timeout: Duration) -> redis::RedisResu
     let sentinels: Vec<HashMap<String, String>> =
         redisio::query(&mut con, &mut q("SENTINELS"), timeout).await?;
     let get = |k: &str| master.get(k).map(String::as_str).unwrap_or("");
+    let unparsable = || {
+        redis::RedisError::from((
+            redis::ErrorKind::Parse,
+            "SENTINEL MASTER without a usable ip/port",
+        ))
+    };
     Ok(View {
         run_id,
-        master: format!("{}:{}", get("ip"), get("port")),
+        master: redisio::entry_endpoint(&master).ok_or_else(unparsable)?,
         master_ok: get("flags") == "master" && get("role-reported") == "master",
         replicas: replicas.iter().filter_map(entry).collect(),
         sentinels: sentinels.iter().filter_map(entry).collect(),
-    })
-}
-
-fn endpoint(addr: &str) -> Option<Endpoint> {
-    let (ip, port) = addr.rsplit_once(':')?;
-    Some(Endpoint {
-        host: Host::Ip(ip.parse().ok()?),
-        port: port.parse().ok()?,
     })
 }
 
@@ -269,10 +267,7 @@ pub async fn tick(cfg: &Config, st: Settings, local: &Endpoint) {
     }
     let mut peers = Vec::new();
     for e in me.sentinels.iter().filter(|e| e.up()) {
-        let v = match endpoint(&e.addr) {
-            Some(ep) => view(cfg, &ep, timeout).await.ok(),
-            None => None,
-        };
+        let v = view(cfg, &e.addr, timeout).await.ok();
         peers.push((e.addr.clone(), v));
     }
     let decision = plan(&me, &peers, st.stale_after_ms);
@@ -335,9 +330,13 @@ pub async fn tick(cfg: &Config, st: Settings, local: &Endpoint) {
 mod tests {
     use super::*;
 
+    fn ep(addr: &str) -> Endpoint {
+        crate::config::parse_endpoint("test", addr).expect("test address")
+    }
+
     fn e(addr: &str, id: &str, down: Option<u64>) -> Entry {
         Entry {
-            addr: addr.into(),
+            addr: ep(addr),
             run_id: id.into(),
             down_ms: down,
         }
@@ -347,7 +346,7 @@ mod tests {
     fn view_of(id: &str, sentinels: Vec<Entry>, replicas: Vec<Entry>) -> View {
         View {
             run_id: id.into(),
-            master: "10.0.0.3:6379".into(),
+            master: ep("10.0.0.3:6379"),
             master_ok: true,
             replicas,
             sentinels,
@@ -384,9 +383,9 @@ mod tests {
 
     #[test]
     fn lowest_run_id_resets_first_then_the_next() {
-        let p = plan(&b(), &[("10.0.0.3:26379".into(), Some(c()))], 60_000);
+        let p = plan(&b(), &[(ep("10.0.0.3:26379"), Some(c()))], 60_000);
         assert!(matches!(p, Plan::Reset(_)), "{p}");
-        let p = plan(&c(), &[("10.0.0.2:26379".into(), Some(b()))], 60_000);
+        let p = plan(&c(), &[(ep("10.0.0.2:26379"), Some(b()))], 60_000);
         assert_eq!(p, Plan::Wait("sentinel b resets first".into()));
         // b reset and has rediscovered c and the live replica: c's turn.
         let b_done = view_of(
@@ -394,14 +393,14 @@ mod tests {
             vec![e("10.0.0.3:26379", "c", None)],
             vec![e("10.0.0.2:6379", "", None)],
         );
-        let p = plan(&c(), &[("10.0.0.2:26379".into(), Some(b_done))], 60_000);
+        let p = plan(&c(), &[(ep("10.0.0.2:26379"), Some(b_done))], 60_000);
         assert!(matches!(p, Plan::Reset(_)), "{p}");
     }
 
     #[test]
     fn waits_while_a_peer_is_rediscovering() {
         let b_fresh = view_of("b", vec![], vec![]);
-        let p = plan(&c(), &[("10.0.0.2:26379".into(), Some(b_fresh))], 60_000);
+        let p = plan(&c(), &[(ep("10.0.0.2:26379"), Some(b_fresh))], 60_000);
         assert!(
             matches!(p, Plan::Wait(ref w) if w.contains("discovered every live peer")),
             "{p}"
@@ -413,19 +412,19 @@ mod tests {
         let mut me = b();
         me.master_ok = false;
         assert!(matches!(
-            plan(&me, &[("10.0.0.3:26379".into(), Some(c()))], 60_000),
+            plan(&me, &[(ep("10.0.0.3:26379"), Some(c()))], 60_000),
             Plan::Wait(_)
         ));
         let mut peer = c();
         peer.master_ok = false;
         assert!(matches!(
-            plan(&b(), &[("10.0.0.3:26379".into(), Some(peer))], 60_000),
+            plan(&b(), &[(ep("10.0.0.3:26379"), Some(peer))], 60_000),
             Plan::Wait(_)
         ));
         let mut peer = c();
-        peer.master = "10.0.0.2:6379".into();
+        peer.master = ep("10.0.0.2:6379");
         assert!(matches!(
-            plan(&b(), &[("10.0.0.3:26379".into(), Some(peer))], 60_000),
+            plan(&b(), &[(ep("10.0.0.3:26379"), Some(peer))], 60_000),
             Plan::Wait(_)
         ));
     }
@@ -443,7 +442,7 @@ mod tests {
         );
         assert!(matches!(plan(&me, &[], 60_000), Plan::Wait(ref w) if w.contains("1 of 3")));
         assert!(matches!(
-            plan(&b(), &[("10.0.0.3:26379".into(), None)], 60_000),
+            plan(&b(), &[(ep("10.0.0.3:26379"), None)], 60_000),
             Plan::Wait(ref w) if w.contains("does not answer")
         ));
     }
@@ -451,13 +450,13 @@ mod tests {
     #[test]
     fn not_stale_yet_or_seen_up_elsewhere() {
         assert_eq!(
-            plan(&b(), &[("10.0.0.3:26379".into(), Some(c()))], 120_000),
+            plan(&b(), &[(ep("10.0.0.3:26379"), Some(c()))], 120_000),
             Plan::Clean
         );
         let mut peer = c();
         peer.replicas[0].down_ms = None;
         assert!(matches!(
-            plan(&b(), &[("10.0.0.3:26379".into(), Some(peer))], 60_000),
+            plan(&b(), &[(ep("10.0.0.3:26379"), Some(peer))], 60_000),
             Plan::Wait(ref w) if w.contains("still sees")
         ));
     }
