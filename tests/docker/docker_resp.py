@@ -1,57 +1,32 @@
-"""A minimal RESP2 client: enough to ask redis and sentinel what they think, with hard timeouts."""
+"""Asking redis and sentinel what they think, with hard timeouts: redis-py underneath, with its
+reply callbacks off so every command returns the reply as sent (strings, ints, flat lists), and
+its errors mapped to two kinds the tests tell apart: RespError (an error reply) and
+ConnectionError (unreachable, timed out)."""
 
 from __future__ import annotations
 
-import socket
+import redis
 
 
 class RespError(Exception):
     """An error reply (-ERR ..., -LOADING ..., -READONLY ...)."""
 
 
-def _read_line(f) -> bytes:
-    line = f.readline()
-    if not line.endswith(b"\r\n"):
-        raise ConnectionError("connection closed mid-reply")
-    return line[:-2]
-
-
-def _read(f):
-    line = _read_line(f)
-    kind, rest = line[:1], line[1:]
-    if kind == b"+":
-        return rest.decode()
-    if kind == b"-":
-        raise RespError(rest.decode())
-    if kind == b":":
-        return int(rest)
-    if kind == b"$":
-        n = int(rest)
-        if n < 0:
-            return None
-        data = f.read(n + 2)
-        if len(data) != n + 2:
-            raise ConnectionError("connection closed mid-reply")
-        return data[:-2].decode(errors="replace")
-    if kind == b"*":
-        n = int(rest)
-        if n < 0:
-            return None
-        return [_read(f) for _ in range(n)]
-    raise ConnectionError(f"bad reply {line!r}")
-
-
 def call(host: str, port: int, *args, timeout: float = 1.0):
-    """One command on a fresh connection. Raises OSError when unreachable, RespError on -ERR."""
-    with socket.create_connection((host, port), timeout=timeout) as s:
-        s.settimeout(timeout)
-        parts = [b"*%d\r\n" % len(args)]
-        for a in args:
-            b = str(a).encode()
-            parts.append(b"$%d\r\n%s\r\n" % (len(b), b))
-        s.sendall(b"".join(parts))
-        with s.makefile("rb") as f:
-            return _read(f)
+    """One command on a fresh connection. Raises ConnectionError when unreachable, RespError on
+    an error reply."""
+    r = redis.Redis(host=host, port=port, socket_timeout=timeout, socket_connect_timeout=timeout,
+                    decode_responses=True, retry_on_timeout=False)
+    # Raw replies: SENTINEL MASTER as the flat list the server sends, INFO as its text.
+    r.response_callbacks.clear()
+    try:
+        return r.execute_command(*[str(a) for a in args])
+    except redis.ResponseError as e:
+        raise RespError(str(e)) from None
+    except (redis.ConnectionError, redis.TimeoutError) as e:
+        raise ConnectionError(str(e)) from None
+    finally:
+        r.close()
 
 
 def info(host: str, port: int, section: str = "replication", timeout: float = 1.0) -> dict:
