@@ -348,25 +348,49 @@ async fn resolve_to(to: &str) -> Result<String, String> {
     }
 }
 
-async fn stop_requested() {
-    use tokio::signal::unix::{signal, SignalKind};
-    match (
-        signal(SignalKind::interrupt()),
-        signal(SignalKind::terminate()),
-    ) {
-        (Ok(mut i), Ok(mut t)) => {
-            tokio::select! {
-                _ = i.recv() => {}
-                _ = t.recv() => {}
-            }
+/// SIGINT and SIGTERM, taken over at the start so that neither can end the command between a
+/// priority change and its restore.
+struct Stops {
+    int: Option<tokio::signal::unix::Signal>,
+    term: Option<tokio::signal::unix::Signal>,
+}
+
+impl Stops {
+    fn install() -> Stops {
+        use tokio::signal::unix::{signal, SignalKind};
+        Stops {
+            int: signal(SignalKind::interrupt()).ok(),
+            term: signal(SignalKind::terminate()).ok(),
         }
-        // Without handlers the default action ends us; nothing to wait for.
-        _ => std::future::pending().await,
+    }
+
+    async fn requested(&mut self) {
+        let int = async {
+            match &mut self.int {
+                Some(s) => {
+                    s.recv().await;
+                }
+                None => std::future::pending().await,
+            }
+        };
+        let term = async {
+            match &mut self.term {
+                Some(s) => {
+                    s.recv().await;
+                }
+                None => std::future::pending().await,
+            }
+        };
+        tokio::select! {
+            _ = int => {}
+            _ = term => {}
+        }
     }
 }
 
 /// The command; returns the exit code.
 pub async fn run(cfg: &Config, to: Option<&str>, timeout: Duration) -> i32 {
+    let mut stops = Stops::install();
     let started = Instant::now();
     let deadline = started + timeout;
     let to = match to {
@@ -410,11 +434,16 @@ pub async fn run(cfg: &Config, to: Option<&str>, timeout: Duration) -> i32 {
     let prepare = async {
         for o in &choice.others {
             let e = endpoint(o)?;
-            let old = config_priority(cfg, &e, Some("0"), Duration::from_millis(1000))
+            let t = Duration::from_millis(1000);
+            let old = config_priority(cfg, &e, None, t)
+                .await
+                .map_err(|err| format!("{o}: {err}"))?;
+            // Recorded before the change: a stop that lands during CONFIG SET still restores.
+            saved.push((e.clone(), old.clone()));
+            config_priority(cfg, &e, Some("0"), t)
                 .await
                 .map_err(|err| format!("{o}: {err}"))?;
             say(format_args!("replica-priority 0 on {o} (was {old})"));
-            saved.push((e, old));
         }
         if let Some(c) = &choice.candidate {
             let until = Instant::now() + Duration::from_secs(5).min(timeout / 2);
@@ -430,7 +459,7 @@ pub async fn run(cfg: &Config, to: Option<&str>, timeout: Duration) -> i32 {
     };
     let prepared = tokio::select! {
         r = prepare => r.map_err(|e| (EXIT_FAILED, e)),
-        _ = stop_requested() => Err((EXIT_INTERRUPTED, "interrupted before the failover was asked for".to_string())),
+        _ = stops.requested() => Err((EXIT_INTERRUPTED, "interrupted before the failover was asked for".to_string())),
     };
     if let Err((code, why)) = prepared {
         say(format_args!("failed: {why}; nothing was failed over"));
@@ -451,7 +480,7 @@ pub async fn run(cfg: &Config, to: Option<&str>, timeout: Duration) -> i32 {
     let outcome = loop {
         tokio::select! {
             o = &mut handover => break o,
-            _ = stop_requested(), if !interrupted => {
+            _ = stops.requested(), if !interrupted => {
                 interrupted = true;
                 say("stop requested: finishing the handover (bounded by --timeout), then restoring");
             }
