@@ -381,6 +381,13 @@ pub fn verdict(sentinels: &[SentinelObs], nodes: &[NodeObs], quorum: u32) -> Ver
                     r.addr,
                     r.flags.join(",")
                 ));
+            } else if r.link_ok == Some(false) {
+                // Its last INFO of the replica (1 s old at most) says the link is down: this
+                // sentinel would not promote it.
+                reasons.push(format!(
+                    "sentinel {} sees replica {} with its master link down",
+                    s.addr, r.addr
+                ));
             }
         }
         for r in &live_replicas {

@@ -334,6 +334,82 @@ async fn sentinel_sees(
     }
 }
 
+/// The leading sentinel's INFO period while the switchover runs. Sentinel notices the
+/// promotion, each replica's reconfiguration and the new priorities only through INFO: at the
+/// pods' 1 s the failover ends 1–2 s after the new master serves, and until it ends the leader
+/// still gives the old address in `SENTINEL MASTERS` (what redis-py's Sentinel client reads), so
+/// clients that ask it keep getting READONLY. 100 ms keeps that to a few hundred ms; the
+/// replicas' INFO stays valid for 3 × the period, refreshed every period.
+const FAST_INFO_PERIOD_MS: u64 = 100;
+
+/// `SENTINEL DEBUG` (no argument): the sentinel's current INFO period, to put it back after.
+async fn info_period(cfg: &Config, sentinel: &Endpoint, t: Duration) -> Option<u64> {
+    let mut con = redisio::connect(cfg, sentinel, Target::Sentinel, t)
+        .await
+        .ok()?;
+    let v: Vec<String> = redisio::query(&mut con, redis::cmd("SENTINEL").arg("DEBUG"), t)
+        .await
+        .ok()?;
+    v.chunks(2)
+        .find(|kv| kv.len() == 2 && kv[0].eq_ignore_ascii_case("info-period"))
+        .and_then(|kv| kv[1].parse().ok())
+}
+
+async fn set_info_period(
+    cfg: &Config,
+    sentinel: &Endpoint,
+    ms: u64,
+    t: Duration,
+) -> redis::RedisResult<()> {
+    let mut con = redisio::connect(cfg, sentinel, Target::Sentinel, t).await?;
+    redisio::query(
+        &mut con,
+        redis::cmd("SENTINEL")
+            .arg("DEBUG")
+            .arg("info-period")
+            .arg(ms),
+        t,
+    )
+    .await
+}
+
+/// Waits until the leading sentinel's failover has ended (it has reconfigured the replicas and
+/// switched its own configuration): from then on every sentinel gives the new address and a
+/// next switchover is not refused as "a failover is running".
+async fn failover_ended(cfg: &Config, sentinel: &Endpoint, until: Instant) -> Result<u64, String> {
+    let t = Duration::from_millis(500);
+    let t0 = Instant::now();
+    let mut last;
+    loop {
+        let r: redis::RedisResult<HashMap<String, String>> = async {
+            let mut con = redisio::connect(cfg, sentinel, Target::Sentinel, t).await?;
+            redisio::query(
+                &mut con,
+                redis::cmd("SENTINEL").arg("MASTER").arg(&cfg.group),
+                t,
+            )
+            .await
+        }
+        .await;
+        match r {
+            Ok(m) => {
+                let running = m
+                    .get("flags")
+                    .is_some_and(|f| f.split(',').any(|x| x == "failover_in_progress"));
+                if !running {
+                    return Ok(t0.elapsed().as_millis() as u64);
+                }
+                last = m.get("failover-state").cloned().unwrap_or_default();
+            }
+            Err(e) => last = e.to_string(),
+        }
+        if Instant::now() >= until {
+            return Err(last);
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
 /// Resolves `--to` (a name is looked up once, like every configured address).
 async fn resolve_to(to: &str) -> Result<String, String> {
     let e = crate::config::parse_endpoint("--to", to).map_err(|e| e.to_string())?;
@@ -428,6 +504,57 @@ pub async fn run(cfg: &Config, to: Option<&str>, timeout: Duration) -> i32 {
         choice.sentinel,
         timeout.as_secs_f64()
     ));
+    let t = Duration::from_millis(500);
+    let restore_period = match info_period(cfg, &sentinel, t).await {
+        Some(old) if old > FAST_INFO_PERIOD_MS => {
+            match set_info_period(cfg, &sentinel, FAST_INFO_PERIOD_MS, t).await {
+                Ok(()) => Some(old),
+                Err(e) => {
+                    say(format_args!(
+                        "sentinel {} keeps its INFO period ({e}); slower, not wrong",
+                        choice.sentinel
+                    ));
+                    None
+                }
+            }
+        }
+        _ => None,
+    };
+    let code = switch(
+        cfg,
+        &choice,
+        &sentinel,
+        master,
+        to.as_deref(),
+        deadline,
+        timeout,
+        &mut stops,
+    )
+    .await;
+    if let Some(old) = restore_period {
+        if let Err(e) = set_info_period(cfg, &sentinel, old, t).await {
+            say(format_args!(
+                "could not put back the INFO period {old} ms of sentinel {}: {e}",
+                choice.sentinel
+            ));
+        }
+    }
+    code
+}
+
+/// Everything after the decision; the caller puts the leader's INFO period back.
+#[allow(clippy::too_many_arguments)]
+async fn switch(
+    cfg: &Config,
+    choice: &Choice,
+    sentinel: &Endpoint,
+    master: Endpoint,
+    to: Option<&str>,
+    deadline: Instant,
+    timeout: Duration,
+    stops: &mut Stops,
+) -> i32 {
+    let sentinel = sentinel.clone();
     // --to: the others out of the running, then wait for the sentinel to see it. Interruptible
     // (nothing is paused yet); every change is undone whatever happens.
     let mut saved: Vec<(Endpoint, String)> = Vec::new();
@@ -469,7 +596,7 @@ pub async fn run(cfg: &Config, to: Option<&str>, timeout: Duration) -> i32 {
     let plan = Plan {
         master: master.clone(),
         sentinel,
-        only: to.as_deref().map(endpoint).and_then(Result::ok),
+        only: to.map(endpoint).and_then(Result::ok),
     };
     let budget = deadline.saturating_duration_since(Instant::now());
     // The handover itself is not cancelled halfway (writes are paused, a failover may be under
@@ -506,11 +633,22 @@ pub async fn run(cfg: &Config, to: Option<&str>, timeout: Duration) -> i32 {
                 ));
                 EXIT_FAILED
             } else {
-                say(format_args!(
-                    "done in {took_ms} ms: {new_master} is master (was {}); {cluster}",
-                    choice.master
-                ));
-                0
+                match failover_ended(cfg, &plan.sentinel, deadline).await {
+                    Ok(ms) => {
+                        say(format_args!(
+                            "done in {took_ms} ms: {new_master} is master (was {}); {cluster}; the leader's failover ended {ms} ms later",
+                            choice.master
+                        ));
+                        0
+                    }
+                    Err(state) => {
+                        say(format_args!(
+                            "{new_master} is master after {took_ms} ms, but the leading sentinel {} had not ended its failover within --timeout ({state})",
+                            plan.sentinel
+                        ));
+                        EXIT_FAILED
+                    }
+                }
             }
         }
         Outcome::Skipped(why) => {
