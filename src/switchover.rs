@@ -334,43 +334,54 @@ async fn sentinel_sees(
     }
 }
 
-/// The leading sentinel's INFO period while the switchover runs. Sentinel notices the
-/// promotion, each replica's reconfiguration and the new priorities only through INFO: at the
-/// pods' 1 s the failover ends 1–2 s after the new master serves, and until it ends the leader
-/// still gives the old address in `SENTINEL MASTERS` (what redis-py's Sentinel client reads), so
-/// clients that ask it keep getting READONLY. 100 ms keeps that to a few hundred ms; the
-/// replicas' INFO stays valid for 3 × the period, refreshed every period.
-const FAST_INFO_PERIOD_MS: u64 = 100;
+/// The leading sentinel's timing while the switchover runs (`SENTINEL DEBUG`), put back after.
+///
+/// - `info-period` 100 ms: Sentinel sees the lowered priorities only in a replica's INFO; at the
+///   pods' 1 s the wait before `SENTINEL FAILOVER` was ~1 s, now ~0.1 s.
+/// - `slave-reconf-timeout` 100 ms: after the promotion the leader sends `REPLICAOF` to each other
+///   replica and ends its failover only once a later INFO (every 1 s during a failover, whatever
+///   info-period says) shows it re-pointed. Until the end it still gives the OLD address in
+///   `SENTINEL MASTERS`, which is what redis-py's Sentinel client reads: a client that asks the
+///   leader first kept getting READONLY for up to another second (write gaps of 2.3 s measured).
+///   With the timeout the leader counts a replica re-pointed 100 ms after sending `REPLICAOF`
+///   (Sentinel's own rule for a slow replica: "Sentinels will detect the slave as misconfigured
+///   and fix its configuration later"); the handover re-points and waits for every caught-up
+///   replica itself anyway (handover::finish).
+const FAST_DEBUG: &[(&str, u64)] = &[("info-period", 100), ("slave-reconf-timeout", 100)];
 
-/// `SENTINEL DEBUG` (no argument): the sentinel's current INFO period, to put it back after.
-async fn info_period(cfg: &Config, sentinel: &Endpoint, t: Duration) -> Option<u64> {
+/// `SENTINEL DEBUG` (no argument): the sentinel's current timing parameters.
+async fn debug_params(
+    cfg: &Config,
+    sentinel: &Endpoint,
+    t: Duration,
+) -> Option<HashMap<String, u64>> {
     let mut con = redisio::connect(cfg, sentinel, Target::Sentinel, t)
         .await
         .ok()?;
     let v: Vec<String> = redisio::query(&mut con, redis::cmd("SENTINEL").arg("DEBUG"), t)
         .await
         .ok()?;
-    v.chunks(2)
-        .find(|kv| kv.len() == 2 && kv[0].eq_ignore_ascii_case("info-period"))
-        .and_then(|kv| kv[1].parse().ok())
+    Some(
+        v.chunks(2)
+            .filter(|kv| kv.len() == 2)
+            .filter_map(|kv| Some((kv[0].to_ascii_lowercase(), kv[1].parse().ok()?)))
+            .collect(),
+    )
 }
 
-async fn set_info_period(
+async fn set_debug(
     cfg: &Config,
     sentinel: &Endpoint,
-    ms: u64,
+    params: &[(String, u64)],
     t: Duration,
 ) -> redis::RedisResult<()> {
     let mut con = redisio::connect(cfg, sentinel, Target::Sentinel, t).await?;
-    redisio::query(
-        &mut con,
-        redis::cmd("SENTINEL")
-            .arg("DEBUG")
-            .arg("info-period")
-            .arg(ms),
-        t,
-    )
-    .await
+    let mut cmd = redis::cmd("SENTINEL");
+    cmd.arg("DEBUG");
+    for (k, v) in params {
+        cmd.arg(k).arg(*v);
+    }
+    redisio::query(&mut con, &mut cmd, t).await
 }
 
 /// Waits until the leading sentinel's failover has ended (it has reconfigured the replicas and
@@ -505,20 +516,36 @@ pub async fn run(cfg: &Config, to: Option<&str>, timeout: Duration) -> i32 {
         timeout.as_secs_f64()
     ));
     let t = Duration::from_millis(500);
-    let restore_period = match info_period(cfg, &sentinel, t).await {
-        Some(old) if old > FAST_INFO_PERIOD_MS => {
-            match set_info_period(cfg, &sentinel, FAST_INFO_PERIOD_MS, t).await {
-                Ok(()) => Some(old),
-                Err(e) => {
-                    say(format_args!(
-                        "sentinel {} keeps its INFO period ({e}); slower, not wrong",
-                        choice.sentinel
-                    ));
-                    None
-                }
+    // Only what we change is put back, to the values read just before.
+    let restore: Vec<(String, u64)> = match debug_params(cfg, &sentinel, t).await {
+        Some(now) => FAST_DEBUG
+            .iter()
+            .filter_map(|(k, fast)| {
+                now.get(*k)
+                    .filter(|v| *v > fast)
+                    .map(|v| (k.to_string(), *v))
+            })
+            .collect(),
+        None => Vec::new(),
+    };
+    let fast: Vec<(String, u64)> = FAST_DEBUG
+        .iter()
+        .filter(|(k, _)| restore.iter().any(|(r, _)| r == k))
+        .map(|(k, v)| (k.to_string(), *v))
+        .collect();
+    let restore = if fast.is_empty() {
+        Vec::new()
+    } else {
+        match set_debug(cfg, &sentinel, &fast, t).await {
+            Ok(()) => restore,
+            Err(e) => {
+                say(format_args!(
+                    "sentinel {} keeps its timing ({e}); slower, not wrong",
+                    choice.sentinel
+                ));
+                Vec::new()
             }
         }
-        _ => None,
     };
     let code = switch(
         cfg,
@@ -531,10 +558,10 @@ pub async fn run(cfg: &Config, to: Option<&str>, timeout: Duration) -> i32 {
         &mut stops,
     )
     .await;
-    if let Some(old) = restore_period {
-        if let Err(e) = set_info_period(cfg, &sentinel, old, t).await {
+    if !restore.is_empty() {
+        if let Err(e) = set_debug(cfg, &sentinel, &restore, t).await {
             say(format_args!(
-                "could not put back the INFO period {old} ms of sentinel {}: {e}",
+                "could not put back SENTINEL DEBUG {restore:?} on sentinel {}: {e}",
                 choice.sentinel
             ));
         }
@@ -542,7 +569,7 @@ pub async fn run(cfg: &Config, to: Option<&str>, timeout: Duration) -> i32 {
     code
 }
 
-/// Everything after the decision; the caller puts the leader's INFO period back.
+/// Everything after the decision; the caller puts the leader's timing back.
 #[allow(clippy::too_many_arguments)]
 async fn switch(
     cfg: &Config,
