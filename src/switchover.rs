@@ -346,7 +346,9 @@ async fn sentinel_sees(
 ///   With the timeout the leader counts a replica re-pointed 100 ms after sending `REPLICAOF`
 ///   (Sentinel's own rule for a slow replica: "Sentinels will detect the slave as misconfigured
 ///   and fix its configuration later"); the handover re-points and waits for every caught-up
-///   replica itself anyway (handover::finish).
+///   replica itself anyway (handover::finish). Sentinel checks that timeout only while fewer
+///   than `parallel-syncs` replicas are being reconfigured, so the leader's `parallel-syncs` is
+///   raised by one for the duration too (`SENTINEL SET`, local to that sentinel).
 const FAST_DEBUG: &[(&str, u64)] = &[("info-period", 100), ("slave-reconf-timeout", 100)];
 
 /// `SENTINEL DEBUG` (no argument): the sentinel's current timing parameters.
@@ -367,6 +369,40 @@ async fn debug_params(
             .filter_map(|kv| Some((kv[0].to_ascii_lowercase(), kv[1].parse().ok()?)))
             .collect(),
     )
+}
+
+/// The leader's `parallel-syncs` (`SENTINEL MASTER`), and a way to set it (`SENTINEL SET`).
+async fn parallel_syncs(cfg: &Config, sentinel: &Endpoint, t: Duration) -> Option<u64> {
+    let mut con = redisio::connect(cfg, sentinel, Target::Sentinel, t)
+        .await
+        .ok()?;
+    let m: HashMap<String, String> = redisio::query(
+        &mut con,
+        redis::cmd("SENTINEL").arg("MASTER").arg(&cfg.group),
+        t,
+    )
+    .await
+    .ok()?;
+    m.get("parallel-syncs")?.parse().ok()
+}
+
+async fn set_parallel_syncs(
+    cfg: &Config,
+    sentinel: &Endpoint,
+    n: u64,
+    t: Duration,
+) -> redis::RedisResult<()> {
+    let mut con = redisio::connect(cfg, sentinel, Target::Sentinel, t).await?;
+    redisio::query(
+        &mut con,
+        redis::cmd("SENTINEL")
+            .arg("SET")
+            .arg(&cfg.group)
+            .arg("parallel-syncs")
+            .arg(n),
+        t,
+    )
+    .await
 }
 
 async fn set_debug(
@@ -547,6 +583,19 @@ pub async fn run(cfg: &Config, to: Option<&str>, timeout: Duration) -> i32 {
             }
         }
     };
+    let restore_syncs = match parallel_syncs(cfg, &sentinel, t).await {
+        Some(n) => match set_parallel_syncs(cfg, &sentinel, n + 1, t).await {
+            Ok(()) => Some(n),
+            Err(e) => {
+                say(format_args!(
+                    "sentinel {} keeps its parallel-syncs ({e})",
+                    choice.sentinel
+                ));
+                None
+            }
+        },
+        None => None,
+    };
     let code = switch(
         cfg,
         &choice,
@@ -558,6 +607,14 @@ pub async fn run(cfg: &Config, to: Option<&str>, timeout: Duration) -> i32 {
         &mut stops,
     )
     .await;
+    if let Some(n) = restore_syncs {
+        if let Err(e) = set_parallel_syncs(cfg, &sentinel, n, t).await {
+            say(format_args!(
+                "could NOT put back parallel-syncs {n} on sentinel {}: {e}; run: SENTINEL SET {} parallel-syncs {n}",
+                choice.sentinel, cfg.group
+            ));
+        }
+    }
     if !restore.is_empty() {
         if let Err(e) = set_debug(cfg, &sentinel, &restore, t).await {
             say(format_args!(
