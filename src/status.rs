@@ -41,6 +41,9 @@ pub struct Entry {
     /// Replicas: `master-link-status` is ok.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub link_ok: Option<bool>,
+    /// Sentinels: `runid`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub run_id: Option<String>,
 }
 
 impl Entry {
@@ -66,6 +69,10 @@ pub struct SentinelObs {
     pub quorum: u32,
     pub replicas: Vec<Entry>,
     pub sentinels: Vec<Entry>,
+    /// `INFO server` run_id: the same sentinel reached under two addresses (a Service, a
+    /// port-forward) is one sentinel.
+    #[serde(skip)]
+    pub run_id: String,
 }
 
 impl SentinelObs {
@@ -100,6 +107,9 @@ pub struct Listed {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Default)]
 pub struct NodeObs {
     pub addr: String,
+    /// `INFO server` run_id (see SentinelObs::run_id).
+    #[serde(skip)]
+    pub run_id: String,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
     /// `master` or `replica`.
@@ -511,6 +521,67 @@ fn failover_states(answering: &[&SentinelObs]) -> String {
         .join(", ")
 }
 
+/// One server reached under two addresses (a Service name or ClusterIP in `REDISHA_SENTINELS`,
+/// a data node guessed on the same host) is one server: of the observations with the same run
+/// id, the one at the address the cluster itself uses (listed as a peer, named as master, listed
+/// as a replica) stays, the others go. Counting a Service as a fourth sentinel or a second master
+/// would turn a healthy cluster into a "split" one.
+pub fn dedup(sentinels: &mut Vec<SentinelObs>, nodes: &mut Vec<NodeObs>) {
+    let peer_addrs: Vec<String> = sentinels
+        .iter()
+        .flat_map(|s| s.sentinels.iter().map(|e| e.addr.clone()))
+        .collect();
+    let node_addrs: Vec<String> = sentinels
+        .iter()
+        .flat_map(|s| {
+            s.master
+                .iter()
+                .cloned()
+                .chain(s.replicas.iter().map(|e| e.addr.clone()))
+        })
+        .chain(nodes.iter().flat_map(|n| {
+            n.replicas
+                .iter()
+                .map(|l| l.addr.clone())
+                .chain(n.master.clone())
+        }))
+        .collect();
+    keep_one(sentinels, |s| &s.run_id, |s| &s.addr, &peer_addrs);
+    keep_one(nodes, |n| &n.run_id, |n| &n.addr, &node_addrs);
+}
+
+fn keep_one<T>(
+    items: &mut Vec<T>,
+    id: impl Fn(&T) -> &str,
+    addr: impl Fn(&T) -> &str,
+    known: &[String],
+) {
+    let mut drop = vec![false; items.len()];
+    for i in 0..items.len() {
+        let rid = id(&items[i]);
+        if rid.is_empty() || drop[i] {
+            continue;
+        }
+        let same: Vec<usize> = (0..items.len()).filter(|j| id(&items[*j]) == rid).collect();
+        if same.len() < 2 {
+            continue;
+        }
+        let best = same
+            .iter()
+            .copied()
+            .find(|j| known.iter().any(|k| k == addr(&items[*j])))
+            .unwrap_or(same[0]);
+        for j in same {
+            drop[j] = j != best;
+        }
+    }
+    let mut k = 0;
+    items.retain(|_| {
+        k += 1;
+        !drop[k - 1]
+    });
+}
+
 /// Everything one look gathered, and its verdict.
 #[derive(Debug, Clone, Serialize)]
 pub struct Report {
@@ -699,6 +770,7 @@ pub fn parse_node(addr: &str, info: &str) -> NodeObs {
     };
     NodeObs {
         addr: addr.into(),
+        run_id: f("run_id").unwrap_or("").to_string(),
         error: None,
         role: role.into(),
         master,
@@ -742,6 +814,7 @@ fn entry(m: &HashMap<String, String>) -> Option<Entry> {
             .unwrap_or_default(),
         priority: m.get("slave-priority").and_then(|v| v.parse().ok()),
         link_ok: m.get("master-link-status").map(|v| v == "ok"),
+        run_id: m.get("runid").cloned(),
     })
 }
 
@@ -759,7 +832,11 @@ async fn ask_sentinel(cfg: &Config, e: &Endpoint, t: Duration) -> redis::RedisRe
         redisio::query(&mut con, &mut q("REPLICAS"), t).await?;
     let sentinels: Vec<HashMap<String, String>> =
         redisio::query(&mut con, &mut q("SENTINELS"), t).await?;
+    let server: String = redisio::query(&mut con, redis::cmd("INFO").arg("server"), t).await?;
     Ok(SentinelObs {
+        run_id: redisio::info_field(&server, "run_id")
+            .unwrap_or("")
+            .to_string(),
         addr: e.to_string(),
         error: None,
         master: addr.map(|(h, p)| canonical(&h, &p)),
@@ -785,7 +862,12 @@ async fn ask_node(cfg: &Config, e: &Endpoint, t: Duration) -> NodeObs {
     let addr = e.to_string();
     match redisio::connect(cfg, e, Target::Redis, t).await {
         Ok(mut con) => {
-            match redisio::query::<String>(&mut con, redis::cmd("INFO").arg("replication"), t).await
+            match redisio::query::<String>(
+                &mut con,
+                redis::cmd("INFO").arg("server").arg("replication"),
+                t,
+            )
+            .await
             {
                 Ok(i) => parse_node(&addr, &i),
                 Err(err) => failed_node(addr, &err),
@@ -996,6 +1078,7 @@ pub async fn gather(
             });
         }
     }
+    dedup(&mut sentinels, &mut nodes);
     sentinels.sort_by(|a, b| a.addr.cmp(&b.addr));
     nodes.sort_by(|a, b| a.addr.cmp(&b.addr));
     (sentinels, nodes)
@@ -1051,6 +1134,7 @@ pub(crate) mod tests {
             .into()],
             priority: (!addr.ends_with(":26379")).then_some(100),
             link_ok: (!addr.ends_with(":26379")).then_some(true),
+            run_id: None,
         }
     }
 
@@ -1074,12 +1158,14 @@ pub(crate) mod tests {
                 .filter(|a| *a != me)
                 .map(|a| e(&a))
                 .collect(),
+            run_id: String::new(),
         }
     }
 
     fn master(i: u8, replicas: &[u8], offset: u64) -> NodeObs {
         NodeObs {
             addr: format!("10.0.0.{i}:6379"),
+            run_id: String::new(),
             error: None,
             role: "master".into(),
             master: None,
@@ -1102,6 +1188,7 @@ pub(crate) mod tests {
     fn replica(i: u8, of: u8, offset: u64) -> NodeObs {
         NodeObs {
             addr: format!("10.0.0.{i}:6379"),
+            run_id: String::new(),
             error: None,
             role: "replica".into(),
             master: Some(format!("10.0.0.{of}:6379")),
@@ -1365,6 +1452,31 @@ pub(crate) mod tests {
             }
             assert!(!line.contains('\n'), "{shape:?}: one line: {line}");
         }
+    }
+
+    #[test]
+    fn one_server_under_two_addresses_counts_once() {
+        let (mut s, mut n) = cluster(Shape::Healthy);
+        for (i, x) in s.iter_mut().enumerate() {
+            x.run_id = format!("s{i}");
+        }
+        for (i, x) in n.iter_mut().enumerate() {
+            x.run_id = format!("n{i}");
+        }
+        // A Service in front of the first pod: its sentinel and its data node (the master).
+        let mut alias = s[0].clone();
+        alias.addr = "10.96.0.10:26379".into();
+        s.insert(0, alias);
+        let mut alias = n[0].clone();
+        alias.addr = "10.96.0.10:6379".into();
+        n.push(alias);
+        assert_eq!(verdict(&s, &n, 2).health, Health::Split);
+        dedup(&mut s, &mut n);
+        assert_eq!(s.len(), 3);
+        assert_eq!(n.len(), 3);
+        assert!(s.iter().all(|x| !x.addr.starts_with("10.96.")));
+        assert!(n.iter().all(|x| !x.addr.starts_with("10.96.")));
+        assert_eq!(verdict(&s, &n, 2).health, Health::Healthy);
     }
 
     #[test]

@@ -84,6 +84,20 @@ def priorities(cluster: Cluster) -> dict[str, str]:
     return out
 
 
+def sentinel_knobs(cluster: Cluster) -> dict[str, tuple]:
+    """What the switchover changes on its leading sentinel for the duration, per sentinel:
+    (parallel-syncs, info-period, slave-reconf-timeout); (1, 1000, 10000) with the pods' settings."""
+    out = {}
+    for p in cluster.live():
+        with client(p.ip, SENTINEL_PORT) as c:
+            m = c.sentinel_master(harness.GROUP)
+            d = c.execute_command("SENTINEL", "DEBUG")
+        d = dict(zip(d[::2], d[1::2]))
+        out[p.ip] = (int(m["parallel-syncs"]), int(d["INFO-PERIOD"]),
+                     int(d["SLAVE-RECONF-TIMEOUT"]))
+    return out
+
+
 @dataclass
 class RoundResult:
     rnd: int
@@ -98,6 +112,7 @@ class RoundResult:
     from_pod: str
     out: str = ""
     problems: list[str] = field(default_factory=list)
+    t0: float = 0.0  # monotonic start of the command
 
 
 def switchover_round(cluster: Cluster, w: Writer, rnd: int, rng: random.Random,
@@ -129,7 +144,7 @@ def switchover_round(cluster: Cluster, w: Writer, rnd: int, rng: random.Random,
     counts = cluster.count_switch_master(pods, since=marks)
     prio = priorities(cluster)
     res = RoundResult(rnd, r.code, old, wanted, new, t1 - t0, gap, counts, prio,
-                      where.name if where else "host", r.out + r.err)
+                      where.name if where else "host", r.out + r.err, t0=t0)
     if r.code != 0:
         res.problems.append(f"exit {r.code}: {r.out.strip()} {r.err.strip()}")
     if new is None or new == old:
@@ -141,6 +156,9 @@ def switchover_round(cluster: Cluster, w: Writer, rnd: int, rng: random.Random,
         res.problems.append(f"+switch-master per sentinel not exactly 1: {counts}")
     if any(v != "100" for v in prio.values()):
         res.problems.append(f"replica-priority not restored: {prio}")
+    knobs = sentinel_knobs(cluster)
+    if any(k != (1, 1000, 10000) for k in knobs.values()):
+        res.problems.append(f"sentinel settings not put back: {knobs}")
     if gap >= 2.0:
         res.problems.append(f"write gap {gap:.2f}s >= 2 s")
     times = [t for _, t in w.acked if t >= t0 - 2]
