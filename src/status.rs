@@ -940,7 +940,9 @@ pub async fn gather(
             false,
         ));
     }
-    if cfg.pod_ip.is_some() {
+    // In a pod, its own two servers; on a machine with nothing configured (local mode,
+    // `scripts/run`), the ones on loopback.
+    if cfg.pod_ip.is_some() || cfg.sentinels.is_empty() {
         seeds.push((cfg.local(cfg.sentinel_port), true));
         seeds.push((cfg.local(cfg.redis_port), false));
     }
