@@ -237,6 +237,12 @@ fn main() -> ExitCode {
                     format_args!("switchover: --timeout {timeout}: expected 1..600 seconds"),
                 );
             }
+            // The handover's steps log through tracing: the operator sees them on stderr.
+            let _ = tracing_subscriber::fmt()
+                .with_writer(std::io::stderr)
+                .with_target(false)
+                .with_ansi(false)
+                .try_init();
             rt.block_on(switchover::run(
                 &cfg,
                 to.as_deref(),

@@ -336,8 +336,8 @@ async fn sentinel_sees(
 
 /// The leading sentinel's timing while the switchover runs (`SENTINEL DEBUG`), put back after.
 ///
-/// - `info-period` 100 ms: Sentinel sees the lowered priorities only in a replica's INFO; at the
-///   pods' 1 s the wait before `SENTINEL FAILOVER` was ~1 s, now ~0.1 s.
+/// - `info-period` 250 ms: Sentinel sees the lowered priorities only in a replica's INFO; at the
+///   pods' 1 s the wait before `SENTINEL FAILOVER` was ~1 s, now ~0.25 s.
 /// - `slave-reconf-timeout` 100 ms: after the promotion the leader sends `REPLICAOF` to each other
 ///   replica and ends its failover only once a later INFO (every 1 s during a failover, whatever
 ///   info-period says) shows it re-pointed. Until the end it still gives the OLD address in
@@ -349,7 +349,10 @@ async fn sentinel_sees(
 ///   replica itself anyway (handover::finish). Sentinel checks that timeout only while fewer
 ///   than `parallel-syncs` replicas are being reconfigured, so the leader's `parallel-syncs` is
 ///   raised by one for the duration too (`SENTINEL SET`, local to that sentinel).
-const FAST_DEBUG: &[(&str, u64)] = &[("info-period", 100), ("slave-reconf-timeout", 100)];
+/// 250 ms rather than less: Sentinel promotes only a replica whose last INFO is younger than
+/// 3 × info-period, and on a loaded machine a reply can take longer than 300 ms (NOGOODSLAVE
+/// while writes are paused).
+const FAST_DEBUG: &[(&str, u64)] = &[("info-period", 250), ("slave-reconf-timeout", 100)];
 
 /// `SENTINEL DEBUG` (no argument): the sentinel's current timing parameters.
 async fn debug_params(
