@@ -349,6 +349,7 @@ async fn sentinel_sees(
 ///   replica itself anyway (handover::finish). Sentinel checks that timeout only while fewer
 ///   than `parallel-syncs` replicas are being reconfigured, so the leader's `parallel-syncs` is
 ///   raised by one for the duration too (`SENTINEL SET`, local to that sentinel).
+///
 /// 250 ms rather than less: Sentinel promotes only a replica whose last INFO is younger than
 /// 3 × info-period, and on a loaded machine a reply can take longer than 300 ms (NOGOODSLAVE
 /// while writes are paused).
