@@ -166,5 +166,6 @@ def switchover_round(cluster: Cluster, w: Writer, rnd: int, rng: random.Random,
     log(f"switchover round {rnd} from {res.from_pod}: exit {r.code} {old} -> {new} "
         f"(wanted {wanted}) in {res.took:.2f}s, gap {gap:.2f}s "
         f"(from {worst[0] - t0:+.2f}s to {worst[1] - t0:+.2f}s of the start), "
-        f"+switch-master {counts}\n{r.out.rstrip()}")
+        f"+switch-master {counts}\n{r.out.rstrip()}"
+        + (f"\n{r.err.rstrip()}" if res.problems else ""))
     return res
