@@ -78,7 +78,9 @@ def plot(rows, acks, path: Path, title: str) -> None:
     ax1.set_title(title)
 
     worst = max(rows, key=lambda r: r.gap)
-    lo, hi = -1.0, 4.0
+    # Until the end of this round's watch (1 s after the command returned): the next round
+    # starts soon after.
+    lo, hi = -1.0, worst.took + 1.0
     nb = int((hi - lo) / 0.1)
     counts = [0] * nb
     for t in acks:
