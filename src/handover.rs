@@ -88,17 +88,45 @@ const STEP: Duration = Duration::from_millis(20);
 /// short, since it is asked every STEP and a slow one must not hide a fast Sentinel answer.
 const PROMOTED_CHECK: Duration = Duration::from_millis(200);
 
+/// Who takes part in a handover: the master to move, the sentinel asked to fail it over, and,
+/// for `switchover --to`, the one replica that may be promoted (the others were given priority 0
+/// by the caller, who restores them).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Plan {
+    pub master: Endpoint,
+    pub sentinel: Endpoint,
+    pub only: Option<Endpoint>,
+}
+
+impl Plan {
+    /// The SIGTERM path: this pod's own data node and its own sentinel.
+    pub fn local(cfg: &Config) -> Plan {
+        Plan {
+            master: cfg.own(Server::Redis),
+            sentinel: cfg.own(Server::Sentinel),
+            only: None,
+        }
+    }
+}
+
+/// The SIGTERM path: hand this pod's master role over (see the module header).
 pub async fn run(cfg: &Config, budget: Duration) -> Outcome {
+    run_on(cfg, &Plan::local(cfg), budget).await
+}
+
+/// The handover's steps for any master and sentinel: the SIGTERM path (`run`) and the
+/// operator's `switchover` (switchover.rs) both come here.
+pub async fn run_on(cfg: &Config, plan: &Plan, budget: Duration) -> Outcome {
     let started = Instant::now();
     let deadline = started + budget;
-    let me = cfg.own(Server::Redis);
+    let me = plan.master.clone();
     let t = Duration::from_millis(1000);
     // A replica that is listed but not yet online (its link just came up, or it reconnects) gets
     // up to a second to become healthy; a master with no replica at all stops at once.
     let settle_until = started + Duration::from_millis(1000).min(budget / 4);
     // A stop that lands while a failover runs: wait for it to settle first (this node may be the
     // replica being promoted, and would then hand over rather than stop as a fresh master).
-    let sentinel = cfg.own(Server::Sentinel);
+    let sentinel = plan.sentinel.clone();
     let failover_until = started + budget / 2;
     loop {
         match crate::discover::ask(cfg, &sentinel, &cfg.group, t).await {
@@ -121,7 +149,7 @@ pub async fn run(cfg: &Config, budget: Duration) -> Outcome {
     loop {
         let info = match redisio::info(cfg, &me, "replication", t).await {
             Ok(i) => i,
-            Err(e) => return Outcome::Skipped(format!("local redis does not answer: {e}")),
+            Err(e) => return Outcome::Skipped(format!("redis {me} does not answer: {e}")),
         };
         if redisio::info_field(&info, "role") != Some("master") {
             return Outcome::Skipped("this node is a replica".into());
@@ -153,6 +181,7 @@ pub async fn run(cfg: &Config, budget: Duration) -> Outcome {
                 .into_iter()
                 .filter(healthy)
                 .map(|r| r.addr)
+                .filter(|a| plan.only.as_ref().map_or(true, |o| o == a))
                 .collect(),
             Err(_) => Vec::new(),
         };
@@ -176,7 +205,7 @@ pub async fn run(cfg: &Config, budget: Duration) -> Outcome {
     let pause_ms = budget.as_millis().max(1000) as u64;
     let mut con = match redisio::connect(cfg, &me, Server::Redis, t).await {
         Ok(c) => c,
-        Err(e) => return Outcome::Failed(format!("connect to local redis: {e}")),
+        Err(e) => return Outcome::Failed(format!("connect to redis {me}: {e}")),
     };
     if let Err(e) = redisio::query::<()>(
         &mut con,
@@ -190,11 +219,11 @@ pub async fn run(cfg: &Config, budget: Duration) -> Outcome {
     tracing::info!(pause_ms, "handover: writes paused");
     let accepted = AtomicBool::new(false);
     // Every step is bounded by the one deadline, in-flight requests included.
-    let result = match tokio::time::timeout_at(deadline, steps(cfg, &me, deadline, &accepted)).await
-    {
-        Ok(r) => r,
-        Err(_) => Err("handover budget spent".into()),
-    };
+    let result =
+        match tokio::time::timeout_at(deadline, steps(cfg, plan, deadline, &accepted)).await {
+            Ok(r) => r,
+            Err(_) => Err("handover budget spent".into()),
+        };
     let unpause_limit = Duration::from_millis(300);
     if result.is_ok() || !accepted.load(Ordering::SeqCst) {
         // On success clients get READONLY and follow Sentinel at once; before any failover the
@@ -211,7 +240,7 @@ pub async fn run(cfg: &Config, budget: Duration) -> Outcome {
     }
     match result {
         Ok((new_master, caught_up)) => {
-            let cluster = finish(cfg, &new_master, &caught_up, deadline).await;
+            let cluster = finish(cfg, &plan.sentinel, &new_master, &caught_up, deadline).await;
             Outcome::Done {
                 new_master,
                 took_ms: started.elapsed().as_millis() as u64,
@@ -260,6 +289,7 @@ async fn sentinel_replicas(
 /// Bounded by the handover deadline; returns what it saw, for the log.
 async fn finish(
     cfg: &Config,
+    sentinel: &Endpoint,
     new_master: &Endpoint,
     caught_up: &[Endpoint],
     deadline: Instant,
@@ -281,7 +311,7 @@ async fn finish(
             }
         }
     }
-    let sentinel = cfg.own(Server::Sentinel);
+    let sentinel = sentinel.clone();
     let mut missing = String::from("nothing checked");
     for _ in 0..10_000 {
         let mut sentinels = match crate::follow::up_sentinels(cfg, &sentinel, t).await {
@@ -347,10 +377,11 @@ async fn finish(
 /// writes again, even if a later step fails.
 async fn steps(
     cfg: &Config,
-    me: &Endpoint,
+    plan: &Plan,
     deadline: Instant,
     accepted: &AtomicBool,
 ) -> Result<(Endpoint, Vec<Endpoint>), String> {
+    let me = &plan.master;
     let t = Duration::from_millis(500);
     // 1. A replica has everything the master acknowledged. Writes are paused, so the master's
     //    offset now bounds every acknowledged write; each replica is asked for its own processed
@@ -414,10 +445,9 @@ async fn steps(
     );
     // 2. Sentinel promotes a replica (it picks the one with the largest offset). NOGOODSLAVE can
     //    be transient (Sentinel has not refreshed a replica's INFO yet): retry until the deadline.
-    let sentinel = cfg.own(Server::Sentinel);
-    let mut scon = redisio::connect(cfg, &sentinel, Server::Sentinel, t)
+    let mut scon = redisio::connect(cfg, &plan.sentinel, Server::Sentinel, t)
         .await
-        .map_err(|e| format!("connect to local sentinel: {e}"))?;
+        .map_err(|e| format!("connect to sentinel {}: {e}", plan.sentinel))?;
     loop {
         match redisio::query::<()>(
             &mut scon,
@@ -442,7 +472,7 @@ async fn steps(
     //    node is demoted, two nodes answer as master (this one paused), so the first sign wins.
     //    Only Sentinel can have promoted one of our caught-up replicas: the companion that
     //    re-points nodes is stopped, and none of them starts as master while we serve.
-    let self_addr = cfg.own(Server::Redis);
+    let self_addr = me.clone();
     let new_master = 'found: loop {
         for c in &candidates {
             if redisio::is_master(cfg, c, PROMOTED_CHECK).await {

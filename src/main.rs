@@ -12,7 +12,9 @@ mod probe;
 mod redisio;
 mod render;
 mod state;
+mod status;
 mod supervise;
+mod switchover;
 
 use std::io::Write;
 use std::process::ExitCode;
@@ -49,6 +51,27 @@ enum Cmd {
         /// I accept losing acknowledged writes that only the absent pods hold
         #[arg(long)]
         force: bool,
+    },
+    /// The cluster at a glance: every data node and sentinel, and a verdict. Exit 0 healthy,
+    /// 1 degraded, 2 split or no master. From a laptop: --sentinels host:port,...
+    Status {
+        /// The same data as JSON
+        #[arg(long)]
+        json: bool,
+        /// Per-server budget (connect and every query); the whole look takes at most 3 times it
+        #[arg(long, default_value_t = 600)]
+        timeout_ms: u64,
+    },
+    /// A planned master move through Sentinel, without stopping anything (the SIGTERM
+    /// handover: pause writes, replicas catch up, failover, unpause). Exit 0 done, 1 failed,
+    /// 3 not failover-safe, 4 a failover is running, 5 --to is not a healthy replica.
+    Switchover {
+        /// The replica to promote (HOST:PORT); the others get replica-priority 0 meanwhile
+        #[arg(long, value_name = "HOST:PORT")]
+        to: Option<String>,
+        /// Give up (and undo every change) after this many seconds
+        #[arg(long, value_name = "S", default_value_t = 10.0)]
+        timeout: f64,
     },
 }
 
@@ -139,9 +162,12 @@ fn main() -> ExitCode {
     env.hostname = config::kernel_hostname();
     let cmd = cli.cmd.unwrap_or(Cmd::Run);
     let mut flags = cli.opts.0;
-    // A probe checks this pod's servers by port; the role does not matter to it.
-    if matches!(cmd, Cmd::Probe(_))
-        && flags.get("REDISHA_ROLE").is_none()
+    // A probe checks this pod's servers by port, the operator tools the whole cluster; the role
+    // does not matter to them.
+    if matches!(
+        cmd,
+        Cmd::Probe(_) | Cmd::Status { .. } | Cmd::Switchover { .. }
+    ) && flags.get("REDISHA_ROLE").is_none()
         && env.get("REDISHA_ROLE").is_none()
     {
         flags.set("REDISHA_ROLE", "master");
@@ -174,6 +200,30 @@ fn main() -> ExitCode {
         Cmd::Probe(p) => rt.block_on(run_probe(&cfg, &p)),
         Cmd::Render => rt.block_on(print_render(&cfg, &bases)),
         Cmd::Promote { force } => rt.block_on(promote(&cfg, force)),
+        Cmd::Status { json, timeout_ms } => rt.block_on(status::run(
+            &cfg,
+            json,
+            std::time::Duration::from_millis(timeout_ms.clamp(50, 60_000)),
+        )),
+        Cmd::Switchover { to, timeout } => {
+            if !(timeout.is_finite() && (1.0..=600.0).contains(&timeout)) {
+                return fail(
+                    exit::USAGE,
+                    format_args!("switchover: --timeout {timeout}: expected 1..600 seconds"),
+                );
+            }
+            // The handover's steps log through tracing: the operator sees them on stderr.
+            let _ = tracing_subscriber::fmt()
+                .with_writer(std::io::stderr)
+                .with_target(false)
+                .with_ansi(false)
+                .try_init();
+            rt.block_on(switchover::run(
+                &cfg,
+                to.as_deref(),
+                std::time::Duration::from_secs_f64(timeout),
+            ))
+        }
         Cmd::Run => rt.block_on(run(cfg, bases)),
     };
     // A getaddrinfo still running on a blocking thread (a Service name while DNS is down) must

@@ -310,3 +310,66 @@ fn ordinal_role_from_the_pod_name() {
         "{err}"
     );
 }
+
+/// The operator commands against nothing at all: bounded, the documented "no master" and
+/// "refused" exit codes, one line saying why; bad flags are usage errors (64).
+#[test]
+fn operator_tools_without_a_cluster() {
+    let port = free_port();
+    let sentinels = format!("127.0.0.1:{port}");
+    let t0 = std::time::Instant::now();
+    let (code, out, err, started) = run(&["status", "--sentinels", &sentinels], &[]);
+    assert_eq!(code, 2, "status: stdout={out} stderr={err}");
+    assert!(
+        out.lines()
+            .last()
+            .is_some_and(|l| l.starts_with("verdict: no master: no sentinel answers")),
+        "{out}"
+    );
+    assert!(t0.elapsed() < std::time::Duration::from_secs(2));
+    assert!(!started, "status started something");
+    let (code, out, _, _) = run(&["status", "--json", "--sentinels", &sentinels], &[]);
+    assert_eq!(code, 2);
+    assert!(
+        out.contains("\"health\": \"no_master\"") && out.contains("\"exit_code\": 2"),
+        "{out}"
+    );
+    let (code, out, err, started) = run(&["switchover", "--sentinels", &sentinels], &[]);
+    assert_eq!(code, 3, "switchover: stdout={out} stderr={err}");
+    assert!(
+        out.contains("refused: the cluster is not failover-safe"),
+        "{out}"
+    );
+    assert!(!started);
+    for bad in [
+        &["switchover", "--timeout", "0"][..],
+        &["switchover", "--timeout", "soon"][..],
+        &["switchover", "--to", "not an address"][..],
+        &["status", "--timeout-ms", "x"][..],
+    ] {
+        let (code, out, err, _) = run(bad, &[]);
+        assert_eq!(code, 64, "{bad:?}: stdout={out} stderr={err}");
+    }
+}
+
+/// Every exit code of the operator commands has its row in the README's table.
+#[test]
+fn operator_exit_codes_are_in_the_readme() {
+    let readme = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md"))
+        .expect("README.md");
+    let rows = [
+        ("status", 0),
+        ("status", 1),
+        ("status", 2),
+        ("switchover", 0),
+        ("switchover", 1),
+        ("switchover", 3),
+        ("switchover", 4),
+        ("switchover", 5),
+        ("switchover", 130),
+    ];
+    for (cmd, code) in rows {
+        let row = format!("| `{cmd}` | {code} |");
+        assert!(readme.contains(&row), "README.md lacks the row {row}");
+    }
+}

@@ -1,0 +1,1511 @@
+//! `redisha-init status`: one look at the whole cluster, like `patronictl list`.
+//!
+//! Thin I/O gathers what every sentinel and every data node says (all at once, each server
+//! bounded by its own timeout, the whole look by one deadline); a pure `verdict` judges it. The
+//! servers come from the pod's own configuration (the sentinels of `REDISHA_SENTINELS` /
+//! `--sentinels`, the data nodes on the same hosts, this pod's own two servers) and from what
+//! the servers report (the master and replicas the sentinels name, their peers, the replicas the
+//! master lists), so a laptop needs only one reachable sentinel.
+//!
+//! Exit codes: 0 healthy, 1 degraded, 2 split or no master.
+
+use std::collections::HashMap;
+use std::fmt::Write as _;
+use std::time::Duration;
+
+use serde::Serialize;
+use tokio::task::JoinSet;
+use tokio::time::Instant;
+
+use crate::config::Server;
+use crate::config::{Config, Endpoint, Host};
+use crate::handover;
+use crate::probe;
+use crate::redisio;
+
+/// A replica whose last acknowledgement is older than this is lagging (Redis's `lag=` counts
+/// seconds since the replica's last REPLCONF ACK, sent every second).
+const MAX_LAG_S: u64 = 2;
+
+/// One entry of `SENTINEL REPLICAS` / `SENTINEL SENTINELS`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Default)]
+pub struct Entry {
+    pub addr: String,
+    pub flags: Vec<String>,
+    /// Replicas: `slave-priority`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub priority: Option<u32>,
+    /// Replicas: `master-link-status` is ok.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub link_ok: Option<bool>,
+    /// Sentinels: `runid`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub run_id: Option<String>,
+}
+
+impl Entry {
+    pub fn down(&self) -> bool {
+        self.flags
+            .iter()
+            .any(|f| f == "s_down" || f == "o_down" || f == "disconnected")
+    }
+}
+
+/// What one sentinel said.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Default)]
+pub struct SentinelObs {
+    pub addr: String,
+    /// Why it said nothing (unreachable, timeout, refused, does not know the group).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+    /// `GET-MASTER-ADDR-BY-NAME`: the promoted replica as soon as it answers as master.
+    pub master: Option<String>,
+    pub master_flags: Vec<String>,
+    pub config_epoch: u64,
+    pub failover_state: String,
+    pub quorum: u32,
+    pub replicas: Vec<Entry>,
+    pub sentinels: Vec<Entry>,
+    /// `INFO server` run_id: the same sentinel reached under two addresses (a Service, a
+    /// port-forward) is one sentinel.
+    #[serde(skip)]
+    pub run_id: String,
+}
+
+impl SentinelObs {
+    pub fn answered(&self) -> bool {
+        self.error.is_none()
+    }
+
+    pub fn failover_running(&self) -> bool {
+        self.master_flags
+            .iter()
+            .any(|f| f == "failover_in_progress")
+            || !matches!(self.failover_state.as_str(), "none" | "")
+    }
+
+    pub fn sees_master_down(&self) -> bool {
+        self.master_flags
+            .iter()
+            .any(|f| f == "s_down" || f == "o_down" || f == "disconnected")
+    }
+}
+
+/// One replica as the master lists it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Listed {
+    pub addr: String,
+    pub online: bool,
+    pub offset: u64,
+    pub lag_s: u64,
+}
+
+/// What one data node said (`INFO replication`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Default)]
+pub struct NodeObs {
+    pub addr: String,
+    /// `INFO server` run_id (see SentinelObs::run_id).
+    #[serde(skip)]
+    pub run_id: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+    /// `master` or `replica`.
+    pub role: String,
+    /// A replica's configured master.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub master: Option<String>,
+    pub link_up: bool,
+    pub sync_in_progress: bool,
+    /// `master_repl_offset` of a master, `slave_repl_offset` of a replica.
+    pub offset: u64,
+    /// `slave_priority` of a replica.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub priority: Option<u32>,
+    /// A master's replicas as it lists them.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub replicas: Vec<Listed>,
+}
+
+impl NodeObs {
+    pub fn is_master(&self) -> bool {
+        self.error.is_none() && self.role == "master"
+    }
+    pub fn is_replica(&self) -> bool {
+        self.error.is_none() && self.role == "replica"
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Health {
+    Healthy,
+    Degraded,
+    Split,
+    NoMaster,
+}
+
+impl Health {
+    pub fn exit_code(self) -> i32 {
+        match self {
+            Health::Healthy => crate::exit::OK,
+            Health::Degraded => crate::exit::DEGRADED,
+            Health::Split | Health::NoMaster => crate::exit::SPLIT,
+        }
+    }
+    fn word(self) -> &'static str {
+        match self {
+            Health::Healthy => "healthy",
+            Health::Degraded => "degraded",
+            Health::Split => "split",
+            Health::NoMaster => "no master",
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Verdict {
+    pub health: Health,
+    /// The master the sentinels name at the highest epoch, when it answers as master.
+    pub master: Option<String>,
+    pub epoch: u64,
+    /// Why it is not healthy (degraded, split: who disagrees, no master: what is missing).
+    pub reasons: Vec<String>,
+    pub failover_running: bool,
+    pub failover_safe: bool,
+    /// Why a failover could not happen now.
+    pub unsafe_because: Vec<String>,
+}
+
+impl Verdict {
+    pub fn line(&self) -> String {
+        let mut s = format!("verdict: {}", self.health.word());
+        if let Some(m) = &self.master {
+            let _ = write!(s, ", master {m} (epoch {})", self.epoch);
+        }
+        if !self.reasons.is_empty() {
+            let _ = write!(s, ": {}", self.reasons.join("; "));
+        }
+        if self.failover_safe {
+            s.push_str("; failover-safe");
+        } else {
+            let _ = write!(s, "; not failover-safe: {}", self.unsafe_because.join("; "));
+        }
+        s
+    }
+}
+
+/// The pure judgement over what was gathered. `quorum`: the configured quorum, used when no
+/// sentinel reports one.
+pub fn verdict(sentinels: &[SentinelObs], nodes: &[NodeObs], quorum: u32) -> Verdict {
+    let answering: Vec<&SentinelObs> = sentinels.iter().filter(|s| s.answered()).collect();
+    let mut reasons = Vec::new();
+    let mut unsafe_because = Vec::new();
+    let failover_running = answering.iter().any(|s| s.failover_running());
+    let masters_up: Vec<&NodeObs> = nodes.iter().filter(|n| n.is_master()).collect();
+    let node = |a: &str| nodes.iter().find(|n| n.addr == a);
+    let no_master = |reasons: Vec<String>, epoch| Verdict {
+        health: Health::NoMaster,
+        master: None,
+        epoch,
+        reasons,
+        failover_running,
+        failover_safe: false,
+        unsafe_because: vec!["there is no master".into()],
+    };
+    let epoch = answering.iter().map(|s| s.config_epoch).max().unwrap_or(0);
+    // The masters named at the highest epoch (the latest failover), and by whom.
+    let mut named: Vec<(&str, Vec<&str>)> = Vec::new();
+    for s in answering.iter().filter(|s| s.config_epoch == epoch) {
+        let Some(m) = s.master.as_deref() else {
+            continue;
+        };
+        match named.iter_mut().find(|(x, _)| *x == m) {
+            Some((_, by)) => by.push(&s.addr),
+            None => named.push((m, vec![&s.addr])),
+        }
+    }
+    if masters_up.len() >= 2 {
+        let mut r = vec![format!(
+            "{} nodes answer as master: {}",
+            masters_up.len(),
+            masters_up
+                .iter()
+                .map(|n| n.addr.as_str())
+                .collect::<Vec<_>>()
+                .join(", ")
+        )];
+        r.extend(named_by(&named));
+        return Verdict {
+            health: Health::Split,
+            master: None,
+            epoch,
+            reasons: r,
+            failover_running,
+            failover_safe: false,
+            unsafe_because: vec!["the cluster is split".into()],
+        };
+    }
+    if named.len() >= 2 {
+        let mut r = vec![format!("sentinels disagree at epoch {epoch}")];
+        r.extend(named_by(&named));
+        return Verdict {
+            health: Health::Split,
+            master: None,
+            epoch,
+            reasons: r,
+            failover_running,
+            failover_safe: false,
+            unsafe_because: vec!["the cluster is split".into()],
+        };
+    }
+    let Some(m) = named.first().map(|(m, _)| *m) else {
+        let why = if answering.is_empty() {
+            "no sentinel answers".to_string()
+        } else {
+            "no sentinel names a master for the group".to_string()
+        };
+        let mut r = vec![why];
+        if let Some(n) = masters_up.first() {
+            r.push(format!("{} answers as master", n.addr));
+        }
+        return no_master(r, epoch);
+    };
+    match node(m) {
+        Some(n) if n.is_master() => {}
+        other => {
+            let what = match other {
+                Some(NodeObs { error: Some(e), .. }) => format!("does not answer ({e})"),
+                Some(n) => format!(
+                    "answers as {} of {}",
+                    n.role,
+                    n.master.as_deref().unwrap_or("nothing")
+                ),
+                None => "was not asked".to_string(),
+            };
+            let mut r = vec![format!("the sentinels name {m}, which {what}")];
+            if failover_running {
+                r.push(format!(
+                    "failover in progress ({})",
+                    failover_states(&answering)
+                ));
+            } else if answering.iter().any(|s| s.sees_master_down()) {
+                r.push(
+                    "the sentinels see it down; a failover follows once it is objectively down"
+                        .into(),
+                );
+            }
+            if let Some(other) = masters_up.first() {
+                if !failover_running {
+                    // A node serves writes that the sentinels do not send clients to.
+                    r.push(format!("{} answers as master", other.addr));
+                    return Verdict {
+                        health: Health::Split,
+                        master: None,
+                        epoch,
+                        reasons: r,
+                        failover_running,
+                        failover_safe: false,
+                        unsafe_because: vec!["the cluster is split".into()],
+                    };
+                }
+                r.push(format!("{} answers as master (being promoted)", other.addr));
+            }
+            return no_master(r, epoch);
+        }
+    }
+    let master = node(m).cloned().unwrap_or_default();
+    // From here on there is one master; everything else only degrades.
+    if failover_running {
+        reasons.push(format!(
+            "failover in progress ({})",
+            failover_states(&answering)
+        ));
+    }
+    for s in sentinels {
+        match &s.error {
+            Some(e) => reasons.push(format!("sentinel {}: {e}", s.addr)),
+            None if s.config_epoch < epoch || s.master.as_deref() != Some(m) => {
+                reasons.push(format!(
+                    "sentinel {} still names {} (epoch {} < {epoch})",
+                    s.addr,
+                    s.master.as_deref().unwrap_or("nothing"),
+                    s.config_epoch
+                ))
+            }
+            None if s.sees_master_down() => reasons.push(format!(
+                "sentinel {} sees the master {}",
+                s.addr,
+                s.master_flags.join(",")
+            )),
+            None => {}
+        }
+    }
+    let replicas: Vec<&NodeObs> = nodes.iter().filter(|n| n.addr != m).collect();
+    for n in &replicas {
+        if let Some(e) = &n.error {
+            reasons.push(format!("node {}: {e}", n.addr));
+            continue;
+        }
+        if n.role != "replica" {
+            continue; // a second master was handled above
+        }
+        if n.master.as_deref() != Some(m) {
+            reasons.push(format!(
+                "replica {} follows {}, not the master",
+                n.addr,
+                n.master.as_deref().unwrap_or("nothing")
+            ));
+        } else if n.sync_in_progress {
+            reasons.push(format!("replica {}: initial sync in progress", n.addr));
+        } else if !n.link_up {
+            reasons.push(format!("replica {}: master link down", n.addr));
+        } else {
+            match master.replicas.iter().find(|l| l.addr == n.addr) {
+                None => reasons.push(format!("the master does not list replica {}", n.addr)),
+                Some(l) if !l.online => {
+                    reasons.push(format!("the master lists replica {} not online", n.addr))
+                }
+                Some(l) if l.lag_s > MAX_LAG_S => reasons.push(format!(
+                    "replica {} last acknowledged {} s ago",
+                    n.addr, l.lag_s
+                )),
+                Some(_) => {}
+            }
+        }
+    }
+    let live_replicas: Vec<&str> = replicas
+        .iter()
+        .filter(|n| n.is_replica())
+        .map(|n| n.addr.as_str())
+        .collect();
+    let sentinel_addrs: Vec<&str> = answering.iter().map(|s| s.addr.as_str()).collect();
+    for s in &answering {
+        for r in &s.replicas {
+            if r.down() {
+                reasons.push(format!(
+                    "sentinel {} lists replica {} as {}",
+                    s.addr,
+                    r.addr,
+                    r.flags.join(",")
+                ));
+            } else if r.link_ok == Some(false) {
+                // Its last INFO of the replica (1 s old at most) says the link is down: this
+                // sentinel would not promote it.
+                reasons.push(format!(
+                    "sentinel {} sees replica {} with its master link down",
+                    s.addr, r.addr
+                ));
+            }
+        }
+        for r in &live_replicas {
+            if !s.replicas.iter().any(|e| e.addr == *r) {
+                reasons.push(format!("sentinel {} does not know replica {r}", s.addr));
+            }
+        }
+        for p in &s.sentinels {
+            if p.down() {
+                reasons.push(format!(
+                    "sentinel {} lists sentinel {} as {}",
+                    s.addr,
+                    p.addr,
+                    p.flags.join(",")
+                ));
+            }
+        }
+        for p in sentinel_addrs.iter().filter(|p| **p != s.addr) {
+            if !s.sentinels.iter().any(|e| e.addr == *p) {
+                reasons.push(format!("sentinel {} does not know sentinel {p}", s.addr));
+            }
+        }
+    }
+    // Failover-safe: a majority of the sentinels answers and names this master, and at least
+    // `quorum` of them each pass the probe's own test (probe::failover_safe: sees the master up,
+    // knows quorum − 1 live peers, knows a replica it could promote).
+    if failover_running {
+        unsafe_because.push("a failover is already running".into());
+    }
+    let quorum = answering
+        .iter()
+        .map(|s| s.quorum)
+        .find(|q| *q > 0)
+        .unwrap_or(quorum);
+    let naming: Vec<&&SentinelObs> = answering
+        .iter()
+        .filter(|s| s.master.as_deref() == Some(m) && s.config_epoch == epoch)
+        .collect();
+    // Sentinel's own rule: a leader needs max(quorum, a majority of the sentinels it knows).
+    let voters = naming
+        .iter()
+        .map(|s| s.sentinels.len() + 1)
+        .max()
+        .unwrap_or(0);
+    let need = (quorum as usize).max(voters / 2 + 1);
+    if naming.len() < need {
+        unsafe_because.push(format!(
+            "{} sentinels answer and name the master, electing a leader needs {need} of {voters}",
+            naming.len()
+        ));
+    }
+    let mut safe_ones = 0;
+    let mut last_why = String::new();
+    for s in &naming {
+        let safety = probe::Safety {
+            names_master: true,
+            master_down: s.sees_master_down(),
+            quorum,
+            sentinels_known: s.sentinels.len(),
+            sentinels_up: s.sentinels.iter().filter(|e| !e.down()).count(),
+            promotable: s
+                .replicas
+                .iter()
+                .filter(|r| promotable(r))
+                .map(|r| r.addr.clone())
+                .collect(),
+            own_replica: None,
+        };
+        match probe::failover_safe(&safety) {
+            Ok(()) if safety.promotable.is_empty() => {
+                last_why = format!("sentinel {} knows no replica it could promote", s.addr)
+            }
+            Ok(()) => safe_ones += 1,
+            Err(why) => last_why = format!("sentinel {}: {why}", s.addr),
+        }
+    }
+    if safe_ones < quorum as usize {
+        unsafe_because.push(if last_why.is_empty() {
+            format!("{safe_ones} sentinels could fail over, quorum is {quorum}")
+        } else {
+            format!("{safe_ones} sentinels could fail over, quorum is {quorum} ({last_why})")
+        });
+    }
+    let failover_safe = unsafe_because.is_empty();
+    if !failover_safe && reasons.is_empty() {
+        reasons.push("not failover-safe".into());
+    }
+    Verdict {
+        health: if reasons.is_empty() {
+            Health::Healthy
+        } else {
+            Health::Degraded
+        },
+        master: Some(m.to_string()),
+        epoch,
+        reasons,
+        failover_running,
+        failover_safe,
+        unsafe_because,
+    }
+}
+
+/// A replica Sentinel could promote: up, linked, priority above 0.
+pub fn promotable(r: &Entry) -> bool {
+    !r.down() && r.link_ok == Some(true) && r.priority != Some(0)
+}
+
+fn named_by(named: &[(&str, Vec<&str>)]) -> Vec<String> {
+    named
+        .iter()
+        .map(|(m, by)| format!("{} name {m}", by.join(", ")))
+        .collect()
+}
+
+fn failover_states(answering: &[&SentinelObs]) -> String {
+    answering
+        .iter()
+        .filter(|s| s.failover_running())
+        .map(|s| format!("{}: {}", s.addr, s.failover_state))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// One server reached under two addresses (a Service name or ClusterIP in `REDISHA_SENTINELS`,
+/// a data node guessed on the same host) is one server: of the observations with the same run
+/// id, the one at the address the cluster itself uses (listed as a peer, named as master, listed
+/// as a replica) stays, the others go. Counting a Service as a fourth sentinel or a second master
+/// would turn a healthy cluster into a "split" one.
+pub fn dedup(sentinels: &mut Vec<SentinelObs>, nodes: &mut Vec<NodeObs>) {
+    let peer_addrs: Vec<String> = sentinels
+        .iter()
+        .flat_map(|s| s.sentinels.iter().map(|e| e.addr.clone()))
+        .collect();
+    let node_addrs: Vec<String> = sentinels
+        .iter()
+        .flat_map(|s| {
+            s.master
+                .iter()
+                .cloned()
+                .chain(s.replicas.iter().map(|e| e.addr.clone()))
+        })
+        .chain(nodes.iter().flat_map(|n| {
+            n.replicas
+                .iter()
+                .map(|l| l.addr.clone())
+                .chain(n.master.clone())
+        }))
+        .collect();
+    keep_one(sentinels, |s| &s.run_id, |s| &s.addr, &peer_addrs);
+    keep_one(nodes, |n| &n.run_id, |n| &n.addr, &node_addrs);
+}
+
+fn keep_one<T>(
+    items: &mut Vec<T>,
+    id: impl Fn(&T) -> &str,
+    addr: impl Fn(&T) -> &str,
+    known: &[String],
+) {
+    let mut drop = vec![false; items.len()];
+    for i in 0..items.len() {
+        let rid = id(&items[i]);
+        if rid.is_empty() || drop[i] {
+            continue;
+        }
+        let same: Vec<usize> = (0..items.len()).filter(|j| id(&items[*j]) == rid).collect();
+        if same.len() < 2 {
+            continue;
+        }
+        let best = same
+            .iter()
+            .copied()
+            .find(|j| known.iter().any(|k| k == addr(&items[*j])))
+            .unwrap_or(same[0]);
+        for j in same {
+            drop[j] = j != best;
+        }
+    }
+    let mut k = 0;
+    items.retain(|_| {
+        k += 1;
+        !drop[k - 1]
+    });
+}
+
+/// Everything one look gathered, and its verdict.
+#[derive(Debug, Clone, Serialize)]
+pub struct Report {
+    pub group: String,
+    pub verdict: Verdict,
+    pub exit_code: i32,
+    pub nodes: Vec<NodeObs>,
+    pub sentinels: Vec<SentinelObs>,
+    pub took_ms: u64,
+}
+
+impl Report {
+    pub fn new(
+        group: &str,
+        sentinels: Vec<SentinelObs>,
+        nodes: Vec<NodeObs>,
+        quorum: u32,
+        took: Duration,
+    ) -> Report {
+        let verdict = verdict(&sentinels, &nodes, quorum);
+        Report {
+            group: group.to_string(),
+            exit_code: verdict.health.exit_code(),
+            verdict,
+            nodes,
+            sentinels,
+            took_ms: took.as_millis() as u64,
+        }
+    }
+
+    /// The human table.
+    pub fn table(&self) -> String {
+        let master = self.verdict.master.as_deref();
+        let master_offset = master
+            .and_then(|m| self.nodes.iter().find(|n| n.addr == m))
+            .map(|n| n.offset);
+        let listed = |a: &str| {
+            master
+                .and_then(|m| self.nodes.iter().find(|n| n.addr == m))
+                .and_then(|n| n.replicas.iter().find(|l| l.addr == a))
+        };
+        let named: Vec<&str> = self
+            .sentinels
+            .iter()
+            .filter_map(|s| s.master.as_deref())
+            .collect();
+        let mut rows = vec![vec![
+            "DATA NODE".to_string(),
+            "ROLE".into(),
+            "NAMED".into(),
+            "FOLLOWS".into(),
+            "LINK".into(),
+            "OFFSET".into(),
+            "LAG B".into(),
+            "LAG S".into(),
+            "PRIO".into(),
+        ]];
+        for n in &self.nodes {
+            if let Some(e) = &n.error {
+                rows.push(vec![
+                    n.addr.clone(),
+                    "-".into(),
+                    yes(named.contains(&n.addr.as_str())),
+                    format!("unreachable: {e}"),
+                ]);
+                continue;
+            }
+            let is_named = named.contains(&n.addr.as_str());
+            let (lag_b, lag_s) = match (n.role.as_str(), master_offset, listed(&n.addr)) {
+                ("replica", Some(mo), l) => (
+                    mo.saturating_sub(n.offset).to_string(),
+                    l.map(|l| l.lag_s.to_string()).unwrap_or("-".into()),
+                ),
+                _ => ("-".into(), "-".into()),
+            };
+            rows.push(vec![
+                n.addr.clone(),
+                n.role.clone(),
+                yes(is_named),
+                n.master.clone().unwrap_or("-".into()),
+                if n.role == "master" {
+                    "-".into()
+                } else if n.sync_in_progress {
+                    "sync".into()
+                } else if n.link_up {
+                    "up".into()
+                } else {
+                    "down".into()
+                },
+                n.offset.to_string(),
+                lag_b,
+                lag_s,
+                n.priority.map(|p| p.to_string()).unwrap_or("-".into()),
+            ]);
+        }
+        let mut out = format!("cluster {}\n", self.group);
+        out.push_str(&columns(&rows));
+        let mut rows = vec![vec![
+            "SENTINEL".to_string(),
+            "MASTER".into(),
+            "EPOCH".into(),
+            "FLAGS".into(),
+            "REPLICAS (UP/KNOWN)".into(),
+            "PEERS (UP/KNOWN)".into(),
+            "FAILOVER".into(),
+        ]];
+        for s in &self.sentinels {
+            if let Some(e) = &s.error {
+                rows.push(vec![s.addr.clone(), format!("unreachable: {e}")]);
+                continue;
+            }
+            let up =
+                |l: &[Entry]| format!("{}/{}", l.iter().filter(|e| !e.down()).count(), l.len());
+            rows.push(vec![
+                s.addr.clone(),
+                s.master.clone().unwrap_or("-".into()),
+                s.config_epoch.to_string(),
+                s.master_flags.join(","),
+                up(&s.replicas),
+                up(&s.sentinels),
+                if s.failover_running() {
+                    s.failover_state.clone()
+                } else {
+                    "no".into()
+                },
+            ]);
+        }
+        out.push('\n');
+        out.push_str(&columns(&rows));
+        out.push('\n');
+        out.push_str(&self.verdict.line());
+        out.push('\n');
+        out
+    }
+}
+
+fn yes(b: bool) -> String {
+    if b { "yes" } else { "-" }.to_string()
+}
+
+/// Left-aligned columns; a short row's last cell runs on (an error message).
+fn columns(rows: &[Vec<String>]) -> String {
+    let n = rows.iter().map(Vec::len).max().unwrap_or(0);
+    let mut w = vec![0; n];
+    for r in rows.iter().filter(|r| r.len() == n) {
+        for (i, c) in r.iter().enumerate() {
+            w[i] = w[i].max(c.chars().count());
+        }
+    }
+    let mut out = String::new();
+    for r in rows {
+        let mut line = String::new();
+        for (i, c) in r.iter().enumerate() {
+            if i + 1 == r.len() {
+                line.push_str(c);
+            } else {
+                let _ = write!(line, "{c:<width$}  ", width = w[i]);
+            }
+        }
+        out.push_str(line.trim_end());
+        out.push('\n');
+    }
+    out
+}
+
+// ---- I/O ----
+
+/// Parses one data node's `INFO replication`.
+pub fn parse_node(addr: &str, info: &str) -> NodeObs {
+    let f = |k| redisio::info_field(info, k);
+    let num = |k| f(k).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0);
+    let role = match f("role") {
+        Some("master") => "master",
+        Some("slave") => "replica",
+        _ => {
+            return NodeObs {
+                addr: addr.into(),
+                error: Some("unexpected INFO replication".into()),
+                ..NodeObs::default()
+            }
+        }
+    };
+    let master = match (f("master_host"), f("master_port")) {
+        (Some(h), Some(p)) if role == "replica" => Some(canonical(h, p)),
+        _ => None,
+    };
+    NodeObs {
+        addr: addr.into(),
+        run_id: f("run_id").unwrap_or("").to_string(),
+        error: None,
+        role: role.into(),
+        master,
+        link_up: f("master_link_status") == Some("up"),
+        sync_in_progress: f("master_sync_in_progress").is_some_and(|v| v != "0"),
+        offset: if role == "master" {
+            num("master_repl_offset")
+        } else {
+            num("slave_repl_offset")
+        },
+        priority: f("slave_priority").and_then(|v| v.parse().ok()),
+        replicas: handover::replicas(info)
+            .into_iter()
+            .map(|r| Listed {
+                addr: r.addr.to_string(),
+                online: r.online,
+                offset: r.offset,
+                lag_s: r.lag,
+            })
+            .collect(),
+    }
+}
+
+/// `ip:port` as `Endpoint` prints it (IPv6 in brackets), so every source compares equal.
+fn canonical(host: &str, port: &str) -> String {
+    match (
+        crate::config::parse_host("reply", host),
+        crate::config::parse_port("reply", port),
+    ) {
+        (Ok(h), Ok(p)) => Endpoint { host: h, port: p }.to_string(),
+        _ => format!("{host}:{port}"),
+    }
+}
+
+fn entry(m: &HashMap<String, String>) -> Option<Entry> {
+    Some(Entry {
+        addr: canonical(m.get("ip")?, m.get("port")?),
+        flags: m
+            .get("flags")
+            .map(|f| f.split(',').map(str::to_string).collect())
+            .unwrap_or_default(),
+        priority: m.get("slave-priority").and_then(|v| v.parse().ok()),
+        link_ok: m.get("master-link-status").map(|v| v == "ok"),
+        run_id: m.get("runid").cloned(),
+    })
+}
+
+async fn ask_sentinel(cfg: &Config, e: &Endpoint, t: Duration) -> redis::RedisResult<SentinelObs> {
+    let mut con = redisio::connect(cfg, e, Server::Sentinel, t).await?;
+    let q = |sub: &str| {
+        let mut c = redis::cmd("SENTINEL");
+        c.arg(sub).arg(&cfg.group);
+        c
+    };
+    let m: HashMap<String, String> = redisio::query(&mut con, &mut q("MASTER"), t).await?;
+    let addr: Option<(String, String)> =
+        redisio::query(&mut con, &mut q("GET-MASTER-ADDR-BY-NAME"), t).await?;
+    let replicas: Vec<HashMap<String, String>> =
+        redisio::query(&mut con, &mut q("REPLICAS"), t).await?;
+    let sentinels: Vec<HashMap<String, String>> =
+        redisio::query(&mut con, &mut q("SENTINELS"), t).await?;
+    let server: String = redisio::query(&mut con, redis::cmd("INFO").arg("server"), t).await?;
+    Ok(SentinelObs {
+        run_id: redisio::info_field(&server, "run_id")
+            .unwrap_or("")
+            .to_string(),
+        addr: e.to_string(),
+        error: None,
+        master: addr.map(|(h, p)| canonical(&h, &p)),
+        master_flags: m
+            .get("flags")
+            .map(|f| f.split(',').map(str::to_string).collect())
+            .unwrap_or_default(),
+        config_epoch: m
+            .get("config-epoch")
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0),
+        failover_state: m
+            .get("failover-state")
+            .cloned()
+            .unwrap_or_else(|| "none".into()),
+        quorum: m.get("quorum").and_then(|v| v.parse().ok()).unwrap_or(0),
+        replicas: replicas.iter().filter_map(entry).collect(),
+        sentinels: sentinels.iter().filter_map(entry).collect(),
+    })
+}
+
+async fn ask_node(cfg: &Config, e: &Endpoint, t: Duration) -> NodeObs {
+    let addr = e.to_string();
+    match redisio::connect(cfg, e, Server::Redis, t).await {
+        Ok(mut con) => {
+            match redisio::query::<String>(
+                &mut con,
+                redis::cmd("INFO").arg("server").arg("replication"),
+                t,
+            )
+            .await
+            {
+                Ok(i) => parse_node(&addr, &i),
+                Err(err) => failed_node(addr, &err),
+            }
+        }
+        Err(err) => failed_node(addr, &err),
+    }
+}
+
+fn failed_node(addr: String, e: &redis::RedisError) -> NodeObs {
+    NodeObs {
+        addr,
+        error: Some(short(e)),
+        ..NodeObs::default()
+    }
+}
+
+fn short(e: &redis::RedisError) -> String {
+    let s = e.to_string();
+    let s = s.lines().next().unwrap_or("").to_string();
+    if s.chars().count() > 120 {
+        s.chars().take(120).collect::<String>() + "…"
+    } else {
+        s
+    }
+}
+
+/// A name resolved once (an address stays as it is); an error says why not.
+async fn resolve(e: &Endpoint, t: Duration) -> Result<Endpoint, String> {
+    let Host::Name(n) = &e.host else {
+        return Ok(e.clone());
+    };
+    match tokio::time::timeout(t, tokio::net::lookup_host((n.as_str(), e.port))).await {
+        Ok(Ok(mut it)) => match it.next() {
+            Some(sa) => Ok(Endpoint {
+                host: Host::Ip(sa.ip()),
+                port: e.port,
+            }),
+            None => Err("cannot resolve: no address".into()),
+        },
+        Ok(Err(err)) => Err(format!("cannot resolve: {err}")),
+        Err(_) => Err("cannot resolve: timed out".into()),
+    }
+}
+
+enum Got {
+    Resolved(Endpoint, Result<Endpoint, String>, bool),
+    Sentinel(SentinelObs),
+    Node(NodeObs),
+}
+
+/// Asks every server it learns of, all at once; each is bounded by `per_server`, the whole look
+/// by `overall` (a server still silent then is reported as such).
+pub async fn gather(
+    cfg: &Config,
+    per_server: Duration,
+    overall: Duration,
+) -> (Vec<SentinelObs>, Vec<NodeObs>) {
+    let deadline = Instant::now() + overall;
+    let mut set: JoinSet<Got> = JoinSet::new();
+    // Seeds: the configured sentinels and the data nodes on the same hosts, this pod's own two.
+    let mut seeds: Vec<(Endpoint, bool)> = Vec::new();
+    for s in &cfg.sentinels {
+        seeds.push((s.clone(), true));
+        seeds.push((
+            Endpoint {
+                host: s.host.clone(),
+                port: cfg.redis_port,
+            },
+            false,
+        ));
+    }
+    // In a pod, its own two servers; on a machine with nothing configured (local mode,
+    // `scripts/run`), the ones on loopback.
+    if cfg.pod_ip.is_some() || cfg.sentinels.is_empty() {
+        seeds.push((cfg.own(Server::Sentinel), true));
+        seeds.push((cfg.own(Server::Redis), false));
+    }
+    let mut asked: Vec<String> = Vec::new();
+    let mut pending: HashMap<String, bool> = HashMap::new();
+    let mut sentinels: Vec<SentinelObs> = Vec::new();
+    let mut nodes: Vec<NodeObs> = Vec::new();
+    for (e, is_sentinel) in seeds {
+        set.spawn(async move {
+            let r = resolve(&e, per_server).await;
+            Got::Resolved(e, r, is_sentinel)
+        });
+    }
+    let spawn_ask = |set: &mut JoinSet<Got>,
+                     asked: &mut Vec<String>,
+                     pending: &mut HashMap<String, bool>,
+                     e: Endpoint,
+                     is_sentinel: bool| {
+        let key = format!("{}{}", if is_sentinel { "s" } else { "n" }, e);
+        if asked.contains(&key) {
+            return;
+        }
+        asked.push(key);
+        pending.insert(e.to_string(), is_sentinel);
+        let cfg = cfg.clone();
+        set.spawn(async move {
+            if is_sentinel {
+                let r = tokio::time::timeout(per_server, ask_sentinel(&cfg, &e, per_server)).await;
+                Got::Sentinel(match r {
+                    Ok(Ok(s)) => s,
+                    Ok(Err(err)) => SentinelObs {
+                        addr: e.to_string(),
+                        error: Some(short(&err)),
+                        ..SentinelObs::default()
+                    },
+                    Err(_) => SentinelObs {
+                        addr: e.to_string(),
+                        error: Some(format!("no answer within {} ms", per_server.as_millis())),
+                        ..SentinelObs::default()
+                    },
+                })
+            } else {
+                let r = tokio::time::timeout(per_server, ask_node(&cfg, &e, per_server)).await;
+                Got::Node(r.unwrap_or_else(|_| NodeObs {
+                    addr: e.to_string(),
+                    error: Some(format!("no answer within {} ms", per_server.as_millis())),
+                    ..NodeObs::default()
+                }))
+            }
+        });
+    };
+    let learned = |s: &str| -> Option<Endpoint> {
+        let (h, p) = s.rsplit_once(':')?;
+        Some(Endpoint {
+            host: crate::config::parse_host("reply", h.trim_matches(['[', ']'])).ok()?,
+            port: crate::config::parse_port("reply", p).ok()?,
+        })
+    };
+    loop {
+        let next = match tokio::time::timeout_at(deadline, set.join_next()).await {
+            Ok(Some(Ok(g))) => g,
+            Ok(Some(Err(_))) => continue,
+            Ok(None) | Err(_) => break,
+        };
+        match next {
+            Got::Resolved(_, Ok(e), is_sentinel) => {
+                spawn_ask(&mut set, &mut asked, &mut pending, e, is_sentinel);
+            }
+            Got::Resolved(orig, Err(why), is_sentinel) => {
+                // A configured pod that no longer resolves (its DNS record is gone) is reported
+                // under its name.
+                let key = format!("{}{}", if is_sentinel { "s" } else { "n" }, orig);
+                if !asked.contains(&key) {
+                    asked.push(key);
+                    if is_sentinel {
+                        sentinels.push(SentinelObs {
+                            addr: orig.to_string(),
+                            error: Some(why),
+                            ..SentinelObs::default()
+                        });
+                    } else {
+                        nodes.push(NodeObs {
+                            addr: orig.to_string(),
+                            error: Some(why),
+                            ..NodeObs::default()
+                        });
+                    }
+                }
+            }
+            Got::Sentinel(s) => {
+                pending.remove(&s.addr);
+                let mut more: Vec<(Endpoint, bool)> = Vec::new();
+                for a in s.master.iter() {
+                    more.extend(learned(a).map(|e| (e, false)));
+                }
+                for r in &s.replicas {
+                    more.extend(learned(&r.addr).map(|e| (e, false)));
+                }
+                for p in &s.sentinels {
+                    more.extend(learned(&p.addr).map(|e| (e, true)));
+                }
+                for (e, is_s) in more {
+                    spawn_ask(&mut set, &mut asked, &mut pending, e, is_s);
+                }
+                sentinels.push(s);
+            }
+            Got::Node(n) => {
+                pending.remove(&n.addr);
+                for r in &n.replicas {
+                    if let Some(e) = learned(&r.addr) {
+                        spawn_ask(&mut set, &mut asked, &mut pending, e, false);
+                    }
+                }
+                if let Some(m) = n.master.as_deref().and_then(learned) {
+                    spawn_ask(&mut set, &mut asked, &mut pending, m, false);
+                }
+                nodes.push(n);
+            }
+        }
+    }
+    set.abort_all();
+    for (addr, is_sentinel) in pending {
+        let error = Some(format!("no answer within {} ms", overall.as_millis()));
+        if is_sentinel {
+            sentinels.push(SentinelObs {
+                addr,
+                error,
+                ..SentinelObs::default()
+            });
+        } else {
+            nodes.push(NodeObs {
+                addr,
+                error,
+                ..NodeObs::default()
+            });
+        }
+    }
+    dedup(&mut sentinels, &mut nodes);
+    sentinels.sort_by(|a, b| a.addr.cmp(&b.addr));
+    nodes.sort_by(|a, b| a.addr.cmp(&b.addr));
+    (sentinels, nodes)
+}
+
+/// The command: gather, judge, print; returns the exit code.
+pub async fn run(cfg: &Config, json: bool, per_server: Duration) -> i32 {
+    let started = Instant::now();
+    let (sentinels, nodes) = gather(cfg, per_server, per_server * 3).await;
+    let report = Report::new(&cfg.group, sentinels, nodes, cfg.quorum, started.elapsed());
+    let out = if json {
+        match serde_json::to_string_pretty(&report) {
+            Ok(s) => s + "\n",
+            Err(e) => format!("{{\"error\": \"{e}\"}}\n"),
+        }
+    } else {
+        report.table()
+    };
+    use std::io::Write;
+    let _ = std::io::stdout().write_all(out.as_bytes());
+    report.exit_code
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use super::*;
+
+    #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+    pub(crate) enum Shape {
+        Healthy,
+        ReplicaDown,
+        MasterDown,
+        FailoverRunning,
+        FailoverPromoted,
+        TwoMasters,
+        SentinelsDisagree,
+        NoPromotable,
+        ReplicaLinkDown,
+        Priority0,
+        NoSentinel,
+        OneSentinelLeft,
+        LaggingSentinel,
+    }
+
+    fn e(addr: &str) -> Entry {
+        Entry {
+            addr: addr.into(),
+            flags: vec![if addr.ends_with(":26379") {
+                "sentinel"
+            } else {
+                "slave"
+            }
+            .into()],
+            priority: (!addr.ends_with(":26379")).then_some(100),
+            link_ok: (!addr.ends_with(":26379")).then_some(true),
+            run_id: None,
+        }
+    }
+
+    fn sentinel(i: u8, master: &str, epoch: u64) -> SentinelObs {
+        let me = format!("10.0.0.{i}:26379");
+        SentinelObs {
+            addr: me.clone(),
+            error: None,
+            master: Some(master.into()),
+            master_flags: vec!["master".into()],
+            config_epoch: epoch,
+            failover_state: "none".into(),
+            quorum: 2,
+            replicas: (1..=3)
+                .map(|j| format!("10.0.0.{j}:6379"))
+                .filter(|a| a != master)
+                .map(|a| e(&a))
+                .collect(),
+            sentinels: (1..=3)
+                .map(|j| format!("10.0.0.{j}:26379"))
+                .filter(|a| *a != me)
+                .map(|a| e(&a))
+                .collect(),
+            run_id: String::new(),
+        }
+    }
+
+    fn master(i: u8, replicas: &[u8], offset: u64) -> NodeObs {
+        NodeObs {
+            addr: format!("10.0.0.{i}:6379"),
+            run_id: String::new(),
+            error: None,
+            role: "master".into(),
+            master: None,
+            link_up: false,
+            sync_in_progress: false,
+            offset,
+            priority: None,
+            replicas: replicas
+                .iter()
+                .map(|j| Listed {
+                    addr: format!("10.0.0.{j}:6379"),
+                    online: true,
+                    offset,
+                    lag_s: 0,
+                })
+                .collect(),
+        }
+    }
+
+    fn replica(i: u8, of: u8, offset: u64) -> NodeObs {
+        NodeObs {
+            addr: format!("10.0.0.{i}:6379"),
+            run_id: String::new(),
+            error: None,
+            role: "replica".into(),
+            master: Some(format!("10.0.0.{of}:6379")),
+            link_up: true,
+            sync_in_progress: false,
+            offset,
+            priority: Some(100),
+            replicas: Vec::new(),
+        }
+    }
+
+    fn down(addr: &str) -> NodeObs {
+        NodeObs {
+            addr: addr.into(),
+            error: Some("Connection refused".into()),
+            ..NodeObs::default()
+        }
+    }
+
+    fn flag(list: &mut [Entry], addr: &str, f: &str) {
+        for x in list.iter_mut().filter(|x| x.addr == addr) {
+            x.flags.push(f.into());
+        }
+    }
+
+    pub(crate) fn cluster(shape: Shape) -> (Vec<SentinelObs>, Vec<NodeObs>) {
+        let m1 = "10.0.0.1:6379";
+        let mut s: Vec<SentinelObs> = (1..=3).map(|i| sentinel(i, m1, 1)).collect();
+        let mut n = vec![
+            master(1, &[2, 3], 500),
+            replica(2, 1, 500),
+            replica(3, 1, 480),
+        ];
+        match shape {
+            Shape::Healthy => {}
+            Shape::ReplicaDown => {
+                n[2] = down("10.0.0.3:6379");
+                n[0].replicas.truncate(1);
+                s.truncate(2);
+                s.push(SentinelObs {
+                    addr: "10.0.0.3:26379".into(),
+                    error: Some("Connection refused".into()),
+                    ..SentinelObs::default()
+                });
+                for x in s.iter_mut().take(2) {
+                    flag(&mut x.replicas, "10.0.0.3:6379", "s_down");
+                    flag(&mut x.sentinels, "10.0.0.3:26379", "s_down");
+                }
+            }
+            Shape::MasterDown => {
+                n[0] = down(m1);
+                for x in s.iter_mut() {
+                    x.master_flags.push("s_down".into());
+                }
+                s[0] = SentinelObs {
+                    addr: "10.0.0.1:26379".into(),
+                    error: Some("Connection refused".into()),
+                    ..SentinelObs::default()
+                };
+            }
+            Shape::FailoverRunning => {
+                n[0] = down(m1);
+                s[0] = SentinelObs {
+                    addr: "10.0.0.1:26379".into(),
+                    error: Some("Connection refused".into()),
+                    ..SentinelObs::default()
+                };
+                for x in s.iter_mut().skip(1) {
+                    x.master_flags.extend(["s_down".into(), "o_down".into()]);
+                }
+                s[1].master_flags.push("failover_in_progress".into());
+                s[1].failover_state = "wait_promotion".into();
+            }
+            Shape::FailoverPromoted => {
+                // The leader (sentinel 2) names the promoted replica at the new epoch; sentinel 3
+                // has not heard yet.
+                n[0] = down(m1);
+                n[1] = master(2, &[], 600);
+                n[2].link_up = false;
+                s[0] = SentinelObs {
+                    addr: "10.0.0.1:26379".into(),
+                    error: Some("Connection refused".into()),
+                    ..SentinelObs::default()
+                };
+                s[1].master = Some("10.0.0.2:6379".into());
+                s[1].config_epoch = 2;
+                s[1].master_flags
+                    .extend(["o_down".into(), "failover_in_progress".into()]);
+                s[1].failover_state = "reconf_slaves".into();
+                s[2].master_flags.extend(["s_down".into(), "o_down".into()]);
+            }
+            Shape::TwoMasters => {
+                n[2] = master(3, &[], 480);
+                n[0].replicas.truncate(1);
+            }
+            Shape::SentinelsDisagree => {
+                s[2].master = Some("10.0.0.2:6379".into());
+            }
+            Shape::NoPromotable => {
+                for x in s.iter_mut() {
+                    for r in x.replicas.iter_mut() {
+                        r.link_ok = Some(false);
+                    }
+                }
+            }
+            Shape::ReplicaLinkDown => {
+                n[1].link_up = false;
+            }
+            Shape::Priority0 => {
+                n[1].priority = Some(0);
+                for x in s.iter_mut() {
+                    for r in x.replicas.iter_mut().filter(|r| r.addr == "10.0.0.2:6379") {
+                        r.priority = Some(0);
+                    }
+                }
+            }
+            Shape::NoSentinel => {
+                for x in s.iter_mut() {
+                    *x = SentinelObs {
+                        addr: x.addr.clone(),
+                        error: Some("Connection refused".into()),
+                        ..SentinelObs::default()
+                    };
+                }
+            }
+            Shape::OneSentinelLeft => {
+                for x in s.iter_mut().skip(1) {
+                    *x = SentinelObs {
+                        addr: x.addr.clone(),
+                        error: Some("no answer within 600 ms".into()),
+                        ..SentinelObs::default()
+                    };
+                }
+                for x in s[0].sentinels.iter_mut() {
+                    x.flags.push("s_down".into());
+                }
+            }
+            Shape::LaggingSentinel => {
+                // After a switchover: two sentinels name the new master at epoch 2, one still
+                // names the old one (now a replica) at epoch 1.
+                n[0] = replica(1, 2, 500);
+                n[1] = master(2, &[1, 3], 500);
+                n[2].master = Some("10.0.0.2:6379".into());
+                for x in s.iter_mut().take(2) {
+                    x.master = Some("10.0.0.2:6379".into());
+                    x.config_epoch = 2;
+                    x.replicas = vec![e("10.0.0.1:6379"), e("10.0.0.3:6379")];
+                }
+            }
+        }
+        (s, n)
+    }
+
+    #[test]
+    fn verdict_table() {
+        use Health::*;
+        // (shape, health, master, failover-safe, words every reason line must contain)
+        type Row<'a> = (Shape, Health, Option<&'a str>, bool, &'a [&'a str]);
+        let rows: Vec<Row> = vec![
+            (Shape::Healthy, Healthy, Some("10.0.0.1:6379"), true, &[]),
+            (
+                Shape::ReplicaDown,
+                Degraded,
+                Some("10.0.0.1:6379"),
+                true,
+                &["10.0.0.3:6379", "10.0.0.3:26379"],
+            ),
+            (
+                Shape::MasterDown,
+                NoMaster,
+                None,
+                false,
+                &["10.0.0.1:6379", "does not answer", "down"],
+            ),
+            (
+                Shape::FailoverRunning,
+                NoMaster,
+                None,
+                false,
+                &["failover in progress", "wait_promotion"],
+            ),
+            (
+                Shape::FailoverPromoted,
+                Degraded,
+                Some("10.0.0.2:6379"),
+                false,
+                &[
+                    "failover in progress",
+                    "reconf_slaves",
+                    "10.0.0.3:26379 still names 10.0.0.1:6379",
+                ],
+            ),
+            (
+                Shape::TwoMasters,
+                Split,
+                None,
+                false,
+                &["2 nodes answer as master", "10.0.0.1:6379", "10.0.0.3:6379"],
+            ),
+            (
+                Shape::SentinelsDisagree,
+                Split,
+                None,
+                false,
+                &["disagree", "10.0.0.3:26379 name 10.0.0.2:6379"],
+            ),
+            (
+                Shape::NoPromotable,
+                Degraded,
+                Some("10.0.0.1:6379"),
+                false,
+                &["not failover-safe"],
+            ),
+            (
+                Shape::ReplicaLinkDown,
+                Degraded,
+                Some("10.0.0.1:6379"),
+                true,
+                &["10.0.0.2:6379: master link down"],
+            ),
+            (Shape::Priority0, Healthy, Some("10.0.0.1:6379"), true, &[]),
+            (
+                Shape::NoSentinel,
+                NoMaster,
+                None,
+                false,
+                &["no sentinel answers", "10.0.0.1:6379 answers as master"],
+            ),
+            (
+                Shape::OneSentinelLeft,
+                Degraded,
+                Some("10.0.0.1:6379"),
+                false,
+                &["10.0.0.2:26379"],
+            ),
+            (
+                Shape::LaggingSentinel,
+                Degraded,
+                Some("10.0.0.2:6379"),
+                true,
+                &["10.0.0.3:26379 still names 10.0.0.1:6379 (epoch 1 < 2)"],
+            ),
+        ];
+        for (shape, health, m, safe, words) in rows {
+            let (s, n) = cluster(shape);
+            let v = verdict(&s, &n, 2);
+            let line = v.line();
+            assert_eq!(v.health, health, "{shape:?}: {line}");
+            assert_eq!(v.master.as_deref(), m, "{shape:?}: {line}");
+            assert_eq!(v.failover_safe, safe, "{shape:?}: {line}");
+            assert_eq!(
+                v.health.exit_code(),
+                match health {
+                    Healthy => 0,
+                    Degraded => 1,
+                    Split | NoMaster => 2,
+                }
+            );
+            for w in words {
+                assert!(line.contains(w), "{shape:?}: {w:?} not in {line}");
+            }
+            assert!(!line.contains('\n'), "{shape:?}: one line: {line}");
+        }
+    }
+
+    #[test]
+    fn one_server_under_two_addresses_counts_once() {
+        let (mut s, mut n) = cluster(Shape::Healthy);
+        for (i, x) in s.iter_mut().enumerate() {
+            x.run_id = format!("s{i}");
+        }
+        for (i, x) in n.iter_mut().enumerate() {
+            x.run_id = format!("n{i}");
+        }
+        // A Service in front of the first pod: its sentinel and its data node (the master).
+        let mut alias = s[0].clone();
+        alias.addr = "10.96.0.10:26379".into();
+        s.insert(0, alias);
+        let mut alias = n[0].clone();
+        alias.addr = "10.96.0.10:6379".into();
+        n.push(alias);
+        assert_eq!(verdict(&s, &n, 2).health, Health::Split);
+        dedup(&mut s, &mut n);
+        assert_eq!(s.len(), 3);
+        assert_eq!(n.len(), 3);
+        assert!(s.iter().all(|x| !x.addr.starts_with("10.96.")));
+        assert!(n.iter().all(|x| !x.addr.starts_with("10.96.")));
+        assert_eq!(verdict(&s, &n, 2).health, Health::Healthy);
+    }
+
+    #[test]
+    fn parses_info_and_prints_a_table() {
+        let info = "# Replication\r\nrole:slave\r\nmaster_host:10.0.0.1\r\nmaster_port:6379\r\nmaster_link_status:up\r\nmaster_sync_in_progress:0\r\nslave_repl_offset:470\r\nslave_priority:100\r\nmaster_repl_offset:470\r\n";
+        let n = parse_node("10.0.0.2:6379", info);
+        assert_eq!(n.role, "replica");
+        assert_eq!(n.master.as_deref(), Some("10.0.0.1:6379"));
+        assert_eq!((n.offset, n.priority, n.link_up), (470, Some(100), true));
+        let (s, nodes) = cluster(Shape::ReplicaDown);
+        let r = Report::new("mymaster", s, nodes, 2, Duration::from_millis(12));
+        let t = r.table();
+        assert!(t.contains("10.0.0.1:6379  master"), "{t}");
+        assert!(t.contains("unreachable: Connection refused"), "{t}");
+        assert!(
+            t.lines()
+                .last()
+                .unwrap()
+                .starts_with("verdict: degraded, master 10.0.0.1:6379 (epoch 1)"),
+            "{t}"
+        );
+        // The replica behind by 20 bytes.
+        assert!(
+            t.lines()
+                .any(|l| l.starts_with("10.0.0.2:6379") && l.contains(" 0 ")),
+            "{t}"
+        );
+        let j: serde_json::Value = serde_json::to_value(&r).unwrap();
+        assert_eq!(j["verdict"]["health"], "degraded");
+        assert_eq!(j["exit_code"], 1);
+        assert_eq!(j["nodes"].as_array().unwrap().len(), 3);
+    }
+}

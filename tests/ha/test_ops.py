@@ -1,0 +1,282 @@
+"""Operator tools against the three-pod harness: `redisha-init status` in every state (healthy, a
+pod unreachable, a replica down, the master down before and during the failover, two masters
+made on purpose), and `redisha-init switchover` (rounds with the writer running; refusals;
+an interrupted switchover restores what it changed).
+
+    REDISHA_OPS_ROUNDS (default 3)  switchover rounds here; benches/switchover.py does 10
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import shutil
+import signal
+import time
+
+import pytest
+
+import harness
+from harness import (DOWN_AFTER, REDIS_PORT, SENTINEL_PORT, GROUP, Writer, client, log, record)
+from ops import (laptop_status, priorities, run_cli, status, switchover_round, wait_status)
+
+EXIT = {"healthy": 0, "degraded": 1, "split": 2, "no_master": 2}
+STATUS_BUDGET = 2.0  # s: the whole command, a pod unreachable included
+
+
+@pytest.fixture(autouse=True, scope="module")
+def leave_clean(cluster):
+    """Other modules expect pods they can start: leave none running and no state behind."""
+    yield
+    for p in cluster.pods:
+        if p.alive:
+            cluster.kill_pod(p.idx)
+        shutil.rmtree(p.state_dir, ignore_errors=True)
+
+
+def check(r, health: str, master: str | None) -> dict:
+    """The verdict of one status run: its health, the master it names, the exit code that goes
+    with the health, and the whole command within the budget."""
+    j = r.json
+    v = j["verdict"]
+    assert v["health"] == health, f"want {health}: {v}"
+    assert r.code == EXIT[health] == j["exit_code"], f"exit {r.code} for {v}"
+    want = f"{master}:{REDIS_PORT}" if master else None
+    assert v["master"] == want, f"master {v['master']}, want {want}: {v}"
+    assert r.took < STATUS_BUDGET, f"status took {r.took:.2f}s"
+    return v
+
+
+def test_status_healthy(healthy):
+    c = healthy
+    m, _, _ = c.settle(60)
+    for p in c.live():
+        r = wait_status(c, p, 0, 20)
+        v = check(r, "healthy", m)
+        assert v["failover_safe"] and not v["reasons"], v
+        j = r.json
+        assert sorted(n["addr"] for n in j["nodes"]) == sorted(f"{x.ip}:{REDIS_PORT}" for x in c.live())
+        assert sorted(s["addr"] for s in j["sentinels"]) == sorted(
+            f"{x.ip}:{SENTINEL_PORT}" for x in c.live())
+    # The human table: every node, every sentinel, the verdict line.
+    r = run_cli(c, c.pods[0], "status")
+    assert r.code == 0, r.out + r.err
+    assert r.out.splitlines()[-1].startswith(f"verdict: healthy, master {m}:{REDIS_PORT}"), r.out
+    for x in c.live():
+        assert f"{x.ip}:{REDIS_PORT}" in r.out and f"{x.ip}:{SENTINEL_PORT}" in r.out, r.out
+    log("status table:\n" + r.out)
+    # A laptop: one sentinel address is enough; the rest is learnt from it.
+    replica = next(x for x in c.live() if x.ip != m)
+    r = laptop_status(c, replica.ip)
+    check(r, "healthy", m)
+    assert len(r.json["nodes"]) == 3 and len(r.json["sentinels"]) == 3, r.json
+
+
+def test_status_bounded_with_a_pod_cut_off(healthy):
+    c = healthy
+    m, _, _ = c.settle(60)
+    mp = c.pod_by_ip(m)
+    cut = next(p for p in c.live() if p.ip != m)
+    c.set_link(cut.idx, False)
+    try:
+        for where in (mp, None):
+            r = status(c, where) if where else laptop_status(c, m)
+            v = check(r, "degraded", m)
+            assert any(cut.ip in x for x in v["reasons"]), v
+            log(f"status with {cut.name} cut off: {r.took:.2f}s, {v['reasons']}")
+    finally:
+        c.set_link(cut.idx, True)
+    c.settle(60, "the cut-off replica back")
+
+
+def test_status_replica_down(healthy):
+    c = healthy
+    m, _, _ = c.settle(60)
+    gone = next(p for p in c.live() if p.ip != m)
+    old_ip = gone.ip
+    c.kill_pod(gone.idx)
+    r = status(c, c.pod_by_ip(m))
+    v = check(r, "degraded", m)
+    text = " ".join(v["reasons"])
+    assert gone.name in text or old_ip in text, v
+    assert v["failover_safe"], v  # one replica and two sentinels left: a failover still works
+
+
+def test_status_master_down_then_failover(healthy):
+    c = healthy
+    m, _, _ = c.settle(60)
+    mp = c.pod_by_ip(m)
+    watcher = next(p for p in c.live() if p.ip != m)
+    c.kill_pod(mp.idx)
+    t0 = time.monotonic()
+    samples = []
+    deadline = t0 + 40
+    while time.monotonic() < deadline:
+        ts = time.monotonic() - t0
+        r = status(c, watcher, "--timeout-ms", "300")
+        v = r.json["verdict"]
+        samples.append((ts, r.code, v["health"], v["master"], v["failover_running"], v["reasons"]))
+        assert r.code == EXIT[v["health"]], v
+        assert r.took < STATUS_BUDGET, f"status took {r.took:.2f}s"
+        new = c.current_master()
+        if new and v["master"] == f"{new}:{REDIS_PORT}" and not v["failover_running"] \
+                and v["health"] == "degraded" and ts > DOWN_AFTER:
+            break
+    for s in samples:
+        log(f"  {s[0]:5.2f}s exit {s[1]} {s[2]} master={s[3]} failover={s[4]} {s[5][:2]}")
+    first = samples[0]
+    assert first[0] < DOWN_AFTER and first[2] == "no_master", first
+    assert any(m in x and "does not answer" in x for x in first[5]), first
+    assert any(s[4] for s in samples), "no sample saw the failover in progress"
+    last = samples[-1]
+    new = c.current_master()
+    assert new and new != m and last[3] == f"{new}:{REDIS_PORT}" and last[1] == 1, last
+    record(f"OPS status after master kill: {len(samples)} samples, "
+           f"no_master until {max(s[0] for s in samples if s[2] == 'no_master'):.2f}s, "
+           f"failover seen {sum(1 for s in samples if s[4])}x, degraded with {new} at {last[0]:.2f}s")
+
+
+def test_status_two_masters(healthy):
+    """A replica made master by hand (REPLICAOF NO ONE) while nothing may undo it: every sentinel
+    waits 4 x publish-period before converting a replica that claims to be master (raised to
+    60 s here), and the pod's own companion is frozen (SIGSTOP of its PID 1)."""
+    c = healthy
+    m, _, _ = c.settle(60)
+    rogue = next(p for p in c.live() if p.ip != m)
+    pid1 = rogue.init_pid()
+    assert pid1
+    ips = [p.ip for p in c.live()]
+    try:
+        for ip in ips:
+            with client(ip, SENTINEL_PORT) as s:
+                s.execute_command("SENTINEL", "DEBUG", "publish-period", 60000)
+        os.kill(pid1, signal.SIGSTOP)
+        with client(rogue.ip, REDIS_PORT) as r:
+            r.execute_command("REPLICAOF", "NO", "ONE")
+        # Sentinel notices the role in the next INFO (1 s) but must not act on it.
+        r = status(c, c.pod_by_ip(m))
+        v = check(r, "split", None)
+        text = " ".join(v["reasons"])
+        assert "2 nodes answer as master" in text and m in text and rogue.ip in text, v
+        assert not v["failover_safe"], v
+        log(f"two masters: {v['reasons']}")
+    finally:
+        with client(rogue.ip, REDIS_PORT) as r:
+            r.execute_command("REPLICAOF", m, REDIS_PORT)
+        for ip in ips:
+            with client(ip, SENTINEL_PORT) as s:
+                s.execute_command("SENTINEL", "DEBUG", "publish-period", 500)
+        os.kill(pid1, signal.SIGCONT)
+    c.settle(60, "one master again")
+
+
+def test_switchover_refusals(healthy):
+    c = healthy
+    m, _, _ = c.settle(60)
+    a, b = [p for p in c.live() if p.ip != m]
+    wait_status(c, a, 0, 30)
+    r = run_cli(c, a, "switchover", "--to", f"{m}:{REDIS_PORT}")
+    assert r.code == 5 and "it is the master" in r.out, r.out + r.err
+    r = run_cli(c, a, "switchover", "--to", f"{harness.SUBNET}.249:{REDIS_PORT}")
+    assert r.code == 5 and "not a healthy replica" in r.out, r.out + r.err
+    try:
+        with client(a.ip, REDIS_PORT) as x:
+            x.config_set("replica-priority", 0)
+        harness.wait_until(lambda: all(
+            str(e["slave-priority"]) == "0" or e["ip"] != a.ip
+            for p in c.live() for e in client(p.ip, SENTINEL_PORT).sentinel_slaves(GROUP)),
+            10, 0.2, "the sentinels see priority 0")
+        r = run_cli(c, b, "switchover", "--to", f"{a.ip}:{REDIS_PORT}")
+        assert r.code == 5 and "replica-priority is 0" in r.out, r.out + r.err
+        with client(b.ip, REDIS_PORT) as x:
+            x.config_set("replica-priority", 0)
+        harness.wait_until(lambda: not status(c, a).json["verdict"]["failover_safe"], 10, 0.2,
+                           "not failover-safe")
+        r = run_cli(c, None, "switchover", "--sentinels", f"{b.ip}:{SENTINEL_PORT}")
+        assert r.code == 3 and "not failover-safe" in r.out, r.out + r.err
+    finally:
+        for p in (a, b):
+            with client(p.ip, REDIS_PORT) as x:
+                x.config_set("replica-priority", 100)
+    assert c.current_master() == m, "a refusal changed the master"
+    # A failover already running (forced through one sentinel, no pause: no writer here).
+    wait_status(c, a, 0, 30)
+    with client(a.ip, SENTINEL_PORT) as s:
+        s.execute_command("SENTINEL", "FAILOVER", GROUP)
+    r = run_cli(c, b, "switchover")
+    assert r.code == 4 and "already running" in r.out, r.out + r.err
+    harness.wait_until(lambda: c.current_master() not in (None, m), 20, 0.1,
+                       "the forced failover's new master")
+    new, _, _ = c.settle(60, "after the forced failover")
+    assert new != m
+
+
+def test_switchover_interrupted_restores(healthy):
+    """SIGINT while the others' priorities are 0 and the sentinel's view is awaited (the chosen
+    sentinel, this pod's own, is frozen so the wait cannot end on its own): exit 130, every
+    priority back, the master unchanged."""
+    c = healthy
+    m, _, _ = c.settle(60)
+    a, b = [p for p in c.live() if p.ip != m]
+    wait_status(c, a, 0, 30)
+    sentinel_pid = a.child_pid("sentinel")
+    proc = run_cli(c, a, "switchover", "--to", f"{b.ip}:{REDIS_PORT}", popen=True)
+    out = []
+    stopped = False
+    try:
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            line = proc.stdout.readline()
+            if not line:
+                break
+            out.append(line)
+            if "replica-priority 0 on" in line:
+                os.kill(sentinel_pid, signal.SIGSTOP)
+                stopped = True
+                time.sleep(0.3)
+                proc.send_signal(signal.SIGINT)
+                break
+        rest, err = proc.communicate(timeout=20)
+        out.append(rest)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(5)
+        if stopped:
+            os.kill(sentinel_pid, signal.SIGCONT)
+    text = "".join(out)
+    assert stopped, text
+    assert proc.returncode == 130, f"exit {proc.returncode}: {text}"
+    assert "restored replica-priority 100" in text, text
+    assert set(priorities(c).values()) == {"100"}, priorities(c)
+    if "sees the new priorities" not in text:  # the failover was never asked for
+        assert c.current_master() == m
+    c.settle(60, "after the interrupted switchover")
+
+
+def test_switchover_rounds(healthy):
+    c = healthy
+    c.settle(60)
+    rounds = int(os.environ.get("REDISHA_OPS_ROUNDS", "3"))
+    seed = int(os.environ.get("REDISHA_OPS_SEED", str(random.randrange(1 << 30))))
+    rng = random.Random(seed)
+    w = Writer(c, "ops-switchover")
+    w.start()
+    results = []
+    try:
+        for i in range(rounds):
+            results.append(switchover_round(c, w, i + 1, rng, use_to=(i % 3 != 2)))
+    finally:
+        res = w.finish()
+    final, _, _ = c.settle(60, "after the switchovers")
+    lost = w.count_lost(res, final)
+    for x in results:
+        record(f"OPS switchover {x.rnd}/{rounds} seed={seed} from={x.from_pod} exit={x.code} "
+               f"{x.old_master}->{x.new_master} to={x.wanted} took={x.took:.2f}s "
+               f"gap={x.gap:.2f}s switch_master={x.switch_master}")
+    record(f"OPS switchover total: {rounds} rounds, acked={len(res.acked)} lost={len(lost)} "
+           f"worst gap={max(x.gap for x in results):.2f}s")
+    problems = [f"round {x.rnd}: {p}" for x in results for p in x.problems]
+    if lost:
+        problems.append(f"{len(lost)} acknowledged writes lost: {lost[:10]}")
+    assert not problems, problems
