@@ -593,7 +593,7 @@ pub async fn run(cfg: &Config, to: Option<&str>, timeout: Duration) -> i32 {
         },
         None => None,
     };
-    let code = switch(
+    let mut code = switch(
         cfg,
         &choice,
         &sentinel,
@@ -610,14 +610,16 @@ pub async fn run(cfg: &Config, to: Option<&str>, timeout: Duration) -> i32 {
                 "could NOT put back parallel-syncs {n} on sentinel {}: {e}; run: SENTINEL SET {} parallel-syncs {n}",
                 choice.sentinel, cfg.group
             ));
+            code = if code == 0 { EXIT_FAILED } else { code };
         }
     }
     if !restore.is_empty() {
         if let Err(e) = set_debug(cfg, &sentinel, &restore, t).await {
             say(format_args!(
-                "could not put back SENTINEL DEBUG {restore:?} on sentinel {}: {e}",
+                "could NOT put back SENTINEL DEBUG {restore:?} on sentinel {}: {e}",
                 choice.sentinel
             ));
+            code = if code == 0 { EXIT_FAILED } else { code };
         }
     }
     code

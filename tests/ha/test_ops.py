@@ -18,7 +18,8 @@ import pytest
 
 import harness
 from harness import (DOWN_AFTER, REDIS_PORT, SENTINEL_PORT, GROUP, Writer, client, log, record)
-from ops import (laptop_status, priorities, run_cli, status, switchover_round, wait_status)
+from ops import (laptop_status, priorities, run_cli, sentinel_knobs, status, switchover_round,
+                 wait_status)
 
 EXIT = {"healthy": 0, "degraded": 1, "split": 2, "no_master": 2}
 STATUS_BUDGET = 2.0  # s: the whole command, a pod unreachable included
@@ -211,16 +212,17 @@ def test_switchover_refusals(healthy):
     assert new != m
 
 
-def test_switchover_interrupted_restores(healthy):
-    """SIGINT while the others' priorities are 0 and the sentinel's view is awaited (the chosen
-    sentinel, this pod's own, is frozen so the wait cannot end on its own): exit 130, every
-    priority back, the master unchanged."""
-    c = healthy
+def frozen_leader_switchover(c, interrupt: bool, timeout: str = "10"):
+    """A switchover --to from replica pod `a` to replica `b`, whose chosen sentinel (pod a's own)
+    is frozen (SIGSTOP) once the other replica's priority is 0, so the wait for the sentinel's
+    view cannot end on its own; with `interrupt` a SIGINT follows. Returns (exit code, output,
+    master before). The sentinel is thawed before returning."""
     m, _, _ = c.settle(60)
     a, b = [p for p in c.live() if p.ip != m]
     wait_status(c, a, 0, 30)
     sentinel_pid = a.child_pid("sentinel")
-    proc = run_cli(c, a, "switchover", "--to", f"{b.ip}:{REDIS_PORT}", popen=True)
+    proc = run_cli(c, a, "switchover", "--to", f"{b.ip}:{REDIS_PORT}", "--timeout", timeout,
+                   popen=True)
     out = []
     stopped = False
     try:
@@ -234,10 +236,11 @@ def test_switchover_interrupted_restores(healthy):
                 os.kill(sentinel_pid, signal.SIGSTOP)
                 stopped = True
                 time.sleep(0.3)
-                proc.send_signal(signal.SIGINT)
+                if interrupt:
+                    proc.send_signal(signal.SIGINT)
                 break
-        rest, err = proc.communicate(timeout=20)
-        out.append(rest)
+        rest, err = proc.communicate(timeout=30)
+        out.extend([rest, err])
     finally:
         if proc.poll() is None:
             proc.kill()
@@ -246,12 +249,37 @@ def test_switchover_interrupted_restores(healthy):
             os.kill(sentinel_pid, signal.SIGCONT)
     text = "".join(out)
     assert stopped, text
-    assert proc.returncode == 130, f"exit {proc.returncode}: {text}"
+    return proc.returncode, text, m
+
+
+def check_put_back(c, text: str, m: str) -> None:
     assert "restored replica-priority 100" in text, text
     assert set(priorities(c).values()) == {"100"}, priorities(c)
     if "sees the new priorities" not in text:  # the failover was never asked for
         assert c.current_master() == m
-    c.settle(60, "after the interrupted switchover")
+    # The leader's settings: put back, also by a restore that reached the frozen sentinel's
+    # socket and ran when it was thawed.
+    harness.wait_until(lambda: all(k == (1, 1000, 10000) for k in sentinel_knobs(c).values()),
+                       10, 0.2, "the leading sentinel's settings back")
+    c.settle(60, "after the failed switchover")
+
+
+def test_switchover_interrupted_restores(healthy):
+    """SIGINT while the others' priorities are 0 and the sentinel's view is awaited: exit 130,
+    every priority and setting back, the master unchanged."""
+    code, text, m = frozen_leader_switchover(healthy, interrupt=True)
+    assert code == 130, f"exit {code}: {text}"
+    check_put_back(healthy, text, m)
+
+
+def test_switchover_timeout_restores(healthy):
+    """The same without SIGINT and with --timeout 4: the view never comes (2 s, half the
+    timeout), exit 1, everything put back."""
+    t0 = time.monotonic()
+    code, text, m = frozen_leader_switchover(healthy, interrupt=False, timeout="4")
+    assert code == 1 and "did not see the new priorities in time" in text, f"exit {code}: {text}"
+    assert time.monotonic() - t0 < 30
+    check_put_back(healthy, text, m)
 
 
 def test_switchover_rounds(healthy):

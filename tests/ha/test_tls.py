@@ -21,6 +21,7 @@ import redis
 
 import harness
 from harness import DOWN_AFTER, GROUP, REDIS_PORT, SENTINEL_PORT, Writer, record, wait_until
+from ops import run_cli, wait_status
 
 TLS_PASSWORD = "tls-ha-pw"
 # Every address Cluster.fresh_ip may hand out (10.77.0.10 up to its assert at .249), loopback (a
@@ -140,6 +141,10 @@ def test_tls_three_pods(tls_cluster):
         assert sorted(r[0] for r in s["replicas"]) == sorted(set(ips) - {m}), (sip, s)
         assert sorted(x[0] for x in s["sentinels"]) == sorted(set(ips) - {sip}), (sip, s)
 
+    # The operator tools speak TLS and the password as the pod does (they take its env).
+    r = wait_status(c, c.pods[1], 0, 20)
+    assert r.json["verdict"]["master"] == f"{m}:{REDIS_PORT}", r.json["verdict"]
+
     # Plaintext refused on every port; TLS without AUTH gets NOAUTH on every port.
     for p in c.pods:
         for port in (REDIS_PORT, SENTINEL_PORT):
@@ -182,3 +187,11 @@ def test_tls_three_pods(tls_cluster):
     assert m2 == new and m2 != m
     assert after > 0, "no write acknowledged by the new master"
     assert not lost, f"acknowledged writes lost across the TLS failover: {lost[:20]}"
+
+    # A switchover over TLS, back to the surviving replica (not right before the SIGKILL above:
+    # Sentinel starts no failover of a master within 2 x failover-timeout of the last one).
+    other = next(p for p in c.live() if p.ip != m2)
+    r = run_cli(c, other, "switchover", "--to", f"{other.ip}:{REDIS_PORT}")
+    assert r.code == 0, r.out + r.err
+    r = wait_status(c, c.pod_by_ip(m2), 1, 20)  # degraded: a pod is gone
+    assert r.json["verdict"]["master"] == f"{other.ip}:{REDIS_PORT}", r.json["verdict"]
