@@ -350,6 +350,10 @@ impl Supervisor {
 
     fn on_child_exit(&mut self, i: usize, pid: Pid, how: Exit) {
         let which = self.slots[i].which;
+        if which == Which::Redis && how.as_code() == 0 {
+            // A clean shutdown: its AOF holds every write it acknowledged.
+            state::clear_data_node_running(&self.cfg);
+        }
         let uptime = match self.slots[i].state {
             SlotState::Running { since, .. } => since.elapsed(),
             _ => Duration::ZERO,
@@ -603,6 +607,9 @@ impl Supervisor {
                 if which == Which::Redis {
                     if let Err(e) = state::write_identity(&self.cfg, &self.cfg.self_redis()) {
                         tracing::warn!(error = %e, "cannot record this pod's address in the state directory");
+                    }
+                    if let Err(e) = state::mark_data_node_running(&self.cfg) {
+                        tracing::warn!(error = %e, "cannot record in the state directory that the data node runs");
                     }
                 }
                 self.slots[i].state = SlotState::Running {
