@@ -86,6 +86,7 @@ WINDOW_B = 1.0            # s before a SIGKILL/freeze of a master: writes not ye
 WINDOW_A_AFTER = MAX_LAG + 1.5  # s after a master's cut: it may still accept (lag checked per s)
 ZOMBIE_S = DA             # s after a frozen/cut master is back: window (c), see open_windows
 PROBE_PERIOD = 0.1
+WRITES_KEY = "soak:writes"
 OBSERVE_PERIOD = 0.25
 RSS_WARM_S = 20.0
 RSS_TOLERANCE = 0.10
@@ -299,8 +300,15 @@ class Observer(threading.Thread):
             if not p.alive or not ip:
                 continue
             try:
-                nodes[p.idx] = (ip, self._c(ip, REDIS_PORT).info("replication"))
-            except (redis.RedisError, OSError):
+                c = self._c(ip, REDIS_PORT)
+                info = c.info("replication")
+                if info.get("role") == "slave":
+                    # The newest value this replica holds (the list only grows at its tail):
+                    # what a SIGKILLed master had already sent to a replica.
+                    last = c.lindex(WRITES_KEY, -1)
+                    info["soak_last"] = int(last) if last is not None else 0
+                nodes[p.idx] = (ip, info)
+            except (redis.RedisError, OSError, ValueError):
                 nodes[p.idx] = (ip, None)
             try:
                 c = self._c(ip, SENTINEL_PORT)
@@ -661,18 +669,27 @@ class Soak:
                    if n not in present and n not in self.lost_seen]
         if not missing:
             return
-        bad = []
+        bad, replicated = [], []
         for n, t, h in missing:
             self.lost_seen.add(n)
             w = self.window_for(t, h)
             if w is None:
                 bad.append((n, t, h))
+            elif w.get("replicated_upto") is not None and n <= w["replicated_upto"]:
+                # A replica held it after the fault: not Redis's window, lost by what followed
+                # (a restart or rejoin that wiped the replicas).
+                replicated.append((n, t, h))
             else:
                 w["lost"].append(n)
         if bad:
             desc = ", ".join(f"{n} (acked by {h} at +{t - self.t0:.2f}s)" for n, t, h in bad[:10])
             self.violation(1, ep, f"{len(bad)} acknowledged writes missing on master {master} "
                            f"outside any documented window: {desc}")
+        if replicated:
+            desc = ", ".join(f"{n} (acked by {h} at +{t - self.t0:.2f}s)"
+                             for n, t, h in replicated[:10])
+            self.violation(1, ep, f"{len(replicated)} acknowledged writes missing on master "
+                           f"{master} although a replica held them after the fault: {desc}")
 
     def window_for(self, t: float, host: str) -> dict | None:
         for w in self.loss_windows:
@@ -694,8 +711,14 @@ class Soak:
             w = {"window": "b: acknowledged, not yet replicated when killed/frozen",
                  "from": t - WINDOW_B, "to": t + 0.05}
         if w:
+            # The newest value any replica held from just before the fault until 1.5 s after it
+            # (before any resync): writes up to it were replicated, not in window (b).
+            held = [info.get("soak_last", 0)
+                    for _, nodes, _ in self.observer.between(t - 0.3, t + 1.5)
+                    for ip, info in nodes.values() if info and ip != rec["ip"]]
             w.update(ip=rec["ip"], episode=ep["episode"], fault=f["kind"], lost=[],
-                     lag_before=rec.get("lag_before"))
+                     lag_before=rec.get("lag_before"),
+                     replicated_upto=max(held) if held else None)
             self.loss_windows.append(w)
             rec["window"] = w
         if kind in ("link_down", "freeze"):
@@ -862,7 +885,7 @@ class Soak:
         self.observer.start()
         self.probe = MarkerProbe(c, self.t0)
         self.probe.start()
-        self.writer = SoakWriter(c, "soak:writes")
+        self.writer = SoakWriter(c, WRITES_KEY)
         self.writer.start()
         kube = threading.Thread(target=self.kubelet, daemon=True)
         kube.start()
