@@ -39,9 +39,11 @@ Invariants (a violation makes the exit code 1):
     sentinel names it, every other node its replica with the link up and no sync running, and
     every pod ready by its own readiness probe (`redisha-init probe sentinel --ready` run with
     nsenter inside the pod's PID, network and mount namespaces, with the pod's environment).
-    A sentinel whose process stalled (a freeze) is in TILT for 30 s and acts on nothing: when
-    one was seen in TILT during the episode, the bound runs from the last such sample, and the
-    episode is counted as "late: a sentinel in TILT" (not a violation);
+    Sentinel's own hold-offs stretch that: a sentinel whose process stalled (a freeze) is in
+    TILT for 30 s and acts on nothing; a running failover waits up to failover-timeout for a
+    dead replica; an aborted failover is retried after 2 x failover-timeout. When one was seen
+    during the episode the bound runs from its end, and the episode is counted as "late after
+    a Sentinel hold-off" (not a violation; the raw convergence times are reported as they are);
  4. at every quiet point: no zombie and no process beyond redis-server and its sentinel under a
     PID 1 (seen twice, 1 s apart), and at the end each PID 1's RSS within +-10 % of its value
     once warm (first quiet point >= 20 s after its start).
@@ -87,6 +89,7 @@ CONVERGE_GIVE_UP = 90.0   # s: not converged by then = stuck; the soak stops the
 MAX_LAG = harness.MIN_REPLICAS_MAX_LAG
 WINDOW_B = 1.0            # s before a SIGKILL/freeze of a master: writes not yet replicated
 WINDOW_A_AFTER = MAX_LAG + 1.5  # s after a master's cut: it may still accept (lag checked per s)
+FAILOVER_TIMEOUT = int(harness.TIMINGS["REDISHA_FAILOVER_TIMEOUT_MS"]) / 1000
 ZOMBIE_S = DA             # s after a frozen/cut master is back: window (c), see open_windows
 PROBE_PERIOD = 0.1
 WRITES_KEY = "soak:writes"
@@ -596,9 +599,11 @@ class Soak:
                 if m is None:
                     why = [self.view_problems(s)]
                 else:
-                    ok, why = self.probes_ready()
+                    ok, probe_why = self.probes_ready()
                     if ok:
-                        return s[0] - t_last, m, []
+                        # `why`: what held last before it converged (for a late convergence).
+                        return s[0] - t_last, m, why
+                    why = probe_why
             time.sleep(0.1)
         return None, None, why
 
@@ -701,6 +706,34 @@ class Soak:
             if w["ip"] == host and w["from"] <= t <= w["to"]:
                 return w
         return None
+
+    def failover_aborts(self, marks: dict, t_ep: float) -> list[float]:
+        """Monotonic times of `-failover-abort-*` lines the pods' sentinels logged during the
+        episode (the log lines carry wall-clock times)."""
+        offset = time.monotonic() - time.time()
+        out = []
+        for p in self.cluster.pods:
+            for path in self.cluster.pod_logs(p):
+                try:
+                    with open(path, "rb") as fh:
+                        fh.seek(marks.get(path, 0))
+                        data = fh.read().decode(errors="replace")
+                except OSError:
+                    continue
+                for line in data.splitlines():
+                    if "-failover-abort" not in line or not line.startswith("[sentinel]"):
+                        continue
+                    w = line.split()
+                    try:
+                        wall = time.mktime(time.strptime(" ".join(w[2:5]) + " " +
+                                                         w[5].split(".")[0],
+                                                         "%d %b %Y %H:%M:%S"))
+                        wall += float("0." + w[5].split(".")[1])
+                    except (IndexError, ValueError):
+                        continue
+                    if wall + offset >= t_ep - 1:
+                        out.append(wall + offset)
+        return out
 
     def open_windows(self, ep: dict, rec: dict, f: dict) -> None:
         if not rec.get("was_master") or rec.get("ip") is None:
@@ -838,28 +871,44 @@ class Soak:
         ep["t_last"] = self.rel(t_last)
         ep["converge_s"] = None if conv_s is None else round(conv_s, 3)
         ep["write_gap_s"] = max(r["write_gap_s"] for r in recs)
-        # A sentinel whose process stalled (a freeze, also an earlier one) is in TILT for 30 s
-        # and acts on nothing (no s_down, no failover): Redis's design. The bound then runs from
-        # the last sample that saw a sentinel in TILT, and the episode is marked.
-        tilt_until = None
+        # Sentinel's own hold-offs, during which no bound after the last fault can hold: a
+        # sentinel whose process stalled (a freeze, also an earlier one) is in TILT for 30 s and
+        # acts on nothing; a failover in progress (flag failover_in_progress: the leader
+        # reconfigures replicas, a dead one until failover-timeout); a failover aborted (e.g.
+        # -failover-abort-no-good-slave) is retried only after 2 x failover-timeout. The bound
+        # then runs from the end of the last hold-off seen, and the episode is counted as late.
+        hold_until, holds = None, set()
         for t, _, sents in self.observer.between(t_ep, t_conv or time.monotonic()):
-            if any(sv and sv.get("tilt") for _, sv in sents.values()):
-                tilt_until = t
-        ep["tilt_s"] = None if tilt_until is None else round(max(0.0, tilt_until - t_last), 3)
+            for _, sv in sents.values():
+                if sv and sv.get("tilt"):
+                    hold_until = t
+                    holds.add("tilt")
+                elif sv and "failover_in_progress" in sv.get("flags", ""):
+                    hold_until = t
+                    holds.add("failover running")
+        for t_abort in self.failover_aborts(ep["_marks"], t_ep):
+            holds.add("failover aborted")
+            end = t_abort + 2 * FAILOVER_TIMEOUT
+            if t_conv is not None:
+                end = min(end, t_conv)
+            hold_until = max(hold_until or end, end)
+        ep["hold_s"] = None if hold_until is None else round(max(0.0, hold_until - t_last), 3)
+        ep["holds"] = sorted(holds)
         if conv_s is None:
             self.violation(3, ep, f"not converged {CONVERGE_GIVE_UP:.0f}s after the last "
                            f"action: {why}")
         elif conv_s > CONVERGE_BOUND:
-            late = t_last + conv_s - max(t_last, tilt_until or t_last)
-            if tilt_until is not None and late <= CONVERGE_BOUND:
-                ep["late_tilt"] = True
+            late = t_conv - max(t_last, hold_until or t_last)
+            if hold_until is not None and late <= CONVERGE_BOUND:
+                ep["late_hold"] = True
                 log(f"episode {ep['episode']}: converged {conv_s:.2f}s after the last action, "
-                    f"{late:.2f}s after the last sentinel left TILT (within the bound)")
+                    f"{late:.2f}s after Sentinel's last hold-off ({', '.join(sorted(holds))}): "
+                    f"within the bound")
             else:
-                self.violation(3, ep, f"converged {conv_s:.2f}s after the last action (bound "
-                               f"{CONVERGE_BOUND:.0f}s; a sentinel in TILT until "
-                               f"{ep['tilt_s']}s after it; load average "
-                               f"{os.getloadavg()[0]:.2f})")
+                self.violation(3, ep, f"converged {conv_s:.2f}s after the last action, "
+                               f"{late:.2f}s after Sentinel's last hold-off {sorted(holds)} "
+                               f"(bound {CONVERGE_BOUND:.0f}s; load average "
+                               f"{os.getloadavg()[0]:.2f}); last not converged: {why}")
         if m is not None:
             self.check_losses(ep, m)
         dbl = self.probe.double_masters(k0)
@@ -878,7 +927,8 @@ class Soak:
                 if key in fr:
                     fr[key] = len(fr[key])
         log(f"episode {ep['episode']}: converge={ep['converge_s']}s "
-            + (f"(tilt until +{ep['tilt_s']}s) " if ep.get("tilt_s") is not None else "")
+            + (f"(Sentinel hold-off {ep['holds']} until +{ep['hold_s']}s) "
+               if ep.get("hold_s") is not None else "")
             + f"gap={ep['write_gap_s']:.2f}s " + " | ".join(
                 f"{fr['kind']}@{fr.get('pod')}{' (master)' if fr.get('was_master') else ''} "
                 f"detect={fr.get('detect_s')} failover={fr.get('failover_s')}"
@@ -961,7 +1011,7 @@ def summarize(soak: Soak) -> dict:
             keys = [fr[0]["kind"]]
         for k in keys:
             d = kinds.setdefault(k, {"episodes": 0, "faults": 0, "gap": [], "conv": [],
-                                     "window_lost": 0, "zombie_lost": 0, "late_tilt": 0,
+                                     "window_lost": 0, "zombie_lost": 0, "late_hold": 0,
                                      "violations": 0})
             d["episodes"] += 1
             d["faults"] += len(fr)
@@ -970,7 +1020,7 @@ def summarize(soak: Soak) -> dict:
                 d["conv"].append(ep["converge_s"])
             d["window_lost"] += sum(f.get("window_lost", 0) for f in fr)
             d["zombie_lost"] += sum(f.get("zombie_lost", 0) for f in fr)
-            d["late_tilt"] += 1 if ep.get("late_tilt") else 0
+            d["late_hold"] += 1 if ep.get("late_hold") else 0
             d["violations"] += sum(1 for v in soak.violations if v["episode"] == ep["episode"])
     for d in kinds.values():
         for key in ("gap", "conv"):
@@ -985,7 +1035,7 @@ def table(soak: Soak, kinds: dict) -> str:
     def f(x):
         return "—" if x is None else f"{x:.2f}"
     lines = ["| episode kind | episodes | faults | violations | write gap p50 / p99 (s) | "
-             "converge p50 / p99 (s) | late: a sentinel in TILT | lost in windows (a)/(b) | "
+             "converge p50 / p99 (s) | late after a Sentinel hold-off | lost in windows (a)/(b) | "
              "lost in window (c) |",
              "|---|---|---|---|---|---|---|---|---|"]
     for k in list(KIND_WEIGHTS):
@@ -994,12 +1044,12 @@ def table(soak: Soak, kinds: dict) -> str:
             continue
         lines.append(f"| {k} | {d['episodes']} | {d['faults']} | {d['violations']} | "
                      f"{f(d['gap_p50'])} / {f(d['gap_p99'])} | {f(d['conv_p50'])} / "
-                     f"{f(d['conv_p99'])} | {d['late_tilt']} | {d['window_lost']} | "
+                     f"{f(d['conv_p99'])} | {d['late_hold']} | {d['window_lost']} | "
                      f"{d['zombie_lost']} |")
     tot_e = sum(d["episodes"] for d in kinds.values())
     tot_f = sum(d["faults"] for d in kinds.values())
     lines.append(f"| **all** | {tot_e} | {tot_f} | {len(soak.violations)} | | | "
-                 f"{sum(d['late_tilt'] for d in kinds.values())} | "
+                 f"{sum(d['late_hold'] for d in kinds.values())} | "
                  f"{sum(d['window_lost'] for d in kinds.values())} | "
                  f"{sum(d['zombie_lost'] for d in kinds.values())} |")
     return "\n".join(lines)
