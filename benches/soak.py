@@ -44,7 +44,8 @@ Invariants (a violation makes the exit code 1):
     TILT for 30 s and acts on nothing; a running failover waits up to failover-timeout for a
     dead replica; an aborted failover is retried after 2 x failover-timeout. When one was seen
     during the episode the bound runs from its end, and the episode is counted as "late after
-    a Sentinel hold-off" (not a violation; the raw convergence times are reported as they are);
+    a hold-off" (not a violation; the raw convergence times are reported as they are). Our own
+    supervisor's restart backoff (a child crashed several times within a minute) counts too;
  4. at every quiet point: no zombie and no process beyond redis-server and its sentinel under a
     PID 1 (seen twice, 1 s apart), and at the end each PID 1's RSS within +-10 % of its value
     once warm (first quiet point >= 20 s after its start).
@@ -57,6 +58,7 @@ windows' losses, each violation with the pod logs written during its episode; a 
 from __future__ import annotations
 
 import argparse
+import calendar
 import json
 import math
 import os
@@ -708,6 +710,34 @@ class Soak:
                 return w
         return None
 
+    def restart_backoffs(self, marks: dict, t_ep: float) -> list[tuple[float, float]]:
+        """(monotonic time, delay s) of each "child exited unexpectedly; restarting" line the
+        pods' PID 1 logged during the episode."""
+        offset = time.monotonic() - time.time()
+        out = []
+        for p in self.cluster.pods:
+            for path in self.cluster.pod_logs(p):
+                try:
+                    with open(path, "rb") as fh:
+                        fh.seek(marks.get(path, 0))
+                        data = fh.read().decode(errors="replace")
+                except OSError:
+                    continue
+                for line in data.splitlines():
+                    if "child exited unexpectedly" not in line or "restart_in_ms=" not in line:
+                        continue
+                    try:
+                        stamp = line.split()[0].rstrip("Z")
+                        wall = calendar.timegm(time.strptime(stamp.split(".")[0],
+                                                             "%Y-%m-%dT%H:%M:%S"))
+                        wall += float("0." + stamp.split(".")[1]) if "." in stamp else 0.0
+                        ms = int(line.split("restart_in_ms=")[1].split()[0])
+                    except (IndexError, ValueError):
+                        continue
+                    if wall + offset >= t_ep - 1:
+                        out.append((wall + offset, ms / 1000))
+        return out
+
     def failover_aborts(self, marks: dict, t_ep: float) -> list[float]:
         """Monotonic times of `-failover-abort-*` lines the pods' sentinels logged during the
         episode (the log lines carry wall-clock times)."""
@@ -893,6 +923,14 @@ class Soak:
             if t_conv is not None:
                 end = min(end, t_conv)
             hold_until = max(hold_until or end, end)
+        # Our own supervisor's restart backoff (0.5 s, 1 s, 2 s, ... per crash within 60 s of
+        # the last; README "Supervision"): a child crashed again and again waits that long.
+        for t_crash, delay in self.restart_backoffs(ep["_marks"], t_ep):
+            holds.add("restart backoff")
+            end = t_crash + delay
+            if t_conv is not None:
+                end = min(end, t_conv)
+            hold_until = max(hold_until or end, end)
         ep["hold_s"] = None if hold_until is None else round(max(0.0, hold_until - t_last), 3)
         ep["holds"] = sorted(holds)
         if conv_s is None:
@@ -903,11 +941,11 @@ class Soak:
             if hold_until is not None and late <= CONVERGE_BOUND:
                 ep["late_hold"] = True
                 log(f"episode {ep['episode']}: converged {conv_s:.2f}s after the last action, "
-                    f"{late:.2f}s after Sentinel's last hold-off ({', '.join(sorted(holds))}): "
+                    f"{late:.2f}s after the last hold-off ({', '.join(sorted(holds))}): "
                     f"within the bound")
             else:
                 self.violation(3, ep, f"converged {conv_s:.2f}s after the last action, "
-                               f"{late:.2f}s after Sentinel's last hold-off {sorted(holds)} "
+                               f"{late:.2f}s after the last hold-off {sorted(holds)} "
                                f"(bound {CONVERGE_BOUND:.0f}s; load average "
                                f"{os.getloadavg()[0]:.2f}); last not converged: {why}")
         if m is not None:
@@ -1050,7 +1088,7 @@ def table(soak: Soak, kinds: dict) -> str:
     def f(x):
         return "—" if x is None else f"{x:.2f}"
     lines = ["| episode kind | episodes | faults | violations | write gap p50 / p99 (s) | "
-             "converge p50 / p99 (s) | late after a Sentinel hold-off | lost in windows (a)/(b) | "
+             "converge p50 / p99 (s) | late after a hold-off | lost in windows (a)/(b) | "
              "window (c): lost / double-master rounds |",
              "|---|---|---|---|---|---|---|---|---|"]
     for k in list(KIND_WEIGHTS):
