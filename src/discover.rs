@@ -123,6 +123,10 @@ pub struct Prior {
     pub old_self: Option<Endpoint>,
     /// Other sentinels it knew.
     pub known_sentinels: usize,
+    /// Its data node was killed or crashed last time (not a clean shutdown) and the AOF is
+    /// fsynced only every second: it may lack acknowledged writes its replicas hold. Set at boot
+    /// (main.rs); a restart of a crashed data node inside a running pod is handover::after_crash's.
+    pub unclean_stop: bool,
 }
 
 impl Prior {
@@ -153,6 +157,7 @@ impl Prior {
             master,
             old_self,
             known_sentinels: known,
+            unclean_stop: false,
         })
     }
 
@@ -164,7 +169,11 @@ impl Prior {
 impl fmt::Display for Prior {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         if self.was_master() {
-            write!(f, "master at epoch {} (as {})", self.epoch, self.master)
+            write!(f, "master at epoch {} (as {})", self.epoch, self.master)?;
+            if self.unclean_stop {
+                write!(f, ", stopped uncleanly")?;
+            }
+            Ok(())
         } else {
             write!(f, "replica of {} at epoch {}", self.master, self.epoch)
         }
@@ -187,6 +196,10 @@ pub struct Pod<'a> {
     pub fallback: Option<&'a Endpoint>,
     pub prior: Option<&'a Prior>,
     pub known: usize,
+    /// Another pod's data node answers as a replica: it may hold writes this pod lacks.
+    pub replica_up: bool,
+    /// An unclean master has waited long enough for the sentinels to fail it over.
+    pub unclean_wait_over: bool,
 }
 
 /// The pure decision. `up`: the masters named at the highest epoch that answered `role:master`
@@ -199,7 +212,22 @@ pub fn verdict(pod: &Pod, answers: &[Answer], up: &[Endpoint], refused: Option<&
         fallback: fallback_master,
         prior,
         known,
+        replica_up,
+        unclean_wait_over,
     } = *pod;
+    // A master killed or crashed may have acknowledged writes its AOF lacks but a replica holds
+    // (appendfsync everysec). Coming back as master, it would make every replica resync from its
+    // shorter copy and drop them. While a replica is up, the sentinels should fail it over
+    // instead; bounded, since they may be unable to (no quorum, TILT).
+    let hold_master = |why: String| -> Option<Verdict> {
+        let p = prior?;
+        (p.was_master() && p.unclean_stop && replica_up && !unclean_wait_over).then(|| {
+            Verdict::Retry(format!(
+                "{why}, but this pod stopped uncleanly as master: its AOF may lack acknowledged \
+                 writes a live replica holds; waiting for the sentinels to fail it over"
+            ))
+        })
+    };
     if let Some(p) = prior {
         // A pod that never had a peer (a laptop, a single node): its own state is the whole
         // cluster's; with its sentinel silent, what it was is what it is.
@@ -256,6 +284,11 @@ pub fn verdict(pod: &Pod, answers: &[Answer], up: &[Endpoint], refused: Option<&
                 && Some(&x.master) == p.old_self.as_ref()
         });
         if top_claims_us && !up.iter().any(|u| u != me) && !answers.iter().any(|x| x.unsettled) {
+            if let Some(v) =
+                hold_master(format!("the sentinels name this pod at epoch {}", p.epoch))
+            {
+                return v;
+            }
             return Verdict::Decided(Decision {
                 role: Role::Master,
                 master: me.clone(),
@@ -277,6 +310,9 @@ pub fn verdict(pod: &Pod, answers: &[Answer], up: &[Endpoint], refused: Option<&
             return Verdict::Retry(format!(
                 "sentinels name this pod ({me}) but are failing it over; waiting for them to settle"
             ));
+        }
+        if let Some(v) = hold_master(format!("sentinels name this pod ({me})")) {
+            return v;
         }
         return Verdict::Decided(Decision {
             role: Role::Master,
@@ -440,6 +476,37 @@ pub async fn resolved_all(list: &[Endpoint]) -> Vec<Endpoint> {
     out
 }
 
+/// How long a master that stopped uncleanly waits for the sentinels to fail it over before it
+/// takes the role back with what its AOF holds: the time a failover takes (down-after, then the
+/// failover timeout), and at least Sentinel's TILT period (30 s: a sentinel whose process was
+/// stalled acts on nothing for that long).
+pub fn unclean_master_wait(cfg: &Config) -> Duration {
+    Duration::from_millis((2 * cfg.down_after_ms + cfg.failover_timeout_ms).max(30_000))
+}
+
+/// Whether another pod's data node (the configured pods' hosts on the redis port) answers as a
+/// replica right now.
+async fn any_replica_up(
+    cfg: &Config,
+    me: &Endpoint,
+    old_self: Option<&Endpoint>,
+    timeout: Duration,
+) -> bool {
+    for s in resolved_all(&cfg.sentinels).await {
+        let e = Endpoint {
+            host: s.host,
+            port: cfg.redis_port,
+        };
+        if &e == me || Some(&e) == old_self {
+            continue;
+        }
+        if matches!(redisio::repl(cfg, &e, timeout).await, Ok(r) if !r.is_master) {
+            return true;
+        }
+    }
+    false
+}
+
 /// Decides the role. `include_local`: also ask this pod's own sentinel (it runs when a crashed
 /// data node is restarted, and when a pod with state started it to show what it knows).
 pub async fn decide(
@@ -496,12 +563,21 @@ pub async fn decide(
                 up.push(c);
             }
         }
+        let unclean_wait_over = started.elapsed() >= unclean_master_wait(cfg);
+        let replica_up = match prior {
+            Some(p) if p.was_master() && p.unclean_stop && !unclean_wait_over => {
+                any_replica_up(cfg, &me, p.old_self.as_ref(), per_try).await
+            }
+            _ => false,
+        };
         let pod = Pod {
             role: cfg.role,
             me: &me,
             fallback: fallback.as_ref(),
             prior,
             known,
+            replica_up,
+            unclean_wait_over,
         };
         let v = verdict(&pod, &answers, &up, refused.as_deref());
         // The operator's explicit choice (`promote --force`) for a majority that never returns.
@@ -659,6 +735,8 @@ mod tests {
             fallback,
             prior,
             known,
+            replica_up: false,
+            unclean_wait_over: false,
         };
         super::verdict(&pod, answers, up, refused)
     }
@@ -760,18 +838,21 @@ mod tests {
             master: a_old.clone(),
             old_self: Some(a_old.clone()),
             known_sentinels: 2,
+            unclean_stop: false,
         };
         let prior_b = Prior {
             epoch: 1,
             master: c_old.clone(),
             old_self: Some(ep("10.0.0.2:6379")),
             known_sentinels: 2,
+            unclean_stop: false,
         };
         let prior_c = Prior {
             epoch: 1,
             master: c_old.clone(),
             old_self: Some(c_old.clone()),
             known_sentinels: 2,
+            unclean_stop: false,
         };
         // what each pod's early sentinel answers
         let claim_a = ans("10.0.0.1:6379", 0, false);
@@ -974,6 +1055,122 @@ mod tests {
                 (Verdict::Retry(_), Err(())) => {}
                 (g, w) => panic!("{answers:?} up={up:?}: got {g:?}, want {w:?}"),
             }
+        }
+    }
+
+    /// Issue 14's soak: the master pod SIGKILLed and back before any failover. Its AOF may lack
+    /// writes a replica holds, so while a replica answers it waits for the sentinels to fail it
+    /// over; once that wait is over, or with no replica up, or after a clean stop, it takes the
+    /// role back as before.
+    #[test]
+    fn unclean_master_waits_for_a_failover_while_a_replica_is_up() {
+        let me = ep("10.0.0.3:6379");
+        let prior = |unclean_stop| Prior {
+            epoch: 5,
+            master: me.clone(),
+            old_self: Some(me.clone()),
+            known_sentinels: 2,
+            unclean_stop,
+        };
+        let names_us = [
+            ans("10.0.0.3:6379", 5, false),
+            ans("10.0.0.3:6379", 5, false),
+        ];
+        let promoted = ep("10.0.0.1:6379");
+        let after_failover = [
+            ans("10.0.0.1:6379", 6, false),
+            ans("10.0.0.1:6379", 6, false),
+        ];
+        let role = |v: Verdict| match v {
+            Verdict::Decided(d) => Some((d.role, d.master)),
+            Verdict::Retry(_) => None,
+        };
+        // (unclean stop, a replica up, wait over, answers, masters up) -> decision
+        type Case<'a> = (
+            bool,
+            bool,
+            bool,
+            &'a [Answer],
+            &'a [Endpoint],
+            Option<(Role, Endpoint)>,
+        );
+        let cases: [Case; 7] = [
+            (true, true, false, &names_us, &[], None),
+            (
+                true,
+                true,
+                true,
+                &names_us,
+                &[],
+                Some((Role::Master, me.clone())),
+            ),
+            (
+                true,
+                false,
+                false,
+                &names_us,
+                &[],
+                Some((Role::Master, me.clone())),
+            ),
+            (
+                false,
+                true,
+                false,
+                &names_us,
+                &[],
+                Some((Role::Master, me.clone())),
+            ),
+            (
+                true,
+                true,
+                false,
+                &after_failover,
+                std::slice::from_ref(&promoted),
+                Some((Role::Replica, promoted.clone())),
+            ),
+            // named at an epoch this pod never saw as master: the plain "names this pod" rule
+            (
+                true,
+                true,
+                false,
+                &[
+                    ans("10.0.0.3:6379", 7, false),
+                    ans("10.0.0.3:6379", 7, false),
+                ],
+                &[],
+                None,
+            ),
+            (
+                true,
+                false,
+                false,
+                &[
+                    ans("10.0.0.3:6379", 7, false),
+                    ans("10.0.0.3:6379", 7, false),
+                ],
+                &[],
+                Some((Role::Master, me.clone())),
+            ),
+        ];
+        for (i, (unclean, replica_up, over, answers, up, want)) in cases.into_iter().enumerate() {
+            let p = prior(unclean);
+            let pod = Pod {
+                role: Role::Replica,
+                me: &me,
+                fallback: None,
+                prior: Some(&p),
+                known: 3,
+                replica_up,
+                unclean_wait_over: over,
+            };
+            let v = super::verdict(&pod, answers, up, None);
+            if want.is_none() {
+                assert!(
+                    matches!(&v, Verdict::Retry(why) if why.contains("stopped uncleanly")),
+                    "case {i}: {v:?}"
+                );
+            }
+            assert_eq!(role(v), want, "case {i}");
         }
     }
 }

@@ -89,6 +89,26 @@ pub fn read_identity(cfg: &Config) -> Option<crate::config::Endpoint> {
     crate::config::parse_endpoint("served-as", t.trim()).ok()
 }
 
+/// Present while this pod's data node runs: written when it starts, removed when it exits 0 (a
+/// clean shutdown writes and fsyncs its AOF). Found at boot, it says the last data node of this
+/// pod was killed or crashed, so with `appendfsync everysec` its AOF may lack acknowledged writes
+/// that its replicas hold (discover::Prior::unclean_stop).
+fn data_node_running_path(cfg: &Config) -> std::path::PathBuf {
+    cfg.state_dir.join("data-node-running")
+}
+
+pub fn mark_data_node_running(cfg: &Config) -> io::Result<()> {
+    write_conf(&data_node_running_path(cfg), "1\n")
+}
+
+pub fn clear_data_node_running(cfg: &Config) {
+    let _ = fs::remove_file(data_node_running_path(cfg));
+}
+
+pub fn data_node_stopped_uncleanly(cfg: &Config) -> bool {
+    data_node_running_path(cfg).exists()
+}
+
 /// What this pod knew before, if anything (discover::Prior).
 pub fn read_prior(cfg: &Config) -> Option<crate::discover::Prior> {
     let text = read_prior_sentinel(cfg)?;

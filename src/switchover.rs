@@ -610,7 +610,7 @@ pub async fn run(cfg: &Config, to: Option<&str>, timeout: Duration) -> i32 {
                 "could NOT put back parallel-syncs {n} on sentinel {}: {e}; run: SENTINEL SET {} parallel-syncs {n}",
                 choice.sentinel, cfg.group
             ));
-            code = if code == 0 { EXIT_FAILED } else { code };
+            code = if code == 0 { crate::exit::FAILED } else { code };
         }
     }
     if !restore.is_empty() {
@@ -619,7 +619,7 @@ pub async fn run(cfg: &Config, to: Option<&str>, timeout: Duration) -> i32 {
                 "could NOT put back SENTINEL DEBUG {restore:?} on sentinel {}: {e}",
                 choice.sentinel
             ));
-            code = if code == 0 { EXIT_FAILED } else { code };
+            code = if code == 0 { crate::exit::FAILED } else { code };
         }
     }
     code

@@ -17,6 +17,10 @@ use crate::{handover, state};
 impl Supervisor {
     pub(super) fn on_child_exit(&mut self, i: usize, pid: Pid, how: Exit) {
         let which = self.slots[i].which;
+        if which == Server::Redis && how.as_code() == 0 {
+            // A clean shutdown: its AOF holds every write it acknowledged.
+            state::clear_data_node_running(&self.cfg);
+        }
         let uptime = match self.slots[i].state {
             SlotState::Running { since, .. } => since.elapsed(),
             _ => Duration::ZERO,

@@ -77,6 +77,9 @@ impl Supervisor {
                     if let Err(e) = state::write_identity(&self.cfg, &self.cfg.own(Server::Redis)) {
                         tracing::warn!(error = %e, "cannot record this pod's address in the state directory");
                     }
+                    if let Err(e) = state::mark_data_node_running(&self.cfg) {
+                        tracing::warn!(error = %e, "cannot record in the state directory that the data node runs");
+                    }
                 }
                 self.slots[i].state = SlotState::Running {
                     pid,

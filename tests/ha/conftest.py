@@ -54,7 +54,7 @@ def cluster(binary):
     for tool in ("ip", "unshare", "redis-server"):
         if shutil.which(tool) is None:
             pytest.skip(f"{tool} not installed")
-    tmp = Path(tempfile.mkdtemp(prefix="rhat-"))
+    tmp = Path(tempfile.mkdtemp(prefix=f"{harness.PREFIX}-"))
     c = harness.Cluster(binary, tmp)
     try:
         c.setup()

@@ -3,7 +3,7 @@ as PID 1 of its own PID namespace, plus a writer that goes through Sentinel like
 
 Layout (all names start with PREFIX so a leftover of a crashed run is found and removed at start):
 
-    host (10.77.0.1, the writer runs here)
+    host (10.77.0.1, the writer runs here; PREFIX and SUBNET: REDISHA_HA_PREFIX/_SUBNET)
       └─ veth rhat-host ── rhat-net netns: bridge rhat-br ── veth ── rhat-p0 netns (pod redis-0)
                                                           ├─ veth ── rhat-p1 netns (pod redis-1)
                                                           └─ veth ── rhat-p2 netns (pod redis-2)
@@ -31,8 +31,17 @@ from pathlib import Path
 import redis
 from redis.sentinel import MasterNotFoundError, Sentinel
 
-PREFIX = "rhat"
-SUBNET = "10.77.0"
+# Every name (namespaces, bridge, veths, /etc/netns dirs, the lock) starts with PREFIX and every
+# address is in SUBNET.0/24, so two runs with different values (e.g. benches/soak.py with "rhsk"
+# on 10.78.0) can run at the same time as the suite without touching each other. PREFIX must be
+# short: interface names ("<prefix>-host") are at most 15 bytes.
+PREFIX = os.environ.get("REDISHA_HA_PREFIX") or "rhat"
+SUBNET = os.environ.get("REDISHA_HA_SUBNET") or "10.77.0"
+if not re.fullmatch(r"[a-z][a-z0-9]{0,7}", PREFIX):
+    raise ValueError(f"REDISHA_HA_PREFIX={PREFIX!r}: want 1-8 lowercase letters/digits")
+if not re.fullmatch(r"10\.(\d{1,3})\.(\d{1,3})", SUBNET) or \
+        any(int(x) > 255 for x in SUBNET.split(".")[1:]):
+    raise ValueError(f"REDISHA_HA_SUBNET={SUBNET!r}: want the first three octets of a 10.x.y.0/24")
 HOST_IP = f"{SUBNET}.1"
 NET_NS = f"{PREFIX}-net"
 BRIDGE = f"{PREFIX}-br"
@@ -43,7 +52,7 @@ SENTINEL_PORT = 26379
 GROUP = "mymaster"
 NPODS = 3
 POD_EXIT_TIMEOUT = 15.0  # the orchestrator's grace after SIGTERM (manifests: 15 s)
-LOCK_PATH = "/tmp/rhat-harness.lock"
+LOCK_PATH = f"/tmp/{PREFIX}-harness.lock"
 RESULTS = Path(__file__).with_name("results.txt")
 
 # Short timings so the suite fits in minutes. The partition of scenario 4 is longer than both
