@@ -97,7 +97,7 @@ def snapshot_context(dest: Path) -> Path:
     # .cargo/config.toml and its wrapper make the plain `cargo build` static (README, "Static
     # build"); the Dockerfile builds the same way.
     for name in ("Cargo.toml", "Cargo.lock", "build.rs", ".dockerignore", ".cargo/config.toml",
-                 "scripts/rustc-static"):
+                 "scripts/rustc-static", "scripts/link-ordered", "scripts/hot-symbols.txt"):
         if (REPO / name).exists():
             (dest / name).parent.mkdir(parents=True, exist_ok=True)
             shutil.copy2(REPO / name, dest / name)
