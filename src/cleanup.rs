@@ -115,8 +115,9 @@ impl View {
     }
 }
 
+/// What the stale-entry check decides this round (`plan`).
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Plan {
+pub enum Step {
     /// Nothing stale.
     Clean,
     /// Stale entries, but not now; the string says why.
@@ -125,46 +126,46 @@ pub enum Plan {
     Reset(String),
 }
 
-impl fmt::Display for Plan {
+impl fmt::Display for Step {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            Plan::Clean => f.write_str("nothing stale"),
-            Plan::Wait(w) => write!(f, "wait: {w}"),
-            Plan::Reset(r) => write!(f, "reset: {r}"),
+            Step::Clean => f.write_str("nothing stale"),
+            Step::Wait(w) => write!(f, "wait: {w}"),
+            Step::Reset(r) => write!(f, "reset: {r}"),
         }
     }
 }
 
 /// The pure decision. `peers`: one (address, view) per sentinel that `me` lists as up; the view
 /// is `None` when that sentinel did not answer.
-pub fn plan(me: &View, peers: &[(Endpoint, Option<View>)], stale_after_ms: u64) -> Plan {
+pub fn plan(me: &View, peers: &[(Endpoint, Option<View>)], stale_after_ms: u64) -> Step {
     let stale = me.stale(stale_after_ms);
     if stale.is_empty() {
-        return Plan::Clean;
+        return Step::Clean;
     }
     if !me.master_ok {
-        return Plan::Wait("the master is down or a failover is running".into());
+        return Step::Wait("the master is down or a failover is running".into());
     }
     let known = me.sentinels.len() + 1;
     let live = me.sentinels.iter().filter(|e| e.up()).count() + 1;
     if live * 2 <= known {
-        return Plan::Wait(format!(
+        return Step::Wait(format!(
             "only {live} of {known} known sentinels are up (we may be the partitioned side)"
         ));
     }
     let mut turn = me.run_id.as_str();
     for (addr, view) in peers {
         let Some(v) = view else {
-            return Plan::Wait(format!("sentinel {addr} does not answer"));
+            return Step::Wait(format!("sentinel {addr} does not answer"));
         };
         if v.master != me.master || !v.master_ok {
-            return Plan::Wait(format!(
+            return Step::Wait(format!(
                 "sentinel {addr} does not see master {} up and settled",
                 me.master
             ));
         }
         if !v.covers(me) {
-            return Plan::Wait(format!(
+            return Step::Wait(format!(
                 "sentinel {addr} has not (re)discovered every live peer yet"
             ));
         }
@@ -175,7 +176,7 @@ pub fn plan(me: &View, peers: &[(Endpoint, Option<View>)], stale_after_ms: u64) 
                 .chain(&v.sentinels)
                 .any(|x| x.addr == e.addr && x.up());
             if seen_up {
-                return Plan::Wait(format!("sentinel {addr} still sees {} up", e.addr));
+                return Step::Wait(format!("sentinel {addr} still sees {} up", e.addr));
             }
         }
         if !v.stale(stale_after_ms).is_empty() && v.run_id.as_str() < turn {
@@ -183,10 +184,10 @@ pub fn plan(me: &View, peers: &[(Endpoint, Option<View>)], stale_after_ms: u64) 
         }
     }
     if turn != me.run_id {
-        return Plan::Wait(format!("sentinel {turn} resets first"));
+        return Step::Wait(format!("sentinel {turn} resets first"));
     }
     let list: Vec<String> = stale.iter().map(|e| e.addr.to_string()).collect();
-    Plan::Reset(format!(
+    Step::Reset(format!(
         "down longer than {stale_after_ms} ms: {}",
         list.join(" ")
     ))
@@ -271,7 +272,7 @@ pub async fn tick(cfg: &Config, st: Settings, local: &Endpoint) {
         peers.push((e.addr.clone(), v));
     }
     let decision = plan(&me, &peers, st.stale_after_ms);
-    let Plan::Reset(why) = &decision else {
+    let Step::Reset(why) = &decision else {
         tracing::info!(decision = %decision, "cleanup: stale sentinel entries kept for now");
         return;
     };
@@ -384,9 +385,9 @@ mod tests {
     #[test]
     fn lowest_run_id_resets_first_then_the_next() {
         let p = plan(&b(), &[(ep("10.0.0.3:26379"), Some(c()))], 60_000);
-        assert!(matches!(p, Plan::Reset(_)), "{p}");
+        assert!(matches!(p, Step::Reset(_)), "{p}");
         let p = plan(&c(), &[(ep("10.0.0.2:26379"), Some(b()))], 60_000);
-        assert_eq!(p, Plan::Wait("sentinel b resets first".into()));
+        assert_eq!(p, Step::Wait("sentinel b resets first".into()));
         // b reset and has rediscovered c and the live replica: c's turn.
         let b_done = view_of(
             "b",
@@ -394,7 +395,7 @@ mod tests {
             vec![e("10.0.0.2:6379", "", None)],
         );
         let p = plan(&c(), &[(ep("10.0.0.2:26379"), Some(b_done))], 60_000);
-        assert!(matches!(p, Plan::Reset(_)), "{p}");
+        assert!(matches!(p, Step::Reset(_)), "{p}");
     }
 
     #[test]
@@ -402,7 +403,7 @@ mod tests {
         let b_fresh = view_of("b", vec![], vec![]);
         let p = plan(&c(), &[(ep("10.0.0.2:26379"), Some(b_fresh))], 60_000);
         assert!(
-            matches!(p, Plan::Wait(ref w) if w.contains("discovered every live peer")),
+            matches!(p, Step::Wait(ref w) if w.contains("discovered every live peer")),
             "{p}"
         );
     }
@@ -413,19 +414,19 @@ mod tests {
         me.master_ok = false;
         assert!(matches!(
             plan(&me, &[(ep("10.0.0.3:26379"), Some(c()))], 60_000),
-            Plan::Wait(_)
+            Step::Wait(_)
         ));
         let mut peer = c();
         peer.master_ok = false;
         assert!(matches!(
             plan(&b(), &[(ep("10.0.0.3:26379"), Some(peer))], 60_000),
-            Plan::Wait(_)
+            Step::Wait(_)
         ));
         let mut peer = c();
         peer.master = ep("10.0.0.2:6379");
         assert!(matches!(
             plan(&b(), &[(ep("10.0.0.3:26379"), Some(peer))], 60_000),
-            Plan::Wait(_)
+            Step::Wait(_)
         ));
     }
 
@@ -440,10 +441,10 @@ mod tests {
             ],
             vec![],
         );
-        assert!(matches!(plan(&me, &[], 60_000), Plan::Wait(ref w) if w.contains("1 of 3")));
+        assert!(matches!(plan(&me, &[], 60_000), Step::Wait(ref w) if w.contains("1 of 3")));
         assert!(matches!(
             plan(&b(), &[(ep("10.0.0.3:26379"), None)], 60_000),
-            Plan::Wait(ref w) if w.contains("does not answer")
+            Step::Wait(ref w) if w.contains("does not answer")
         ));
     }
 
@@ -451,13 +452,13 @@ mod tests {
     fn not_stale_yet_or_seen_up_elsewhere() {
         assert_eq!(
             plan(&b(), &[(ep("10.0.0.3:26379"), Some(c()))], 120_000),
-            Plan::Clean
+            Step::Clean
         );
         let mut peer = c();
         peer.replicas[0].down_ms = None;
         assert!(matches!(
             plan(&b(), &[(ep("10.0.0.3:26379"), Some(peer))], 60_000),
-            Plan::Wait(ref w) if w.contains("still sees")
+            Step::Wait(ref w) if w.contains("still sees")
         ));
     }
 

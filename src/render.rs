@@ -40,7 +40,7 @@ impl Bases {
 
 /// Everything `run` starts, and everything `render` prints.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Plan {
+pub struct Rendered {
     pub role: Role,
     pub master: Endpoint,
     pub redis_conf_path: PathBuf,
@@ -62,14 +62,14 @@ pub fn render(
     master: &Endpoint,
     bases: &Bases,
     prior_sentinel: Option<&str>,
-) -> Plan {
+) -> Rendered {
     let maxmemory = maxmemory_choice(cfg, role, bases);
     let redis_conf = render_redis(cfg, role, master, bases, maxmemory);
     let sentinel_conf = render_sentinel(cfg, master, bases, prior_sentinel);
     let redis_conf_path = cfg.redis_conf_path();
     let sentinel_conf_path = cfg.sentinel_conf_path();
     let exe: OsString = cfg.redis_server.clone().into_os_string();
-    Plan {
+    Rendered {
         role,
         master: master.clone(),
         redis_argv: vec![exe.clone(), redis_conf_path.clone().into_os_string()],
