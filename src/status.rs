@@ -70,6 +70,10 @@ pub struct SentinelObs {
     /// port-forward) is one sentinel.
     #[serde(skip)]
     pub run_id: String,
+    /// TILT mode (`INFO sentinel`: `sentinel_tilt:1`): after a time jump (the process was
+    /// stopped, the clock moved) a sentinel only watches, for 30 s: it starts no failover and
+    /// does not advance one it was asked for.
+    pub tilt: bool,
 }
 
 impl SentinelObs {
@@ -82,6 +86,11 @@ impl SentinelObs {
             .iter()
             .any(|f| f == "failover_in_progress")
             || !matches!(self.failover_state.as_str(), "none" | "")
+    }
+
+    /// It answers, and it would act: not in TILT mode.
+    pub fn can_act(&self) -> bool {
+        self.answered() && !self.tilt
     }
 
     pub fn sees_master_down(&self) -> bool {
@@ -332,6 +341,10 @@ pub fn verdict(sentinels: &[SentinelObs], nodes: &[NodeObs], quorum: u32) -> Ver
                     s.config_epoch
                 ))
             }
+            None if s.tilt => reasons.push(format!(
+                "sentinel {} is in TILT mode (takes no action for up to 30 s)",
+                s.addr
+            )),
             None if s.sees_master_down() => reasons.push(format!(
                 "sentinel {} sees the master {}",
                 s.addr,
@@ -448,7 +461,7 @@ pub fn verdict(sentinels: &[SentinelObs], nodes: &[NodeObs], quorum: u32) -> Ver
     }
     let mut safe_ones = 0;
     let mut last_why = String::new();
-    for s in &naming {
+    for s in naming.iter().filter(|s| !s.tilt) {
         let safety = probe::Safety {
             names_master: true,
             master_down: s.sees_master_down(),
@@ -696,7 +709,11 @@ impl Report {
                 s.addr.clone(),
                 s.master.clone().unwrap_or("-".into()),
                 s.config_epoch.to_string(),
-                s.master_flags.join(","),
+                if s.tilt {
+                    format!("{},TILT", s.master_flags.join(","))
+                } else {
+                    s.master_flags.join(",")
+                },
                 up(&s.replicas),
                 up(&s.sentinels),
                 if s.failover_running() {
@@ -829,11 +846,17 @@ async fn ask_sentinel(cfg: &Config, e: &Endpoint, t: Duration) -> redis::RedisRe
         redisio::query(&mut con, &mut q("REPLICAS"), t).await?;
     let sentinels: Vec<HashMap<String, String>> =
         redisio::query(&mut con, &mut q("SENTINELS"), t).await?;
-    let server: String = redisio::query(&mut con, redis::cmd("INFO").arg("server"), t).await?;
+    let server: String = redisio::query(
+        &mut con,
+        redis::cmd("INFO").arg("server").arg("sentinel"),
+        t,
+    )
+    .await?;
     Ok(SentinelObs {
         run_id: redisio::info_field(&server, "run_id")
             .unwrap_or("")
             .to_string(),
+        tilt: redisio::info_field(&server, "sentinel_tilt") == Some("1"),
         addr: e.to_string(),
         error: None,
         master: addr.map(|(h, p)| canonical(&h, &p)),
@@ -1120,6 +1143,7 @@ pub(crate) mod tests {
         NoSentinel,
         OneSentinelLeft,
         LaggingSentinel,
+        Tilt,
     }
 
     fn e(addr: &str) -> Entry {
@@ -1158,6 +1182,7 @@ pub(crate) mod tests {
                 .map(|a| e(&a))
                 .collect(),
             run_id: String::new(),
+            tilt: false,
         }
     }
 
@@ -1325,6 +1350,9 @@ pub(crate) mod tests {
                     x.flags.push("s_down".into());
                 }
             }
+            Shape::Tilt => {
+                s[0].tilt = true;
+            }
             Shape::LaggingSentinel => {
                 // After a switchover: two sentinels name the new master at epoch 2, one still
                 // names the old one (now a replica) at epoch 1.
@@ -1409,6 +1437,13 @@ pub(crate) mod tests {
                 &["10.0.0.2:6379: master link down"],
             ),
             (Shape::Priority0, Healthy, Some("10.0.0.1:6379"), true, &[]),
+            (
+                Shape::Tilt,
+                Degraded,
+                Some("10.0.0.1:6379"),
+                true,
+                &["sentinel 10.0.0.1:26379 is in TILT mode"],
+            ),
             (
                 Shape::NoSentinel,
                 NoMaster,

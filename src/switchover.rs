@@ -85,7 +85,7 @@ pub fn decide(
         return Err(Refusal::NotSafe(v.unsafe_because.join("; ")));
     }
     let usable = |s: &&SentinelObs| {
-        s.answered()
+        s.can_act()
             && s.master.as_deref() == Some(master.as_str())
             && s.config_epoch == v.epoch
             && !s.sees_master_down()
@@ -839,5 +839,10 @@ mod tests {
         assert_eq!(c.sentinel, "10.0.0.3:26379");
         let c = decide(&s, &n, &v, None, Some("10.0.0.9:26379")).unwrap();
         assert_eq!(c.sentinel, "10.0.0.1:26379");
+        // A sentinel in TILT mode would accept SENTINEL FAILOVER and sit on it: never the leader.
+        let (s, n) = cluster(Shape::Tilt);
+        let v = status::verdict(&s, &n, 2);
+        let c = decide(&s, &n, &v, None, Some("10.0.0.1:26379")).unwrap();
+        assert_eq!(c.sentinel, "10.0.0.2:26379");
     }
 }

@@ -212,6 +212,34 @@ def test_switchover_refusals(healthy):
     assert new != m
 
 
+def test_switchover_rounds(healthy):
+    c = healthy
+    c.settle(60)
+    rounds = int(os.environ.get("REDISHA_OPS_ROUNDS", "3"))
+    seed = int(os.environ.get("REDISHA_OPS_SEED", str(random.randrange(1 << 30))))
+    rng = random.Random(seed)
+    w = Writer(c, "ops-switchover")
+    w.start()
+    results = []
+    try:
+        for i in range(rounds):
+            results.append(switchover_round(c, w, i + 1, rng, use_to=(i % 3 != 2)))
+    finally:
+        res = w.finish()
+    final, _, _ = c.settle(60, "after the switchovers")
+    lost = w.count_lost(res, final)
+    for x in results:
+        record(f"OPS switchover {x.rnd}/{rounds} seed={seed} from={x.from_pod} exit={x.code} "
+               f"{x.old_master}->{x.new_master} to={x.wanted} took={x.took:.2f}s "
+               f"gap={x.gap:.2f}s switch_master={x.switch_master}")
+    record(f"OPS switchover total: {rounds} rounds, acked={len(res.acked)} lost={len(lost)} "
+           f"worst gap={max(x.gap for x in results):.2f}s")
+    problems = [f"round {x.rnd}: {p}" for x in results for p in x.problems]
+    if lost:
+        problems.append(f"{len(lost)} acknowledged writes lost: {lost[:10]}")
+    assert not problems, problems
+
+
 def frozen_leader_switchover(c, interrupt: bool, timeout: str = "10"):
     """A switchover --to from replica pod `a` to replica `b`, whose chosen sentinel (pod a's own)
     is frozen (SIGSTOP) once the other replica's priority is 0, so the wait for the sentinel's
@@ -219,7 +247,8 @@ def frozen_leader_switchover(c, interrupt: bool, timeout: str = "10"):
     master before). The sentinel is thawed before returning."""
     m, _, _ = c.settle(60)
     a, b = [p for p in c.live() if p.ip != m]
-    wait_status(c, a, 0, 30)
+    # A sentinel frozen by the previous test stays in TILT mode for 30 s (status: degraded).
+    wait_status(c, a, 0, 60)
     sentinel_pid = a.child_pid("sentinel")
     proc = run_cli(c, a, "switchover", "--to", f"{b.ip}:{REDIS_PORT}", "--timeout", timeout,
                    popen=True)
@@ -279,32 +308,11 @@ def test_switchover_timeout_restores(healthy):
     code, text, m = frozen_leader_switchover(healthy, interrupt=False, timeout="4")
     assert code == 1 and "did not see the new priorities in time" in text, f"exit {code}: {text}"
     assert time.monotonic() - t0 < 30
+    # Frozen for more than 2 s: Sentinel's TILT mode, which status reports (and which a
+    # switchover never picks to lead: it would accept SENTINEL FAILOVER and sit on it).
+    r = harness.wait_until(
+        lambda: (lambda r: r if any("TILT" in x for x in r.json["verdict"]["reasons"]) else None)(
+            status(healthy, None, "--sentinels", f"{m}:{SENTINEL_PORT}")),
+        5, 0.2, "status reporting the thawed sentinel in TILT mode")
+    assert r.code == 1, r.json["verdict"]
     check_put_back(healthy, text, m)
-
-
-def test_switchover_rounds(healthy):
-    c = healthy
-    c.settle(60)
-    rounds = int(os.environ.get("REDISHA_OPS_ROUNDS", "3"))
-    seed = int(os.environ.get("REDISHA_OPS_SEED", str(random.randrange(1 << 30))))
-    rng = random.Random(seed)
-    w = Writer(c, "ops-switchover")
-    w.start()
-    results = []
-    try:
-        for i in range(rounds):
-            results.append(switchover_round(c, w, i + 1, rng, use_to=(i % 3 != 2)))
-    finally:
-        res = w.finish()
-    final, _, _ = c.settle(60, "after the switchovers")
-    lost = w.count_lost(res, final)
-    for x in results:
-        record(f"OPS switchover {x.rnd}/{rounds} seed={seed} from={x.from_pod} exit={x.code} "
-               f"{x.old_master}->{x.new_master} to={x.wanted} took={x.took:.2f}s "
-               f"gap={x.gap:.2f}s switch_master={x.switch_master}")
-    record(f"OPS switchover total: {rounds} rounds, acked={len(res.acked)} lost={len(lost)} "
-           f"worst gap={max(x.gap for x in results):.2f}s")
-    problems = [f"round {x.rnd}: {p}" for x in results for p in x.problems]
-    if lost:
-        problems.append(f"{len(lost)} acknowledged writes lost: {lost[:10]}")
-    assert not problems, problems
