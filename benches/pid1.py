@@ -7,7 +7,7 @@ stand-in for a given measurement). tini and dumb-init start both through a small
 a user would; supervisord gets a minimal config. Measured:
 
   memory   VmRSS/VmHWM of PID 1 after start-up (real redis + sentinel) and after the log flood
-  size     stripped redisha-init (plain `cargo build --release`: static-pie, see .cargo/config.toml)
+  size     stripped redisha-init (plain `cargo build --release`: static, non-PIE, see .cargo/config.toml)
            vs tini/dumb-init
   startup  exec -> redis answering +PONG, through each init vs redis-server as PID 1 directly
   logs     a child writes --flood-bytes of numbered fixed-size lines; a C consumer on the pipe of
