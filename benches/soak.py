@@ -97,6 +97,7 @@ ZOMBIE_S = DA             # s after a frozen/cut master is back: window (c), see
 PROBE_PERIOD = 0.1
 WRITES_KEY = "soak:writes"
 OBSERVE_PERIOD = 0.25
+LOCK_WAIT_S = 1200.0      # s: another run with the same prefix holds the harness lock
 RSS_WARM_S = 20.0
 RSS_TOLERANCE = 0.10
 PROFILES = {
@@ -999,7 +1000,18 @@ class Soak:
     def run(self) -> None:
         c = self.cluster
         self.reported_rounds: set[int] = set()
-        c.setup()
+        # Another run with the same prefix (a soak, or the HA suite run with it) holds the
+        # harness lock: wait for it, bounded, rather than fail.
+        deadline = time.monotonic() + LOCK_WAIT_S
+        while True:
+            try:
+                c.setup()
+                break
+            except RuntimeError as e:
+                if time.monotonic() > deadline:
+                    raise
+                log(f"{e}: waiting")
+                time.sleep(5)
         log(f"soak: prefix {harness.PREFIX} subnet {harness.SUBNET}.0/24, logs under {self.tmp}")
         c.start_pods(list(range(len(c.pods))), new_ip=True)
         c.settle(90, "a settled cluster before the soak")
@@ -1225,8 +1237,7 @@ def main() -> int:
         failure = f"{type(e).__name__}: {e}"
         log(f"soak failed: {failure}")
     finally:
-        soak.cluster.teardown()
-    left = [ns for ns in harness.list_netns() if ns.startswith(harness.PREFIX + "-")]
+        left = soak.cluster.teardown()
     if left:
         soak.violation(4, None, f"namespaces left after teardown: {left}")
     if not hasattr(soak, "end"):

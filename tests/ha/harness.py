@@ -390,6 +390,8 @@ class Cluster:
         try:
             fcntl.flock(self._lock_fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
+            os.close(self._lock_fd)
+            self._lock_fd = None
             raise RuntimeError(f"another HA harness run holds {LOCK_PATH}")
         cleanup_everything()
         run("ip", "netns", "add", NET_NS)
@@ -402,16 +404,24 @@ class Cluster:
         run("ip", "link", "set", HOST_VETH, "up")
         run("ip", "-n", NET_NS, "link", "set", HOST_PEER, "master", BRIDGE, "up")
 
-    def teardown(self) -> None:
+    def teardown(self) -> list[str]:
+        """Kills the pods and removes everything with our prefix; returns the namespaces still
+        there afterwards (checked before the lock is released: then they are ours)."""
+        left: list[str] = []
         for p in self.pods:
             try:
                 p.kill()
             except Exception as e:  # keep tearing down whatever fails
                 log(f"teardown: kill {p.name}: {e}")
-        cleanup_everything()
+        # Only the run that holds the lock owns the namespaces: a run whose setup() found the
+        # lock taken must not sweep away the other run's cluster (it did: a second soak with
+        # the same prefix killed the first one's pods).
         if self._lock_fd is not None:
+            cleanup_everything()
+            left = [ns for ns in list_netns() if ns.startswith(PREFIX + "-")]
             os.close(self._lock_fd)
             self._lock_fd = None
+        return left
 
     def fresh_ip(self) -> str:
         ip = f"{SUBNET}.{self.next_ip}"

@@ -12,7 +12,9 @@ import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
-SOAK_TIMEOUT = 900  # s: 3 min of faults, the last episode, set-up and teardown, on a slow host
+# s: 3 min of faults, the last episode, set-up and teardown on a slow host, and up to 20 min
+# waiting for another soak with the same prefix (the harness lock)
+SOAK_TIMEOUT = 1800
 
 
 def test_soak_ci_profile(binary):
