@@ -609,17 +609,9 @@ async fn hide_old_master_until_end(
     let until = started + Duration::from_millis(6000);
     let mut ended = false;
     while Instant::now() < until {
-        let m: redis::RedisResult<std::collections::HashMap<String, String>> = redisio::query(
-            scon,
-            redis::cmd("SENTINEL").arg("MASTER").arg(&cfg.group),
-            t,
-        )
-        .await;
-        if let Ok(m) = m {
-            if !m
-                .get("flags")
-                .is_some_and(|f| f.split(',').any(|x| x == "failover_in_progress"))
-            {
+        // SENTINEL MASTER's own flags: the raw entry, not discover's judgement of it.
+        if let Ok(Some(e)) = redisio::sentinel_master_on(scon, &cfg.group, t).await {
+            if !e.flags.iter().any(|f| f == "failover_in_progress") {
                 ended = true;
                 break;
             }
