@@ -185,6 +185,10 @@ pub enum Verdict {
     Decided(Decision),
     /// Ask again later; the string says why.
     Retry(String),
+    /// This pod was master and stopped uncleanly while a replica is up: the sentinels should
+    /// fail it over (it is down: it has not started its data node). Ask again later, and
+    /// `force_failover_due` says when to make them.
+    AwaitFailover(String),
 }
 
 /// This pod, as the decision sees it.
@@ -222,7 +226,7 @@ pub fn verdict(pod: &Pod, answers: &[Answer], up: &[Endpoint], refused: Option<&
     let hold_master = |why: String| -> Option<Verdict> {
         let p = prior?;
         (p.was_master() && p.unclean_stop && replica_up && !unclean_wait_over).then(|| {
-            Verdict::Retry(format!(
+            Verdict::AwaitFailover(format!(
                 "{why}, but this pod stopped uncleanly as master: its AOF may lack acknowledged \
                  writes a live replica holds; waiting for the sentinels to fail it over"
             ))
@@ -484,6 +488,55 @@ pub fn unclean_master_wait(cfg: &Config) -> Duration {
     Duration::from_millis((2 * cfg.down_after_ms + cfg.failover_timeout_ms).max(30_000))
 }
 
+/// Whether a pod awaiting its own failover (`Verdict::AwaitFailover`) should make a sentinel
+/// start it now. Left alone, the sentinels fail a dead master over within about down-after + 2 s
+/// of its death (s_down, the quorum's o_down, an election), and while they do, some of them flag
+/// it o_down or failing over. Once this pod has waited that long and none does, they cannot: a
+/// sentinel in TILT (30 s after any stall of its process) makes the quorum unreachable, and an
+/// aborted failover is retried only after 2 × failover-timeout. Forcing earlier could race their
+/// own failover with a second one. Again at most once per failover-timeout (a forced failover can
+/// be aborted too).
+pub fn force_failover_due(
+    awaiting: Duration,
+    since_forced: Option<Duration>,
+    down_after: Duration,
+    failover_timeout: Duration,
+    answers: &[Answer],
+) -> bool {
+    !answers.iter().any(|a| a.unsettled)
+        && awaiting >= down_after + Duration::from_secs(2)
+        && since_forced.map_or(true, |d| d >= failover_timeout)
+}
+
+/// `SENTINEL FAILOVER` on the first other pod's sentinel not in TILT (one in TILT accepts the
+/// command and acts on it 30 s later). Safe without the quorum because the master it fails over
+/// is this pod's data node, which is not running. Never this pod's own early sentinel: it is
+/// restarted as soon as the role is decided, and a leader restarted before its failover ends
+/// leaves the promoted replica for the others to turn back into a replica, with its writes.
+async fn force_failover(cfg: &Config, sentinels: &[Endpoint], local: &Endpoint) -> String {
+    let t = Duration::from_millis(500);
+    let mut why = Vec::new();
+    for s in sentinels.iter().filter(|s| *s != local) {
+        match redisio::sentinel_tilt(cfg, s, t).await {
+            Ok(false) => {}
+            Ok(true) => {
+                why.push(format!("{s} is in TILT"));
+                continue;
+            }
+            Err(e) => {
+                why.push(format!("{s}: {e}"));
+                continue;
+            }
+        }
+        match redisio::sentinel_failover(cfg, s, &cfg.group, t).await {
+            Ok(()) => return format!("{s} started a failover"),
+            Err(e) if e.code() == Some("INPROG") => return format!("{s} is already failing over"),
+            Err(e) => why.push(format!("{s}: {e}")),
+        }
+    }
+    format!("no sentinel could start a failover ({})", why.join("; "))
+}
+
 /// Whether another pod's data node (the configured pods' hosts on the redis port) answers as a
 /// replica right now.
 async fn any_replica_up(
@@ -540,11 +593,14 @@ pub async fn decide(
     // sentinel is down, and then nothing better than the configured role is known).
     let mut silent_rounds = 0;
     let mut last_log = None::<tokio::time::Instant>;
+    // Since when this pod has awaited its own failover, and when it last forced one.
+    let mut awaiting = None::<tokio::time::Instant>;
+    let mut forced = None::<tokio::time::Instant>;
     for round in 0u32..u32::MAX {
         let mut sentinels = resolved_all(&cfg.sentinels).await;
         let local = cfg.own(Server::Sentinel);
         if include_local && !sentinels.contains(&local) {
-            sentinels.insert(0, local);
+            sentinels.insert(0, local.clone());
         }
         let Round {
             reached,
@@ -580,9 +636,30 @@ pub async fn decide(
             unclean_wait_over,
         };
         let v = verdict(&pod, &answers, &up, refused.as_deref());
+        if let Verdict::AwaitFailover(_) = &v {
+            let since = *awaiting.get_or_insert_with(tokio::time::Instant::now);
+            if patience != Patience::Boot
+                && force_failover_due(
+                    since.elapsed(),
+                    forced.map(|t| t.elapsed()),
+                    Duration::from_millis(cfg.down_after_ms),
+                    Duration::from_millis(cfg.failover_timeout_ms),
+                    &answers,
+                )
+            {
+                forced = Some(tokio::time::Instant::now());
+                let outcome = force_failover(cfg, &sentinels, &local).await;
+                tracing::warn!(waited_ms = since.elapsed().as_millis() as u64, %outcome, "no sentinel fails this pod over by itself: forcing the failover");
+            }
+        } else {
+            awaiting = None;
+        }
         // The operator's explicit choice (`promote --force`) for a majority that never returns.
-        if let (Verdict::Retry(why), Some(p), Patience::Budget | Patience::Forever) =
-            (&v, prior, patience)
+        if let (
+            Verdict::Retry(why) | Verdict::AwaitFailover(why),
+            Some(p),
+            Patience::Budget | Patience::Forever,
+        ) = (&v, prior, patience)
         {
             if crate::state::take_promotion_request(cfg) {
                 let seen: Vec<String> = answers
@@ -613,12 +690,14 @@ pub async fn decide(
         }
         match v {
             Verdict::Decided(d) => return Ok(d),
-            Verdict::Retry(why) if prior.is_some() && patience == Patience::Boot => {
+            Verdict::Retry(why) | Verdict::AwaitFailover(why)
+                if prior.is_some() && patience == Patience::Boot =>
+            {
                 return Err(Undecided::NeedsOwnSentinel(why));
             }
             // A pod with state waits as long as it takes for enough of the cluster to be back:
             // it never guesses. The orchestrator sees it unready; SIGTERM ends the wait.
-            Verdict::Retry(why) if patience == Patience::Forever => {
+            Verdict::Retry(why) | Verdict::AwaitFailover(why) if patience == Patience::Forever => {
                 if last_log.map_or(true, |t| t.elapsed() >= Duration::from_secs(5)) {
                     last_log = Some(tokio::time::Instant::now());
                     tracing::warn!(round, waited_s = started.elapsed().as_secs(), reason = %why, "role not decided: waiting");
@@ -628,13 +707,15 @@ pub async fn decide(
             // make a second master (we may be cut off from the master they name, or a failover
             // of this very pod may be retrying). Give up instead; an orchestrator's restart or
             // the supervisor's backoff asks again later.
-            Verdict::Retry(why) if started.elapsed() >= budget => {
+            Verdict::Retry(why) | Verdict::AwaitFailover(why) if started.elapsed() >= budget => {
                 return Err(Undecided::GaveUp(format!(
                     "gave up after {} ms: {why}",
                     budget.as_millis()
                 )));
             }
-            Verdict::Retry(why) => tracing::info!(round, reason = %why, "role not decided yet"),
+            Verdict::Retry(why) | Verdict::AwaitFailover(why) => {
+                tracing::info!(round, reason = %why, "role not decided yet")
+            }
         }
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
@@ -860,7 +941,7 @@ mod tests {
         let claim_c = ans("10.0.0.3:6379", 1, false);
         let decided = |v: Verdict| match v {
             Verdict::Decided(d) => Some((d.role, d.master)),
-            Verdict::Retry(_) => None,
+            Verdict::Retry(_) | Verdict::AwaitFailover(_) => None,
         };
         // a alone: never crowns itself, never falls back to --role
         let v = verdict(
@@ -1058,6 +1139,42 @@ mod tests {
         }
     }
 
+    /// Issue 14's soak: the master pod SIGKILLed and back while another pod's sentinel was in
+    /// TILT waited 20-53 s for a failover nobody could start. The pod forces it, but only once the
+    /// sentinels' own failover had its chance, never while one is deciding, and not again within
+    /// a failover-timeout.
+    #[test]
+    fn forced_failover_only_once_the_sentinels_cannot() {
+        let s = Duration::from_secs;
+        let ms = Duration::from_millis;
+        let quiet = [
+            ans("10.0.0.3:6379", 5, false),
+            ans("10.0.0.3:6379", 5, false),
+        ];
+        let deciding = [
+            ans("10.0.0.3:6379", 5, true),
+            ans("10.0.0.3:6379", 5, false),
+        ];
+        // (awaiting, since last forced, answers) -> force now? (down-after 2 s, failover-timeout 6 s)
+        let cases: [(Duration, Option<Duration>, &[Answer], bool); 8] = [
+            (s(0), None, &quiet, false),
+            (ms(3999), None, &quiet, false),
+            (s(4), None, &quiet, true),
+            (s(30), None, &quiet, true),
+            (s(30), None, &deciding, false),
+            (s(30), Some(s(1)), &quiet, false),
+            (s(30), Some(ms(5999)), &quiet, false),
+            (s(30), Some(s(6)), &quiet, true),
+        ];
+        for (i, (awaiting, since, answers, want)) in cases.into_iter().enumerate() {
+            assert_eq!(
+                super::force_failover_due(awaiting, since, s(2), s(6), answers),
+                want,
+                "case {i}"
+            );
+        }
+    }
+
     /// Issue 14's soak: the master pod SIGKILLed and back before any failover. Its AOF may lack
     /// writes a replica holds, so while a replica answers it waits for the sentinels to fail it
     /// over; once that wait is over, or with no replica up, or after a clean stop, it takes the
@@ -1083,7 +1200,7 @@ mod tests {
         ];
         let role = |v: Verdict| match v {
             Verdict::Decided(d) => Some((d.role, d.master)),
-            Verdict::Retry(_) => None,
+            Verdict::Retry(_) | Verdict::AwaitFailover(_) => None,
         };
         // (unclean stop, a replica up, wait over, answers, masters up) -> decision
         type Case<'a> = (
@@ -1166,7 +1283,7 @@ mod tests {
             let v = super::verdict(&pod, answers, up, None);
             if want.is_none() {
                 assert!(
-                    matches!(&v, Verdict::Retry(why) if why.contains("stopped uncleanly")),
+                    matches!(&v, Verdict::AwaitFailover(why) if why.contains("stopped uncleanly")),
                     "case {i}: {v:?}"
                 );
             }

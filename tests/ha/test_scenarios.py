@@ -423,3 +423,59 @@ def test_8_master_pod_killed_back_before_failover(healthy):
     assert m != m0.ip, "the sentinels should have failed the killed master over"
     assert waited, "the pod's log does not say it waited for the failover"
     assert s.max_masters() <= 1, "two nodes reported role:master at the same sample"
+
+
+def test_8b_master_pod_killed_while_a_sentinel_is_in_tilt(healthy):
+    """Issue 14 (benches/soak.py, 7 outages of 20-53 s in the 30-min bench): the master pod
+    SIGKILLed and back on its address while another pod's sentinel is in TILT (its process stalled
+    for more than 2 s). With the master pod's own sentinel gone and the TILT one reporting "not
+    down" for 30 s, one sentinel flags the master down, short of the quorum of 2: no failover, and
+    the returning pod (unclean stop, a replica up) waits for one. It must make the sentinel that
+    is not in TILT fail it over (SENTINEL FAILOVER) once down-after + 2 s pass without a failover,
+    well before the TILT ends, and lose nothing acknowledged."""
+    c = healthy
+    m0 = c.master_pod()
+    tilted = next(p for p in c.pods if p is not m0)
+    s = RoleSampler(c, 0.1, key="ha:s8b")
+    w = Writer(c, "ha:s8b")
+    s.start()
+    w.start()
+    try:
+        time.sleep(1.5)
+        pid = tilted.child_pid("sentinel")
+        os.kill(pid, signal.SIGSTOP)
+        try:
+            time.sleep(3.0)  # Sentinel enters TILT when its timer sees a gap above 2 s
+        finally:
+            os.kill(pid, signal.SIGCONT)
+
+        def in_tilt():
+            with harness.client(tilted.ip, harness.SENTINEL_PORT, 1) as cl:
+                return cl.info("sentinel").get("sentinel_tilt") == 1
+        wait_until(in_tilt, 3, what=f"{tilted.name}'s sentinel in TILT")
+        c.kill_pod(m0.idx, keep_ip=True)
+        t_kill = time.monotonic()
+        time.sleep(0.5)
+        c.start_pods([m0.idx], new_ip=False)
+        m, _, _ = c.settle(60, "invariants after the master pod came back")
+        time.sleep(1)
+    finally:
+        s.finish()
+        res = w.finish()
+    lost = w.count_lost(res, m)
+    others = [p.ip for p in c.pods if p is not m0]
+    failover_s = next((t - t_kill for t, r in s.samples
+                       if t > t_kill and any(r.get(ip) == "master" for ip in others)), None)
+    forced = "forcing the failover" in m0.log_path.read_text(errors="replace")
+    record(f"SCENARIO 8b master-pod-killed-while-a-sentinel-in-tilt: failover_after="
+           f"{failover_s if failover_s is None else round(failover_s, 2)}s "
+           f"write_gap={res.max_gap:.2f}s lost={len(lost)} forced={forced} "
+           f"max_masters_per_sample={s.max_masters()} acked={len(res.acked)}")
+    assert not lost, f"acknowledged writes lost: {lost[:20]}"
+    assert m != m0.ip, "the killed master should have been failed over"
+    assert forced, "the returning pod's log does not say it forced the failover"
+    # The TILT lasts 30 s; down-after + 2 s of waiting, the pod's start and the failover itself
+    # take well under half of that.
+    assert failover_s is not None and failover_s < 3 * DOWN_AFTER + 8, \
+        f"failover {failover_s} s after the kill: waited for the TILT to end"
+    assert s.max_masters() <= 1, "two nodes reported role:master at the same sample"
