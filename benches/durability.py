@@ -161,13 +161,12 @@ def speed(rounds: int) -> None:
 
 def crash(rounds: int, mode: str) -> None:
     sys.path.insert(0, str(ROOT / "tests" / "ha"))
-    import harness
     from harness import Cluster, RoleSampler, Writer, wait_until
-    harness.TIMINGS["REDISHA_DURABILITY"] = mode
+    c = Cluster(BIN, Path(tempfile.mkdtemp(prefix="rhat-")))
+    c.timings["REDISHA_DURABILITY"] = mode
     # A redis is killed every ~12 s, each pod's every ~40 s: far more often than the restart
     # budget (5 crashes without 60 s of stable running) allows before a pod gives up on purpose.
-    harness.TIMINGS["REDISHA_RESTART_BUDGET"] = "100"
-    c = Cluster(BIN, Path(tempfile.mkdtemp(prefix="rhat-")))
+    c.timings["REDISHA_RESTART_BUDGET"] = "100"
     rows = []
     try:
         c.setup()
@@ -182,7 +181,7 @@ def crash(rounds: int, mode: str) -> None:
             try:
                 time.sleep(2 + (r % 5) * 0.37)
                 pid = m0.child_pid("redis")
-                info = harness.info_replication(m0.ip)
+                info = c.info_replication(m0.ip)
                 off = int(info.get("master_repl_offset", 0))
                 best = max((int(v.get("offset", 0)) for k, v in info.items()
                             if re.fullmatch(r"slave\d+", k) and isinstance(v, dict)), default=0)
@@ -207,8 +206,6 @@ def crash(rounds: int, mode: str) -> None:
                   f"failover={m != m0.ip} max_masters={s.max_masters()}", flush=True)
     finally:
         c.teardown()
-        del harness.TIMINGS["REDISHA_DURABILITY"]
-        del harness.TIMINGS["REDISHA_RESTART_BUDGET"]
     gaps = [x[1] for x in rows]
     print(f"\n| mode | rounds | write gap s (median / max) | acked writes lost (total; rounds with loss) "
           f"| failovers | most masters at one sample |")

@@ -40,6 +40,10 @@ import sys
 import tempfile
 import time
 
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "tests", "pylib"))
+import rhtest  # noqa: E402 - stdlib only: this script runs under the system python3
+from rhtest import children, pid1_under, poll  # noqa: E402
+
 HERE = os.path.dirname(os.path.abspath(__file__))
 REPO = os.path.dirname(HERE)
 UNSHARE = ["unshare", "--pid", "--fork", "--kill-child", "--mount-proc"]
@@ -50,7 +54,7 @@ LIVE = []  # every Ns started and not yet torn down
 
 
 def log(*a):
-    print("[bench]", *a, file=sys.stderr, flush=True)
+    rhtest.log(" ".join(str(x) for x in a), tag="bench", err=True)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -79,18 +83,6 @@ def tasks(pid):
         return [int(t) for t in os.listdir(f"/proc/{pid}/task")]
     except OSError:
         return []
-
-
-def children(pid):
-    """Children of every thread of pid (zombies included: they stay listed until reaped)."""
-    kids = []
-    for t in tasks(pid):
-        try:
-            with open(f"/proc/{pid}/task/{t}/children") as f:
-                kids.extend(int(x) for x in f.read().split())
-        except OSError:
-            pass
-    return kids
 
 
 def task_sample(pid, tid):
@@ -122,17 +114,6 @@ def proc_ticks(pid):
         return int(fields[11]) + int(fields[12])
     except (OSError, ValueError, IndexError):
         return None
-
-
-def wait_until(timeout, f, step=0.001):
-    end = time.monotonic() + timeout
-    while True:
-        v = f()
-        if v:
-            return v
-        if time.monotonic() >= end:
-            return None
-        time.sleep(step)
 
 
 def free_port_pair():
@@ -181,18 +162,17 @@ class Ns:
 
     def find_pid1(self, timeout=10):
         """Host pid of the namespace's PID 1: the only child of unshare."""
-        kids = wait_until(timeout, lambda: children(self.popen.pid), step=0.0005)
-        if not kids:
+        pid1 = poll(lambda: pid1_under(self.popen.pid), timeout, 0.0005)
+        if not pid1:
             raise RuntimeError(f"{self.name}: PID 1 not found under unshare")
-        self.pid1 = kids[0]
+        self.pid1 = pid1
         return self.pid1
 
     def stop(self):
         if self in LIVE:
             LIVE.remove(self)
         if self.pid1 is None and self.popen.poll() is None:
-            kids = children(self.popen.pid)
-            self.pid1 = kids[0] if kids else None
+            self.pid1 = pid1_under(self.popen.pid)
         for pid in [self.pid1] if self.pid1 else []:
             try:
                 os.kill(pid, signal.SIGKILL)  # the kernel kills the whole namespace
@@ -386,7 +366,7 @@ class Bench:
                     t0 = time.monotonic()
                     ns = self.start(v, d, port, self.redis, out, subprocess.STDOUT, rendered=rendered)
                     try:
-                        ok = wait_until(10, lambda: pong(port), step=0.0005)
+                        ok = poll(lambda: pong(port), 10, 0.0005)
                         t1 = time.monotonic()
                     finally:
                         ns.stop()
@@ -498,25 +478,25 @@ class Bench:
         try:
             ns = self.start(peer, d, port, exe, out, subprocess.STDOUT, rendered=None if peer == "redisha-init" else self.render(os.path.join(d, "state"), port))
             pid1 = ns.find_pid1()
-            if not wait_until(180, lambda: os.path.exists(ready), step=0.01):
+            if not poll(lambda: os.path.exists(ready), 180, 0.01):
                 raise RuntimeError(f"reap {peer}: orphans never ready")
             with open(ready) as f:
                 if f.read().strip() != "1":
                     raise RuntimeError(f"reap {peer}: could not fork {a.orphans} grandchildren")
             # PID 1 must now hold the orphans plus its own children.
             base = 2 if peer in ("redisha-init", "supervisord") else 1
-            if not wait_until(30, lambda: len(children(pid1)) >= base + a.orphans, step=0.01):
+            if not poll(lambda: len(children(pid1)) >= base + a.orphans, 30, 0.01):
                 raise RuntimeError(f"reap {peer}: {len(children(pid1))} children of PID 1, expected {base + a.orphans}")
             before = len(children(pid1))
             fd = os.open(fifo, os.O_WRONLY)
             os.write(fd, b"g")
             os.close(fd)
-            t_done = wait_until(timeout or a.reap_timeout, lambda: time.monotonic() if len(children(pid1)) <= base else None, step=0.001)
+            t_done = poll(lambda: time.monotonic() if len(children(pid1)) <= base else None, timeout or a.reap_timeout, 0.001)
             left = children(pid1)
             zombies = sum(1 for k in left if status(k).get("State", "").startswith("Z"))
             time.sleep(0.5)  # still nothing left a moment later (no late, missed SIGCHLD)
             left_later = len(children(pid1))
-            t0 = wait_until(5, lambda: read_float(ready + ".t0"), step=0.005)
+            t0 = poll(lambda: read_float(ready + ".t0"), 5, 0.005)
         finally:
             if ns:
                 ns.stop()
@@ -561,7 +541,7 @@ class Bench:
             for v, ns in nss.items():
                 ns.find_pid1()
                 for p in (ns.port, ns.port + 1):
-                    if not wait_until(30, lambda: pong(p), step=0.01):
+                    if not poll(lambda: pong(p), 30, 0.01):
                         raise RuntimeError(f"idle {v}: port {p} never answered")
             log(f"idle: all up; settling {self.a.settle} s")
             time.sleep(self.a.settle)

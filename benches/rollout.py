@@ -50,10 +50,10 @@ def manifest_min_ready() -> int:
 
 
 def wait_steady(c: Cluster) -> str:
-    master = h.wait_until("the sentinels agreeing on a master", lambda: c.agreed_master(list(NODES)), timeout=60)
-    h.wait_until("settled", lambda: settled(c, master, [n for n in NODES if n != master]), timeout=90)
+    master = h.wait_until(what="the sentinels agreeing on a master", pred=lambda: c.agreed_master(list(NODES)), timeout=60, retry_on=h.ANY_ERROR)
+    h.wait_until(what="settled", pred=lambda: settled(c, master, [n for n in NODES if n != master]), timeout=90, retry_on=h.ANY_ERROR)
     for n in NODES:
-        h.wait_until(f"{n} ready", lambda n=n: rollout.probe_ready(c.ids[n])[0], timeout=60, interval=0.5)
+        h.wait_until(what=f"{n} ready", pred=lambda n=n: rollout.probe_ready(c.ids[n])[0], timeout=60, interval=0.5, retry_on=h.ANY_ERROR)
     return master
 
 
@@ -71,7 +71,8 @@ def one_round(c: Cluster, rnd: int, tag: str, min_ready: float, rng: random.Rand
         time.sleep(1.0)
     finally:
         s.finish()
-        gap, gap_at = w.finish()
+        res = w.finish()
+        gap, gap_at = res.max_gap, res.gap_at
     master = wait_steady(c)
     lost = w.lost_on(c.ip[master])
     lost_replicas = sum(len(w.lost_on(c.ip[n])) for n in NODES if n != master)

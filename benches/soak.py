@@ -80,10 +80,9 @@ os.environ.setdefault("REDISHA_HA_SUBNET", "10.78.0")
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "tests" / "ha"))
 import redis  # noqa: E402
-from redis.sentinel import MasterNotFoundError, Sentinel  # noqa: E402
 
 import harness  # noqa: E402
-from harness import (GROUP, REDIS_PORT, SENTINEL_PORT, Cluster, client, client_kwargs,  # noqa: E402
+from harness import (GROUP, REDIS_PORT, SENTINEL_PORT, Cluster, client,  # noqa: E402
                      log, stop_gap)
 
 DA = harness.DOWN_AFTER
@@ -184,38 +183,9 @@ class SoakWriter(harness.Writer):
         super().__init__(cluster, key, rate)
         self.hosts: list[str] = []
 
-    def run(self) -> None:
-        n, conn, host = 1, None, None
-        while not self.stop_ev.is_set():
-            t = time.monotonic()
-            if conn is None:
-                try:
-                    s = Sentinel(self.cluster.sentinel_addrs(), socket_timeout=0.3,
-                                 sentinel_kwargs={**client_kwargs(), "socket_timeout": 0.3,
-                                                  "socket_connect_timeout": 0.3})
-                    host, port = s.discover_master(GROUP)
-                    conn = client(host, port, 0.5)
-                except (MasterNotFoundError, redis.RedisError, OSError, ValueError) as e:
-                    self._err(e)
-                    self.stop_ev.wait(0.05)
-                    continue
-            try:
-                conn.rpush(self.key, n)
-                self.acked.append((n, time.monotonic()))
-                self.hosts.append(host)
-                n += 1
-            except (redis.ConnectionError, redis.TimeoutError, redis.ReadOnlyError, OSError) as e:
-                self._err(e)
-                conn.close()
-                conn = None
-                continue
-            except redis.ResponseError as e:
-                self._err(e)
-                conn.close()
-                conn = None
-                self.stop_ev.wait(0.05)
-                continue
-            self.stop_ev.wait(max(0.0, self.period - (time.monotonic() - t)))
+    def on_ack(self, n: int, host: str) -> None:
+        super().on_ack(n, host)
+        self.hosts.append(host)
 
 
 class MarkerProbe:

@@ -210,7 +210,7 @@ fn entry(m: &HashMap<String, String>) -> Option<Entry> {
 
 /// Queries one sentinel: `SENTINEL MYID`, `MASTER`, `REPLICAS`, `SENTINELS`.
 async fn view(cfg: &Config, s: &Endpoint, timeout: Duration) -> redis::RedisResult<View> {
-    let mut con = redisio::connect(cfg, s, Server::Sentinel, timeout).await?;
+    let mut con = redisio::connect(&cfg.conn, s, Server::Sentinel, timeout).await?;
     let q = |sub: &str| {
         let mut c = redis::cmd("SENTINEL");
         c.arg(sub);
@@ -285,7 +285,7 @@ pub async fn tick(cfg: &Config, st: Settings, local: &Endpoint) {
         }
     }
     let reset = async {
-        let mut con = redisio::connect(cfg, local, Server::Sentinel, timeout).await?;
+        let mut con = redisio::connect(&cfg.conn, local, Server::Sentinel, timeout).await?;
         redisio::query::<i64>(
             &mut con,
             redis::cmd("SENTINEL").arg("RESET").arg(&cfg.group),

@@ -118,8 +118,8 @@ pub struct Config {
     /// `appendfsync always` and a crashed master restarted in place (REDISHA_DURABILITY=strict),
     /// or `everysec` with a crashed master failed over to a replica (replicated).
     pub strict_durability: bool,
-    pub auth: Auth,
-    pub tls: Option<TlsFiles>,
+    /// Passwords and TLS files: all that the I/O layer (`redisio`) gets of the configuration.
+    pub conn: Conn,
     pub discovery_timeout_ms: u64,
     pub restart: crate::supervise::policy::RestartPolicy,
     /// `REDISHA_MAXMEMORY`.
@@ -187,6 +187,15 @@ pub struct Auth {
     pub redis: Option<Secret>,
     /// requirepass of the sentinels and sentinel-pass between them.
     pub sentinel: Option<Secret>,
+}
+
+/// What a connection to a data node or a sentinel needs: the passwords and the TLS files.
+/// Built once with the `Config` and handed to every `redisio` call instead of the whole
+/// `Config`, so the I/O layer cannot come to depend on anything else in it.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Conn {
+    pub auth: Auth,
+    pub tls: Option<TlsFiles>,
 }
 
 /// Certificate paths; TLS is on for clients, replication and sentinels when these are set.

@@ -63,7 +63,7 @@ pub async fn ask(
     group: &str,
     timeout: Duration,
 ) -> redis::RedisResult<Option<Answer>> {
-    Ok(redisio::sentinel_master(cfg, s, group, timeout)
+    Ok(redisio::sentinel_master(&cfg.conn, s, group, timeout)
         .await?
         .as_ref()
         .map(judge_entry))
@@ -553,7 +553,7 @@ async fn any_replica_up(
         if &e == me || Some(&e) == old_self {
             continue;
         }
-        if matches!(redisio::repl(cfg, &e, timeout).await, Ok(r) if !r.is_master) {
+        if matches!(redisio::repl(&cfg.conn, &e, timeout).await, Ok(r) if !r.is_master) {
             return true;
         }
     }
@@ -615,7 +615,7 @@ pub async fn decide(
         }
         let mut up = Vec::new();
         for c in top_candidates(&answers) {
-            if c != me && redisio::is_master(cfg, &c, per_try).await {
+            if c != me && redisio::is_master(&cfg.conn, &c, per_try).await {
                 up.push(c);
             }
         }

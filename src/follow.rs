@@ -133,7 +133,7 @@ pub async fn up_sentinels(
     local: &Endpoint,
     t: Duration,
 ) -> redis::RedisResult<(Vec<Endpoint>, usize)> {
-    let mut con = redisio::connect(cfg, local, Server::Sentinel, t).await?;
+    let mut con = redisio::connect(&cfg.conn, local, Server::Sentinel, t).await?;
     let list: Vec<std::collections::HashMap<String, String>> = redisio::query(
         &mut con,
         redis::cmd("SENTINEL").arg("SENTINELS").arg(&cfg.group),
@@ -186,16 +186,18 @@ pub async fn check(cfg: &Config) -> Action {
         }
     }
     let known = known.max(cfg.sentinels.len());
-    let node = redisio::repl(cfg, &cfg.own(Server::Redis), t).await.ok();
+    let node = redisio::repl(&cfg.conn, &cfg.own(Server::Redis), t)
+        .await
+        .ok();
     let answers = answers(cfg, &sentinels, t).await;
     let named_addr = crate::discover::pick(&answers, &[]).map(|a| a.master.clone());
     let named = match named_addr {
-        Some(m) if m != me => redisio::repl(cfg, &m, t).await.ok(),
+        Some(m) if m != me => redisio::repl(&cfg.conn, &m, t).await.ok(),
         _ => None,
     };
     let action = judge(&me, node.as_ref(), &answers, known, named.as_ref());
     if let Action::Follow { master, why } = &action {
-        match redisio::replicaof(cfg, &cfg.own(Server::Redis), master, t).await {
+        match redisio::replicaof(&cfg.conn, &cfg.own(Server::Redis), master, t).await {
             Ok(()) => {
                 tracing::warn!(master = %master, reason = %why, "follow: re-pointed our redis")
             }
@@ -212,10 +214,12 @@ pub async fn check(cfg: &Config) -> Action {
 async fn looks_consistent(cfg: &Config, local: &Endpoint, cons: &mut Cons) -> bool {
     let t = Duration::from_millis(500);
     if cons.sentinel.is_none() {
-        cons.sentinel = redisio::connect(cfg, local, Server::Sentinel, t).await.ok();
+        cons.sentinel = redisio::connect(&cfg.conn, local, Server::Sentinel, t)
+            .await
+            .ok();
     }
     if cons.redis.is_none() {
-        cons.redis = redisio::connect(cfg, &cfg.own(Server::Redis), Server::Redis, t)
+        cons.redis = redisio::connect(&cfg.conn, &cfg.own(Server::Redis), Server::Redis, t)
             .await
             .ok();
     }
@@ -252,7 +256,7 @@ async fn looks_consistent(cfg: &Config, local: &Endpoint, cons: &mut Cons) -> bo
 async fn tune(cfg: &Config, local: &Endpoint) {
     let t = Duration::from_millis(500);
     let r = async {
-        let mut con = redisio::connect(cfg, local, Server::Sentinel, t).await?;
+        let mut con = redisio::connect(&cfg.conn, local, Server::Sentinel, t).await?;
         redisio::query::<()>(
             &mut con,
             redis::cmd("SENTINEL")
@@ -278,7 +282,7 @@ async fn tune(cfg: &Config, local: &Endpoint) {
 }
 
 async fn subscribe(cfg: &Config, local: &Endpoint) -> redis::RedisResult<redis::aio::PubSub> {
-    let client = redisio::client(cfg, local, Server::Sentinel)?;
+    let client = redisio::client(&cfg.conn, local, Server::Sentinel)?;
     let mut ps = tokio::time::timeout(Duration::from_secs(1), client.get_async_pubsub())
         .await
         .map_err(|_| redis::RedisError::from((redis::ErrorKind::Io, "connect timed out")))??;

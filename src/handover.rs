@@ -147,7 +147,7 @@ pub async fn run_on(cfg: &Config, plan: &Plan, budget: Duration) -> Outcome {
         );
     }
     loop {
-        let info = match redisio::info(cfg, &me, "replication", t).await {
+        let info = match redisio::info(&cfg.conn, &me, "replication", t).await {
             Ok(i) => i,
             Err(e) => return Outcome::Skipped(format!("redis {me} does not answer: {e}")),
         };
@@ -176,7 +176,7 @@ pub async fn run_on(cfg: &Config, plan: &Plan, budget: Duration) -> Outcome {
     // paused. Waiting here, before the pause, costs clients nothing.
     let learn_until = Instant::now() + Duration::from_millis(1500).min(budget / 4);
     loop {
-        let listed: Vec<Endpoint> = match redisio::info(cfg, &me, "replication", t).await {
+        let listed: Vec<Endpoint> = match redisio::info(&cfg.conn, &me, "replication", t).await {
             Ok(i) => replicas(&i)
                 .into_iter()
                 .filter(healthy)
@@ -203,7 +203,7 @@ pub async fn run_on(cfg: &Config, plan: &Plan, budget: Duration) -> Outcome {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     let pause_ms = budget.as_millis().max(1000) as u64;
-    let mut con = match redisio::connect(cfg, &me, Server::Redis, t).await {
+    let mut con = match redisio::connect(&cfg.conn, &me, Server::Redis, t).await {
         Ok(c) => c,
         Err(e) => return Outcome::Failed(format!("connect to redis {me}: {e}")),
     };
@@ -259,7 +259,7 @@ async fn sentinel_replicas(
     sentinel: &Endpoint,
     t: Duration,
 ) -> redis::RedisResult<Vec<Endpoint>> {
-    let mut con = redisio::connect(cfg, sentinel, Server::Sentinel, t).await?;
+    let mut con = redisio::connect(&cfg.conn, sentinel, Server::Sentinel, t).await?;
     let list: Vec<std::collections::HashMap<String, String>> = redisio::query(
         &mut con,
         redis::cmd("SENTINEL").arg("REPLICAS").arg(&cfg.group),
@@ -298,11 +298,11 @@ async fn finish(
     let started = Instant::now();
     let others: Vec<&Endpoint> = caught_up.iter().filter(|r| *r != new_master).collect();
     for r in &others {
-        let already = matches!(redisio::repl(cfg, r, t).await, Ok(x) if x.master.as_ref() == Some(new_master));
+        let already = matches!(redisio::repl(&cfg.conn, r, t).await, Ok(x) if x.master.as_ref() == Some(new_master));
         if already {
             continue;
         }
-        match redisio::replicaof(cfg, r, new_master, t).await {
+        match redisio::replicaof(&cfg.conn, r, new_master, t).await {
             Ok(()) => {
                 tracing::info!(replica = %r, new_master = %new_master, "handover: re-pointed a replica at the new master")
             }
@@ -321,7 +321,7 @@ async fn finish(
         sentinels.insert(0, sentinel.clone());
         let mut lagging = Vec::new();
         for s in &sentinels {
-            if redisio::master_addr(cfg, s, &cfg.group, t)
+            if redisio::master_addr(&cfg.conn, s, &cfg.group, t)
                 .await
                 .ok()
                 .flatten()
@@ -331,14 +331,15 @@ async fn finish(
                 lagging.push(s.to_string());
             }
         }
-        let linked: Vec<Endpoint> = match redisio::info(cfg, new_master, "replication", t).await {
-            Ok(i) => replicas(&i)
-                .into_iter()
-                .filter(|r| r.online)
-                .map(|r| r.addr)
-                .collect(),
-            Err(_) => Vec::new(),
-        };
+        let linked: Vec<Endpoint> =
+            match redisio::info(&cfg.conn, new_master, "replication", t).await {
+                Ok(i) => replicas(&i)
+                    .into_iter()
+                    .filter(|r| r.online)
+                    .map(|r| r.addr)
+                    .collect(),
+                Err(_) => Vec::new(),
+            };
         let unlinked: Vec<String> = others
             .iter()
             .filter(|r| !linked.contains(r))
@@ -386,7 +387,7 @@ async fn steps(
     // 1. A replica has everything the master acknowledged. Writes are paused, so the master's
     //    offset now bounds every acknowledged write; each replica is asked for its own processed
     //    offset (the master's view of it is refreshed only once a second).
-    let info = redisio::info(cfg, me, "replication", t)
+    let info = redisio::info(&cfg.conn, me, "replication", t)
         .await
         .map_err(|e| format!("INFO: {e}"))?;
     let target: u64 = redisio::info_field(&info, "master_repl_offset")
@@ -405,7 +406,7 @@ async fn steps(
     loop {
         let mut still = Vec::new();
         for r in behind {
-            let caught = match redisio::info(cfg, r, "replication", t).await {
+            let caught = match redisio::info(&cfg.conn, r, "replication", t).await {
                 Ok(i) => {
                     let off: u64 = redisio::info_field(&i, "slave_repl_offset")
                         .and_then(|v| v.parse().ok())
@@ -445,7 +446,7 @@ async fn steps(
     );
     // 2. Sentinel promotes a replica (it picks the one with the largest offset). NOGOODSLAVE can
     //    be transient (Sentinel has not refreshed a replica's INFO yet): retry until the deadline.
-    let mut scon = redisio::connect(cfg, &plan.sentinel, Server::Sentinel, t)
+    let mut scon = redisio::connect(&cfg.conn, &plan.sentinel, Server::Sentinel, t)
         .await
         .map_err(|e| format!("connect to sentinel {}: {e}", plan.sentinel))?;
     loop {
@@ -475,7 +476,7 @@ async fn steps(
     let self_addr = me.clone();
     let new_master = 'found: loop {
         for c in &candidates {
-            if redisio::is_master(cfg, c, PROMOTED_CHECK).await {
+            if redisio::is_master(&cfg.conn, c, PROMOTED_CHECK).await {
                 break 'found c.clone();
             }
         }
@@ -494,7 +495,7 @@ async fn steps(
                 (crate::config::parse_host("sentinel", &h), p.parse::<u16>())
             {
                 let e = Endpoint { host, port };
-                if e != self_addr && redisio::is_master(cfg, &e, t).await {
+                if e != self_addr && redisio::is_master(&cfg.conn, &e, t).await {
                     break 'found e;
                 }
             }
@@ -506,7 +507,7 @@ async fn steps(
     };
     // 4. Become its replica now rather than when Sentinel gets round to it (seconds later), so
     //    no client can write here once the pause lifts.
-    redisio::replicaof(cfg, me, &new_master, t)
+    redisio::replicaof(&cfg.conn, me, &new_master, t)
         .await
         .map_err(|e| format!("REPLICAOF: {e}"))?;
     tracing::info!(new_master = %new_master, "handover: this node is now a replica of the new master");
@@ -534,7 +535,7 @@ pub async fn after_crash(cfg: &Config) -> String {
     // NOGOODSLAVE while Sentinel's view of the replicas is not fresh (it refreshes every second):
     // a little patience, then restart in place (no replica could have had the data anyway).
     let ask_until = started + Duration::from_millis(2500);
-    let mut scon = match redisio::connect(cfg, &sentinel, Server::Sentinel, t).await {
+    let mut scon = match redisio::connect(&cfg.conn, &sentinel, Server::Sentinel, t).await {
         Ok(c) => c,
         Err(e) => return format!("cannot reach our sentinel ({e}): restart in place"),
     };
@@ -560,8 +561,8 @@ pub async fn after_crash(cfg: &Config) -> String {
     }
     let wait_until = Instant::now() + Duration::from_millis(4000);
     let new_master = loop {
-        if let Ok(Some(m)) = redisio::master_addr(cfg, &sentinel, &cfg.group, t).await {
-            if m != me && redisio::is_master(cfg, &m, t).await {
+        if let Ok(Some(m)) = redisio::master_addr(&cfg.conn, &sentinel, &cfg.group, t).await {
+            if m != me && redisio::is_master(&cfg.conn, &m, t).await {
                 break m;
             }
         }

@@ -270,7 +270,10 @@ async fn promote(cfg: &Config, force: bool) -> i32 {
         return exit::USAGE;
     }
     let t = std::time::Duration::from_millis(500);
-    if redisio::repl(cfg, &cfg.own(Server::Redis), t).await.is_ok() {
+    if redisio::repl(&cfg.conn, &cfg.own(Server::Redis), t)
+        .await
+        .is_ok()
+    {
         let _ = writeln!(
             std::io::stderr(),
             "redisha-init promote: this pod's redis is running, so no role decision is waiting; nothing to promote"

@@ -70,7 +70,7 @@ pub fn judge(
 pub async fn run(cfg: &Config, kind: Server, mode: Mode, timeout: Duration) -> Result<(), String> {
     let (e, target) = (cfg.own(kind), kind);
     let work = async {
-        let mut con = match redisio::connect(cfg, &e, target, timeout).await {
+        let mut con = match redisio::connect(&cfg.conn, &e, target, timeout).await {
             Ok(c) => c,
             Err(err) => return judge(kind, mode, &classify(&err), None, None),
         };
@@ -203,7 +203,7 @@ async fn safety(
         })
         .filter_map(|r| Some(format!("{}:{}", r.get("ip")?, r.get("port")?)))
         .collect();
-    let own_replica = match redisio::repl(cfg, &cfg.own(Server::Redis), t).await {
+    let own_replica = match redisio::repl(&cfg.conn, &cfg.own(Server::Redis), t).await {
         Ok(r) if !r.is_master => Some((cfg.own(Server::Redis).to_string(), r.link_up)),
         _ => None,
     };

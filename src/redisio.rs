@@ -5,11 +5,11 @@ use std::time::Duration;
 
 use redis::AsyncConnectionConfig;
 
-use crate::config::{parse_host, parse_port, Config, Endpoint, Server};
+use crate::config::{parse_host, parse_port, Conn, Endpoint, Server};
 
-pub fn client(cfg: &Config, e: &Endpoint, target: Server) -> redis::RedisResult<redis::Client> {
+pub fn client(conn: &Conn, e: &Endpoint, target: Server) -> redis::RedisResult<redis::Client> {
     let host = e.host.to_string();
-    let addr = match &cfg.tls {
+    let addr = match &conn.tls {
         None => redis::ConnectionAddr::Tcp(host, e.port),
         Some(_) => redis::ConnectionAddr::TcpTls {
             host,
@@ -20,14 +20,14 @@ pub fn client(cfg: &Config, e: &Endpoint, target: Server) -> redis::RedisResult<
     };
     let mut settings = redis::RedisConnectionInfo::default().set_skip_set_lib_name();
     let secret = match target {
-        Server::Redis => cfg.auth.redis.as_ref(),
-        Server::Sentinel => cfg.auth.sentinel.as_ref(),
+        Server::Redis => conn.auth.redis.as_ref(),
+        Server::Sentinel => conn.auth.sentinel.as_ref(),
     };
     if let Some(pw) = secret {
         settings = settings.set_password(pw.expose());
     }
     let info = redis::IntoConnectionInfo::into_connection_info(addr)?.set_redis_settings(settings);
-    match &cfg.tls {
+    match &conn.tls {
         None => redis::Client::open(info),
         Some(t) => {
             let read = |p: &std::path::Path| {
@@ -52,12 +52,12 @@ pub fn client(cfg: &Config, e: &Endpoint, target: Server) -> redis::RedisResult<
 }
 
 pub async fn connect(
-    cfg: &Config,
+    conn: &Conn,
     e: &Endpoint,
     target: Server,
     timeout: Duration,
 ) -> redis::RedisResult<redis::aio::MultiplexedConnection> {
-    let client = client(cfg, e, target)?;
+    let client = client(conn, e, target)?;
     let conf = AsyncConnectionConfig::new()
         .set_connection_timeout(Some(timeout))
         .set_response_timeout(Some(timeout));
@@ -104,12 +104,12 @@ pub struct MasterEntry {
 
 /// `SENTINEL MASTER <group>`: Ok(None) when the sentinel answers but does not know the group.
 pub async fn sentinel_master(
-    cfg: &Config,
+    conn: &Conn,
     s: &Endpoint,
     group: &str,
     timeout: Duration,
 ) -> redis::RedisResult<Option<MasterEntry>> {
-    let mut con = connect(cfg, s, Server::Sentinel, timeout).await?;
+    let mut con = connect(conn, s, Server::Sentinel, timeout).await?;
     sentinel_master_on(&mut con, group, timeout).await
 }
 
@@ -207,8 +207,8 @@ impl Repl {
 }
 
 /// `INFO replication` of `e`, parsed.
-pub async fn repl(cfg: &Config, e: &Endpoint, timeout: Duration) -> redis::RedisResult<Repl> {
-    let mut con = connect(cfg, e, Server::Redis, timeout).await?;
+pub async fn repl(conn: &Conn, e: &Endpoint, timeout: Duration) -> redis::RedisResult<Repl> {
+    let mut con = connect(conn, e, Server::Redis, timeout).await?;
     repl_on(&mut con, timeout).await
 }
 
@@ -228,12 +228,12 @@ pub async fn repl_on(
 }
 
 pub async fn info(
-    cfg: &Config,
+    conn: &Conn,
     e: &Endpoint,
     section: &str,
     timeout: Duration,
 ) -> redis::RedisResult<String> {
-    let mut con = connect(cfg, e, Server::Redis, timeout).await?;
+    let mut con = connect(conn, e, Server::Redis, timeout).await?;
     bounded(
         timeout,
         redis::cmd("INFO").arg(section).query_async(&mut con),
@@ -251,12 +251,12 @@ pub fn info_field<'a>(info: &'a str, key: &str) -> Option<&'a str> {
 /// `SENTINEL GET-MASTER-ADDR-BY-NAME`: the master a sentinel names (the promoted replica as soon
 /// as it answers as master).
 pub async fn master_addr(
-    cfg: &Config,
+    conn: &Conn,
     s: &Endpoint,
     group: &str,
     timeout: Duration,
 ) -> redis::RedisResult<Option<Endpoint>> {
-    let mut con = connect(cfg, s, Server::Sentinel, timeout).await?;
+    let mut con = connect(conn, s, Server::Sentinel, timeout).await?;
     master_addr_on(&mut con, group, timeout).await
 }
 
@@ -311,12 +311,12 @@ pub async fn sentinel_failover(
 
 /// `REPLICAOF master` on the data node at `node`.
 pub async fn replicaof(
-    cfg: &Config,
+    conn: &Conn,
     node: &Endpoint,
     master: &Endpoint,
     timeout: Duration,
 ) -> redis::RedisResult<()> {
-    let mut con = connect(cfg, node, Server::Redis, timeout).await?;
+    let mut con = connect(conn, node, Server::Redis, timeout).await?;
     query::<()>(
         &mut con,
         redis::cmd("REPLICAOF")
@@ -335,8 +335,8 @@ pub fn entry_endpoint(m: &HashMap<String, String>) -> Option<Endpoint> {
     })
 }
 
-pub async fn is_master(cfg: &Config, e: &Endpoint, timeout: Duration) -> bool {
-    matches!(info(cfg, e, "replication", timeout).await, Ok(i) if info_field(&i, "role") == Some("master"))
+pub async fn is_master(conn: &Conn, e: &Endpoint, timeout: Duration) -> bool {
+    matches!(info(conn, e, "replication", timeout).await, Ok(i) if info_field(&i, "role") == Some("master"))
 }
 
 /// One command on an open connection, bounded.

@@ -155,7 +155,7 @@ pub fn redact(text: &str) -> String {
 
 /// TLS on every port (the plaintext port is closed) and for replication and sentinel links.
 fn tls_lines(cfg: &Config, port: u16, out: &mut String) {
-    match &cfg.tls {
+    match &cfg.conn.tls {
         None => {
             let _ = writeln!(out, "port {port}");
         }
@@ -193,7 +193,7 @@ fn render_redis(
     out.push('\n');
     tls_lines(cfg, cfg.redis_port, &mut out);
     listen_lines(cfg, &mut out);
-    if let Some(pw) = &cfg.auth.redis {
+    if let Some(pw) = &cfg.conn.auth.redis {
         let _ = writeln!(out, "requirepass {}", quote_secret(pw.expose()));
         let _ = writeln!(out, "masterauth {}", quote_secret(pw.expose()));
     }
@@ -320,7 +320,7 @@ fn render_sentinel(cfg: &Config, master: &Endpoint, bases: &Bases, prior: Option
     out.push('\n');
     tls_lines(cfg, cfg.sentinel_port, &mut out);
     listen_lines(cfg, &mut out);
-    if let Some(pw) = &cfg.auth.sentinel {
+    if let Some(pw) = &cfg.conn.auth.sentinel {
         let _ = writeln!(out, "requirepass {}", quote_secret(pw.expose()));
         let _ = writeln!(out, "sentinel sentinel-pass {}", quote_secret(pw.expose()));
     }
@@ -348,7 +348,7 @@ fn render_sentinel(cfg: &Config, master: &Endpoint, bases: &Bases, prior: Option
         "sentinel failover-timeout {g} {}",
         cfg.failover_timeout_ms
     );
-    if let Some(pw) = &cfg.auth.redis {
+    if let Some(pw) = &cfg.conn.auth.redis {
         let _ = writeln!(out, "sentinel auth-pass {g} {}", quote_secret(pw.expose()));
     }
     if let Some(prior) = prior {
@@ -747,9 +747,9 @@ mod prop {
             if let Ok(c) = build_from_map(&flags, &env) {
                 let m = c.master_service.clone().expect("replica has a master");
                 let p = render(&c, Role::Replica, &m, &Bases::builtin(), None);
-                let redis_lines = 10 + if c.auth.redis.is_some() { 2 } else { 0 } + usize::from(c.strict_durability) + usize::from(p.maxmemory.line().is_some());
+                let redis_lines = 10 + if c.conn.auth.redis.is_some() { 2 } else { 0 } + usize::from(c.strict_durability) + usize::from(p.maxmemory.line().is_some());
                 prop_assert_eq!(directive_count(&p.redis_conf), redis_lines, "{}", p.redis_conf);
-                let sentinel_lines = 10 + if c.auth.redis.is_some() { 1 } else { 0 } + if c.auth.sentinel.is_some() { 2 } else { 0 };
+                let sentinel_lines = 10 + if c.conn.auth.redis.is_some() { 1 } else { 0 } + if c.conn.auth.sentinel.is_some() { 2 } else { 0 };
                 prop_assert_eq!(directive_count(&p.sentinel_conf), sentinel_lines, "{}", p.sentinel_conf);
                 for line in p.redis_conf.lines().chain(p.sentinel_conf.lines()) {
                     prop_assert!(!line.chars().any(|ch| ch.is_control()), "control character in {:?}", line);

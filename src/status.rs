@@ -833,7 +833,7 @@ fn entry(m: &HashMap<String, String>) -> Option<Entry> {
 }
 
 async fn ask_sentinel(cfg: &Config, e: &Endpoint, t: Duration) -> redis::RedisResult<SentinelObs> {
-    let mut con = redisio::connect(cfg, e, Server::Sentinel, t).await?;
+    let mut con = redisio::connect(&cfg.conn, e, Server::Sentinel, t).await?;
     let q = |sub: &str| {
         let mut c = redis::cmd("SENTINEL");
         c.arg(sub).arg(&cfg.group);
@@ -880,7 +880,7 @@ async fn ask_sentinel(cfg: &Config, e: &Endpoint, t: Duration) -> redis::RedisRe
 
 async fn ask_node(cfg: &Config, e: &Endpoint, t: Duration) -> NodeObs {
     let addr = e.to_string();
-    match redisio::connect(cfg, e, Server::Redis, t).await {
+    match redisio::connect(&cfg.conn, e, Server::Redis, t).await {
         Ok(mut con) => {
             match redisio::query::<String>(
                 &mut con,

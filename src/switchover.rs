@@ -205,7 +205,7 @@ async fn config_priority(
     set: Option<&str>,
     t: Duration,
 ) -> Result<String, String> {
-    let mut con = redisio::connect(cfg, node, Server::Redis, t)
+    let mut con = redisio::connect(&cfg.conn, node, Server::Redis, t)
         .await
         .map_err(|e| e.to_string())?;
     let got: HashMap<String, String> = redisio::query(
@@ -279,7 +279,7 @@ async fn sentinel_sees(
     let mut last;
     loop {
         let r: redis::RedisResult<Vec<HashMap<String, String>>> = async {
-            let mut con = redisio::connect(cfg, sentinel, Server::Sentinel, t).await?;
+            let mut con = redisio::connect(&cfg.conn, sentinel, Server::Sentinel, t).await?;
             redisio::query(
                 &mut con,
                 redis::cmd("SENTINEL").arg("REPLICAS").arg(&cfg.group),
@@ -354,7 +354,7 @@ async fn debug_params(
     sentinel: &Endpoint,
     t: Duration,
 ) -> Option<HashMap<String, u64>> {
-    let mut con = redisio::connect(cfg, sentinel, Server::Sentinel, t)
+    let mut con = redisio::connect(&cfg.conn, sentinel, Server::Sentinel, t)
         .await
         .ok()?;
     let v: Vec<String> = redisio::query(&mut con, redis::cmd("SENTINEL").arg("DEBUG"), t)
@@ -370,7 +370,7 @@ async fn debug_params(
 
 /// The leader's `parallel-syncs` (`SENTINEL MASTER`), and a way to set it (`SENTINEL SET`).
 async fn parallel_syncs(cfg: &Config, sentinel: &Endpoint, t: Duration) -> Option<u64> {
-    let mut con = redisio::connect(cfg, sentinel, Server::Sentinel, t)
+    let mut con = redisio::connect(&cfg.conn, sentinel, Server::Sentinel, t)
         .await
         .ok()?;
     let m: HashMap<String, String> = redisio::query(
@@ -389,7 +389,7 @@ async fn set_parallel_syncs(
     n: u64,
     t: Duration,
 ) -> redis::RedisResult<()> {
-    let mut con = redisio::connect(cfg, sentinel, Server::Sentinel, t).await?;
+    let mut con = redisio::connect(&cfg.conn, sentinel, Server::Sentinel, t).await?;
     redisio::query(
         &mut con,
         redis::cmd("SENTINEL")
@@ -408,7 +408,7 @@ async fn set_debug(
     params: &[(String, u64)],
     t: Duration,
 ) -> redis::RedisResult<()> {
-    let mut con = redisio::connect(cfg, sentinel, Server::Sentinel, t).await?;
+    let mut con = redisio::connect(&cfg.conn, sentinel, Server::Sentinel, t).await?;
     let mut cmd = redis::cmd("SENTINEL");
     cmd.arg("DEBUG");
     for (k, v) in params {
@@ -426,7 +426,7 @@ async fn failover_ended(cfg: &Config, sentinel: &Endpoint, until: Instant) -> Re
     let mut last;
     loop {
         let r: redis::RedisResult<HashMap<String, String>> = async {
-            let mut con = redisio::connect(cfg, sentinel, Server::Sentinel, t).await?;
+            let mut con = redisio::connect(&cfg.conn, sentinel, Server::Sentinel, t).await?;
             redisio::query(
                 &mut con,
                 redis::cmd("SENTINEL").arg("MASTER").arg(&cfg.group),

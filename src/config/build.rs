@@ -269,8 +269,7 @@ pub fn build(flags: &Flags, env: &RawEnv) -> Result<Config, ConfigError> {
     let tls = build_tls(env)?;
 
     Ok(Config {
-        auth,
-        tls,
+        conn: Conn { auth, tls },
         restart,
         role,
         pod_ip,

@@ -147,9 +147,12 @@ fn pod_without_password_is_refused_unless_allowed() {
         &HashMap::from([("MY_POD_IP", "10.1.2.3"), ("REDIS_PASSWORD", "s3cret")]),
     )
     .expect("valid");
-    assert_eq!(c.auth.redis.as_ref().map(Secret::expose), Some("s3cret"));
     assert_eq!(
-        c.auth.sentinel.as_ref().map(Secret::expose),
+        c.conn.auth.redis.as_ref().map(Secret::expose),
+        Some("s3cret")
+    );
+    assert_eq!(
+        c.conn.auth.sentinel.as_ref().map(Secret::expose),
         Some("s3cret"),
         "sentinel defaults to the same secret"
     );
@@ -185,7 +188,10 @@ fn secret_errors_never_echo_the_value() {
         &HashMap::from([("REDIS_PASSWORD_FILE", path.as_str())]),
     )
     .expect("valid");
-    assert_eq!(c.auth.redis.as_ref().map(Secret::expose), Some("from-file"));
+    assert_eq!(
+        c.conn.auth.redis.as_ref().map(Secret::expose),
+        Some("from-file")
+    );
     let _ = std::fs::remove_file(&dir);
 }
 

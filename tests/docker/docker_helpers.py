@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 import json
 import os
@@ -12,6 +13,9 @@ import tempfile
 import time
 from pathlib import Path
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "pylib"))
+from rhtest import ANY_ERROR, log, run, wait_until  # noqa: E402,F401 - re-exported as h.*
+
 REPO = Path(__file__).resolve().parents[2]
 DOCKER_DIR = REPO / "docker"
 K8S_DIR = REPO / "k8s"
@@ -21,9 +25,7 @@ IMAGE_PREFIX = os.environ.get("REDISHA_TEST_IMAGE_PREFIX", "redisha")
 MEASUREMENTS: dict[str, object] = {}
 MEASUREMENTS_FILE = Path(os.environ.get("REDISHA_TEST_MEASUREMENTS", "/tmp/redisha-docker-measurements.json"))
 
-
-def log(msg: str) -> None:
-    print(f"[tests/docker] {msg}", file=sys.stderr, flush=True)
+log = functools.partial(log, tag="tests/docker", err=True)
 
 
 def record(key: str, value) -> None:
@@ -32,19 +34,6 @@ def record(key: str, value) -> None:
         MEASUREMENTS_FILE.write_text(json.dumps(MEASUREMENTS, indent=2, sort_keys=True))
     except OSError:
         pass
-
-
-def run(cmd: list[str], timeout: float, check: bool = True, env: dict | None = None,
-        cwd: Path | None = None, quiet: bool = False) -> subprocess.CompletedProcess:
-    """A bounded command. Output is captured and shown when it fails."""
-    r = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=env, cwd=cwd)
-    if check and r.returncode != 0:
-        raise AssertionError(
-            f"{' '.join(cmd)} exited {r.returncode}\n--- stdout\n{r.stdout[-4000:]}\n--- stderr\n{r.stderr[-4000:]}"
-        )
-    if not quiet and r.returncode != 0:
-        log(f"{' '.join(cmd[:4])} ... exited {r.returncode}: {r.stderr.strip()[-500:]}")
-    return r
 
 
 def docker_available() -> str | None:
@@ -190,19 +179,3 @@ def free_subnet_prefix() -> str:
         if not any(net.overlaps(u) for u in used if u.version == 4):
             return f"172.28.{third}"
     raise AssertionError("no free /24 in 172.28.0.0/16 for the test network")
-
-
-def wait_until(what: str, fn, timeout: float, interval: float = 0.1):
-    """Polls fn() until it returns something truthy; fails naming `what` and the last value."""
-    deadline = time.monotonic() + timeout
-    last = None
-    while True:
-        try:
-            last = fn()
-        except Exception as e:  # noqa: BLE001 - keep polling, report the last failure
-            last = e
-        if last and not isinstance(last, Exception):
-            return last
-        if time.monotonic() >= deadline:
-            raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}; last: {last!r}")
-        time.sleep(interval)

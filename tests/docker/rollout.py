@@ -24,10 +24,8 @@ import threading
 import time
 from dataclasses import dataclass, field
 
-import redis
-from redis.sentinel import MasterNotFoundError, Sentinel
-
 import docker_helpers as h
+from rhtest import AckWriter
 from docker_resp import RespError, call, pairs
 
 GROUP = "mymaster"
@@ -52,82 +50,12 @@ def new_images(images: dict[str, str]) -> str:
     return f"{h.TAG}{NEW_SUFFIX}"
 
 
-class Writer(threading.Thread):
-    """An application: asks Sentinel for the master, RPUSHes an increasing counter ~100/s,
-    reconnects through Sentinel on connection errors, timeouts, READONLY and refusals. A value
-    counts once acknowledged; it is retried until then (it may appear twice, never be missing)."""
+class Writer(AckWriter):
+    """rhtest.AckWriter asking a fixed set of sentinels (the compose cluster's addresses do not
+    change: a recreated container keeps its address)."""
 
     def __init__(self, sentinels: list[tuple[str, int]], key: str, rate: float = 100):
-        super().__init__(daemon=True)
-        self.sentinels = sentinels
-        self.key = key
-        self.period = 1.0 / rate
-        self.acked: list[tuple[int, float]] = []
-        self.errors: dict[str, int] = {}
-        self.stop_ev = threading.Event()
-        self.t0 = time.monotonic()
-
-    def _err(self, e: Exception) -> None:
-        k = "READONLY" if isinstance(e, redis.ReadOnlyError) else type(e).__name__
-        if isinstance(e, redis.ResponseError) and not isinstance(e, redis.ReadOnlyError):
-            k = str(e).split()[0] if str(e) else k
-        self.errors[k] = self.errors.get(k, 0) + 1
-
-    def run(self) -> None:
-        n, conn = 1, None
-        while not self.stop_ev.is_set():
-            t = time.monotonic()
-            if conn is None:
-                try:
-                    s = Sentinel(self.sentinels, socket_timeout=0.3,
-                                 sentinel_kwargs={"socket_timeout": 0.3, "socket_connect_timeout": 0.3})
-                    host, port = s.discover_master(GROUP)
-                    conn = redis.Redis(host=host, port=port, socket_timeout=0.5,
-                                       socket_connect_timeout=0.5)
-                except (MasterNotFoundError, redis.RedisError, OSError) as e:
-                    self._err(e)
-                    self.stop_ev.wait(0.05)
-                    continue
-            try:
-                conn.rpush(self.key, n)
-                self.acked.append((n, time.monotonic()))
-                n += 1
-            except (redis.ConnectionError, redis.TimeoutError, redis.ReadOnlyError, OSError) as e:
-                self._err(e)
-                conn.close()
-                conn = None
-                continue
-            except redis.ResponseError as e:
-                self._err(e)
-                conn.close()
-                conn = None
-                self.stop_ev.wait(0.05)
-                continue
-            self.stop_ev.wait(max(0.0, self.period - (time.monotonic() - t)))
-
-    def finish(self) -> tuple[float, float]:
-        """Stops the writer; returns (longest interval without an acknowledged write, when)."""
-        self.stop_ev.set()
-        self.join(timeout=10)
-        assert not self.is_alive(), "writer did not stop"
-        times = [self.t0] + [t for _, t in self.acked]
-        gaps = [(b - a, a - self.t0) for a, b in zip(times, times[1:])]
-        return max(gaps) if gaps else (0.0, 0.0)
-
-    def gaps_during(self, t0: float, t1: float) -> float:
-        """The longest interval without an acknowledged write that overlaps [t0, t1]."""
-        times = [t for _, t in self.acked]
-        worst = 0.0
-        for a, b in zip(times, times[1:]):
-            if b >= t0 and a <= t1:
-                worst = max(worst, b - a)
-        return worst
-
-    def lost_on(self, ip: str) -> list[int]:
-        """Acknowledged values missing from node `ip`."""
-        with redis.Redis(host=ip, port=REDIS_PORT, socket_timeout=5) as c:
-            present = {int(v) for v in c.lrange(self.key, 0, -1)}
-        return [v for v, _ in self.acked if v not in present]
+        super().__init__(lambda: sentinels, key, rate)
 
 
 def role_of(ip: str, timeout: float) -> str | None:

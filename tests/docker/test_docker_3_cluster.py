@@ -157,9 +157,9 @@ def test_images_built(images):
 
 def test_replication_and_sentinels_agree(cluster):
     c = cluster
-    h.wait_until("one master, two linked replicas, three sentinels naming redis-primary",
-                 lambda: settled(c, "redis-primary", ["redis-secondary-1", "redis-secondary-2"]),
-                 timeout=60)
+    h.wait_until(what="one master, two linked replicas, three sentinels naming redis-primary",
+                 pred=lambda: settled(c, "redis-primary", ["redis-secondary-1", "redis-secondary-2"]),
+                 timeout=60, retry_on=h.ANY_ERROR)
     # From `compose up` until the nodes are running, replicating and agreed.
     h.record("up_to_settled_cluster_s", round(time.monotonic() - c.t_up, 1))
     # A write on the master reaches both replicas.
@@ -168,20 +168,20 @@ def test_replication_and_sentinels_agree(cluster):
     assert try_call(m, 6379, "WAIT", "2", "2000", timeout=4) == 2
     for r in ("redis-secondary-1", "redis-secondary-2"):
         # WAIT confirmed both replicas have it; a busy 2-core CI box may still be slow to answer.
-        h.wait_until(f"{r} serves the canary",
-                     lambda r=r: try_call(c.ip[r], 6379, "GET", "canary", timeout=2) == "before-failover",
-                     timeout=10)
+        h.wait_until(what=f"{r} serves the canary",
+                     pred=lambda r=r: try_call(c.ip[r], 6379, "GET", "canary", timeout=2) == "before-failover",
+                     timeout=10, retry_on=h.ANY_ERROR)
     # Each sentinel knows the two replicas and the two other sentinels.
     for n in NODES:
         mst = pairs(try_call(c.ip[n], 26379, "SENTINEL", "MASTER", GROUP))
-        h.wait_until(f"sentinel {n} to know 2 replicas and 2 peers",
-                     lambda n=n: (lambda d: d.get("num-slaves") == "2" and d.get("num-other-sentinels") == "2")(
-                         pairs(try_call(c.ip[n], 26379, "SENTINEL", "MASTER", GROUP) or [])), timeout=30)
+        h.wait_until(what=f"sentinel {n} to know 2 replicas and 2 peers",
+                     pred=lambda n=n: (lambda d: d.get("num-slaves") == "2" and d.get("num-other-sentinels") == "2")(
+                         pairs(try_call(c.ip[n], 26379, "SENTINEL", "MASTER", GROUP) or [])), timeout=30, retry_on=h.ANY_ERROR)
         assert mst.get("ip") == m
     # Docker's HEALTHCHECK (the binary's probe) reports healthy on every node.
-    h.wait_until("every container healthy",
-                 lambda: all(c.inspect(n, "{{.State.Health.Status}}") == "healthy" for n in NODES),
-                 timeout=45, interval=0.5)
+    h.wait_until(what="every container healthy",
+                 pred=lambda: all(c.inspect(n, "{{.State.Health.Status}}") == "healthy" for n in NODES),
+                 timeout=45, interval=0.5, retry_on=h.ANY_ERROR)
 
 
 def test_docker_stop_master_exits_0_and_a_replica_takes_over(cluster):
@@ -196,12 +196,12 @@ def test_docker_stop_master_exits_0_and_a_replica_takes_over(cluster):
     # Well before Docker's SIGKILL: redisha-init finished by itself, inside its own grace.
     assert stop_s < stop_timeout - 4, f"docker stop took {stop_s:.1f} s of its {stop_timeout} s"
     rest = ["redis-secondary-1", "redis-secondary-2"]
-    new = h.wait_until("a replica promoted and named by both remaining sentinels",
-                       lambda: (lambda m: m in rest and c.masters(rest) == [m] and m)(c.agreed_master(rest)),
-                       timeout=DOWN_AFTER_MS / 1000 + 20)
+    new = h.wait_until(what="a replica promoted and named by both remaining sentinels",
+                       pred=lambda: (lambda m: m in rest and c.masters(rest) == [m] and m)(c.agreed_master(rest)),
+                       timeout=DOWN_AFTER_MS / 1000 + 20, retry_on=h.ANY_ERROR)
     h.record("docker_stop_master_to_new_master_s", round(time.monotonic() - t0, 2))
     other = [n for n in rest if n != new][0]
-    h.wait_until("the other replica following the new master", lambda: settled(c, new, [other]), timeout=30)
+    h.wait_until(what="the other replica following the new master", pred=lambda: settled(c, new, [other]), timeout=30, retry_on=h.ANY_ERROR)
     assert try_call(c.ip[new], 6379, "GET", "canary") == "before-failover"
 
 
@@ -231,12 +231,12 @@ def test_docker_kill_master_fails_over_within_down_after(cluster):
     master = c.agreed_master(list(NODES))
     assert master, "sentinels disagree before the kill"
     rest = [n for n in NODES if n != master]
-    h.wait_until("both replicas fully synced", lambda: settled(c, master, rest), timeout=30)
+    h.wait_until(what="both replicas fully synced", pred=lambda: settled(c, master, rest), timeout=30, retry_on=h.ANY_ERROR)
     t0 = time.monotonic()
     h.run(["docker", "kill", c.ids[master]], timeout=30)
-    new = h.wait_until("a new master after docker kill",
-                       lambda: (lambda m: m in rest and c.masters(rest) == [m] and m)(c.agreed_master(rest)),
-                       timeout=DOWN_AFTER_MS / 1000 + 30, interval=0.05)
+    new = h.wait_until(what="a new master after docker kill",
+                       pred=lambda: (lambda m: m in rest and c.masters(rest) == [m] and m)(c.agreed_master(rest)),
+                       timeout=DOWN_AFTER_MS / 1000 + 30, interval=0.05, retry_on=h.ANY_ERROR)
     failover_s = time.monotonic() - t0
     h.record("docker_kill_master_failover_s", round(failover_s, 2))
     h.record("down_after_ms", DOWN_AFTER_MS)

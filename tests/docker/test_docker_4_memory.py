@@ -69,7 +69,7 @@ def container(request, images):
     def make(memory: int, env: dict[str, str] | None = None) -> Container:
         c = Container(images["master-sentinel"], memory, env or {})
         made.append(c)
-        h.wait_until("redis answers PONG", lambda: c.cli("PING") == "PONG", timeout=30)
+        h.wait_until(what="redis answers PONG", pred=lambda: c.cli("PING") == "PONG", timeout=30, retry_on=h.ANY_ERROR)
         return c
 
     yield make
@@ -112,9 +112,9 @@ def test_full_redis_refuses_writes_and_nothing_is_killed(container):
     assert used <= want + 2 * MIB, f"used_memory {used} beyond maxmemory {want}"
     # A fork at that size (the AOF rewrite) fits in the rest of the limit.
     assert "Background append only file rewriting" in c.cli("BGREWRITEAOF")
-    h.wait_until("the AOF rewrite to end",
-                 lambda: (p := c.info("persistence")).get("aof_rewrite_in_progress") == "0"
-                 and p.get("aof_rewrite_scheduled") == "0", timeout=120)
+    h.wait_until(what="the AOF rewrite to end",
+                 pred=lambda: (p := c.info("persistence")).get("aof_rewrite_in_progress") == "0"
+                 and p.get("aof_rewrite_scheduled") == "0", timeout=120, retry_on=h.ANY_ERROR)
     assert c.info("persistence")["aof_last_bgrewrite_status"] == "ok"
     assert c.cli("SET", "one-more", "x" * 1024).startswith("OOM"), "still refusing at maxmemory"
     assert c.info("server")["process_id"] == pid, "the same redis process"
@@ -130,10 +130,10 @@ def test_an_oom_kill_is_named_in_the_log(container):
     # Without maxmemory redis grows until the kernel kills it (bounded: 4 x the limit).
     c.exec("redis-cli", stdin="".join(FILL_LINE.format(batch=i) for i in range(4 * limit // MIB)),
            timeout=240)
-    line = h.wait_until("the OOM line in the log",
-                        lambda: next((x for x in c.logs().splitlines() if "OOM killer" in x), None),
-                        timeout=30)
+    line = h.wait_until(what="the OOM line in the log",
+                        pred=lambda: next((x for x in c.logs().splitlines() if "OOM killer" in x), None),
+                        timeout=30, retry_on=h.ANY_ERROR)
     assert 'child="redis"' in line and "limit=64.0 MiB" in line and "REDISHA_MAXMEMORY=0" in line, line
     # The restart policy applies as for any crash, and PID 1 itself was not the one killed.
-    h.wait_until("the restart", lambda: "exited unexpectedly; restarting" in c.logs(), timeout=30)
+    h.wait_until(what="the restart", pred=lambda: "exited unexpectedly; restarting" in c.logs(), timeout=30, retry_on=h.ANY_ERROR)
     assert c.inspect("{{.State.Running}}") == "true"

@@ -48,11 +48,11 @@ def roll_cluster(images):
 def test_rolling_update_one_pod_at_a_time(roll_cluster, images):
     c = roll_cluster
     min_ready = manifest_min_ready_s()
-    h.wait_until("one master, two linked replicas, three sentinels agreeing",
-                 lambda: settled(c, "redis-primary", ["redis-secondary-1", "redis-secondary-2"]), timeout=90)
+    h.wait_until(what="one master, two linked replicas, three sentinels agreeing",
+                 pred=lambda: settled(c, "redis-primary", ["redis-secondary-1", "redis-secondary-2"]), timeout=90, retry_on=h.ANY_ERROR)
     # A rollout starts from a cluster whose pods are all Ready.
     for n in NODES:
-        h.wait_until(f"{n} ready", lambda n=n: rollout.probe_ready(c.ids[n])[0], timeout=60, interval=0.5)
+        h.wait_until(what=f"{n} ready", pred=lambda n=n: rollout.probe_ready(c.ids[n])[0], timeout=60, interval=0.5, retry_on=h.ANY_ERROR)
     new_tag = rollout.new_images(images)
     writer = rollout.Writer([(ip, rollout.SENTINEL_PORT) for ip in c.ip.values()], key="rollout")
     sampler = rollout.RoleSampler(c.ip)
@@ -67,11 +67,12 @@ def test_rolling_update_one_pod_at_a_time(roll_cluster, images):
         raise
     finally:
         sampler.finish()
-        gap, gap_at = writer.finish()
+        res = writer.finish()
+        gap, gap_at = res.max_gap, res.gap_at
 
-    master = h.wait_until("the sentinels agreeing on a master", lambda: c.agreed_master(list(NODES)), timeout=30)
+    master = h.wait_until(what="the sentinels agreeing on a master", pred=lambda: c.agreed_master(list(NODES)), timeout=30, retry_on=h.ANY_ERROR)
     others = [n for n in NODES if n != master]
-    h.wait_until("the cluster settled after the rollout", lambda: settled(c, master, others), timeout=60)
+    h.wait_until(what="the cluster settled after the rollout", pred=lambda: settled(c, master, others), timeout=60, retry_on=h.ANY_ERROR)
     lost = writer.lost_on(c.ip[master])
     lost_on_replicas = {n: len(writer.lost_on(c.ip[n])) for n in others}
     per_sample = sampler.masters_per_sample()

@@ -60,7 +60,7 @@ def cluster(binary):
         c.setup()
         harness.log(f"cluster state and logs under {tmp}")
         harness.record(f"# run {time.strftime('%Y-%m-%d %H:%M:%S')} bin={binary} "
-                       f"password={'yes' if harness.PASSWORD else 'no'} timings={harness.TIMINGS}")
+                       f"password={'yes' if harness.PASSWORD else 'no'} timings={c.timings}")
         yield c
     finally:
         c.teardown()

@@ -12,7 +12,7 @@ import time
 from dataclasses import dataclass, field
 
 import harness
-from harness import REDIS_PORT, SENTINEL_PORT, Cluster, Pod, Writer, client, log, stop_gap
+from harness import REDIS_PORT, SENTINEL_PORT, Cluster, Pod, Writer, log, stop_gap
 
 
 @dataclass
@@ -79,7 +79,7 @@ def wait_status(cluster: Cluster, pod: Pod, code: int, timeout: float = 60) -> R
 def priorities(cluster: Cluster) -> dict[str, str]:
     out = {}
     for p in cluster.live():
-        with client(p.ip, REDIS_PORT) as c:
+        with cluster.client(p.ip, REDIS_PORT) as c:
             out[p.ip] = c.config_get("replica-priority")["replica-priority"]
     return out
 
@@ -89,7 +89,7 @@ def sentinel_knobs(cluster: Cluster) -> dict[str, tuple]:
     (parallel-syncs, info-period, slave-reconf-timeout); (1, 1000, 10000) with the pods' settings."""
     out = {}
     for p in cluster.live():
-        with client(p.ip, SENTINEL_PORT) as c:
+        with cluster.client(p.ip, SENTINEL_PORT) as c:
             m = c.sentinel_master(harness.GROUP)
             d = c.execute_command("SENTINEL", "DEBUG")
         d = dict(zip(d[::2], d[1::2]))

@@ -359,12 +359,12 @@ def test_7b_master_redis_killed_strict(cluster):
         if p.alive:
             cluster.kill_pod(p.idx)
         shutil.rmtree(p.state_dir, ignore_errors=True)
-    harness.TIMINGS["REDISHA_DURABILITY"] = "strict"
+    cluster.timings["REDISHA_DURABILITY"] = "strict"
     try:
         cluster.start_pods([0, 1, 2])
         r = kill_master_redis(cluster, "ha:s7b")
     finally:
-        del harness.TIMINGS["REDISHA_DURABILITY"]
+        del cluster.timings["REDISHA_DURABILITY"]
         for p in cluster.pods:
             if p.alive:
                 cluster.kill_pod(p.idx)

@@ -108,12 +108,12 @@ def unauthenticated_tls_reply(ip: str, port: int, ca: Path) -> str:
             return buf.decode(errors="replace").strip()
 
 
-def named_master(ips) -> str | None:
+def named_master(c, ips) -> str | None:
     """The master the given sentinels all name, if they agree."""
     names = set()
     for ip in ips:
-        with harness.client(ip, SENTINEL_PORT, 0.3) as c:
-            a = c.sentinel_get_master_addr_by_name(GROUP)
+        with c.client(ip, SENTINEL_PORT, 0.3) as cl:
+            a = cl.sentinel_get_master_addr_by_name(GROUP)
         names.add(a[0] if a else None)
     return names.pop() if len(names) == 1 else None
 
@@ -132,7 +132,7 @@ def test_tls_three_pods(tls_cluster):
     for ip, n in snap["nodes"].items():
         if ip != m:
             assert n.get("master_host") == m and n.get("master_link_status") == "up", (ip, n)
-    with harness.client(m, REDIS_PORT, 1) as cl:
+    with c.client(m, REDIS_PORT, 1) as cl:
         assert cl.info("replication").get("connected_slaves") == 2
         assert cl.config_get("tls-replication") == {"tls-replication": "yes"}
     # Every sentinel: the same master, the two other sentinels, the two replicas.
@@ -166,10 +166,10 @@ def test_tls_three_pods(tls_cluster):
         bound = DOWN_AFTER + FAILOVER_MARGIN
 
         def promoted():
-            n = named_master(survivors)
+            n = named_master(c, survivors)
             if n in (None, m):
                 return None
-            return n if harness.info_replication(n, 0.3).get("role") == "master" else None
+            return n if c.info_replication(n, 0.3).get("role") == "master" else None
         new = wait_until(promoted, bound, 0.1, f"a promoted master named by {survivors}")
         failover_s = time.monotonic() - t_kill
         m2, _, settle_s = c.settle(60, "invariants over TLS after the master was killed")
