@@ -517,7 +517,7 @@ async fn force_failover(cfg: &Config, sentinels: &[Endpoint], local: &Endpoint) 
     let t = Duration::from_millis(500);
     let mut why = Vec::new();
     for s in sentinels.iter().filter(|s| *s != local) {
-        match redisio::sentinel_tilt(cfg, s, t).await {
+        match redisio::sentinel_tilt(&cfg.conn, s, t).await {
             Ok(false) => {}
             Ok(true) => {
                 why.push(format!("{s} is in TILT"));
@@ -528,7 +528,7 @@ async fn force_failover(cfg: &Config, sentinels: &[Endpoint], local: &Endpoint) 
                 continue;
             }
         }
-        match redisio::sentinel_failover(cfg, s, &cfg.group, t).await {
+        match redisio::sentinel_failover(&cfg.conn, s, &cfg.group, t).await {
             Ok(()) => return format!("{s} started a failover"),
             Err(e) if e.code() == Some("INPROG") => return format!("{s} is already failing over"),
             Err(e) => why.push(format!("{s}: {e}")),

@@ -284,23 +284,23 @@ async fn master_addr_on(
 /// Whether the sentinel at `s` is in TILT (`INFO sentinel`): it then acts on nothing, a failover
 /// it is asked for included, until 30 s after its clock looked odd (any stall of its process).
 pub async fn sentinel_tilt(
-    cfg: &Config,
+    conn: &Conn,
     s: &Endpoint,
     timeout: Duration,
 ) -> redis::RedisResult<bool> {
-    let mut con = connect(cfg, s, Server::Sentinel, timeout).await?;
+    let mut con = connect(conn, s, Server::Sentinel, timeout).await?;
     let info: String = query(&mut con, redis::cmd("INFO").arg("sentinel"), timeout).await?;
     Ok(info_field(&info, "sentinel_tilt") == Some("1"))
 }
 
 /// `SENTINEL FAILOVER group` on the sentinel at `s`: a failover without the quorum's agreement.
 pub async fn sentinel_failover(
-    cfg: &Config,
+    conn: &Conn,
     s: &Endpoint,
     group: &str,
     timeout: Duration,
 ) -> redis::RedisResult<()> {
-    let mut con = connect(cfg, s, Server::Sentinel, timeout).await?;
+    let mut con = connect(conn, s, Server::Sentinel, timeout).await?;
     query(
         &mut con,
         redis::cmd("SENTINEL").arg("FAILOVER").arg(group),
