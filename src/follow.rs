@@ -40,6 +40,12 @@ pub const INFO_PERIOD_MS: u64 = 1000;
 pub const PUBLISH_PERIOD_MS: u64 = 500;
 /// Events are often several in a row (`+switch-master` then `+slave` lines): one check for all.
 const DEBOUNCE: Duration = Duration::from_millis(100);
+/// How often the companion looks at the clock: a tick that comes much later than due means the
+/// whole pod stalled (frozen, SIGSTOPped, its VM paused), and a master that stalls longer than
+/// down-after is a zombie the others are replacing. One wake-up a second, like tini's.
+const STALL_TICK: Duration = Duration::from_secs(1);
+/// A tick this much later than due is a stall (a busy machine delays a timer by milliseconds).
+const STALL_MIN: Duration = Duration::from_millis(750);
 
 /// Sentinel events after which the master may have changed or a node may point elsewhere.
 const EVENTS: &[&str] = &[
@@ -125,6 +131,97 @@ pub fn judge(
         master: m.clone(),
         why: format!("{what}; the sentinels name {m} (epoch {top})"),
     }
+}
+
+/// Whether our data node, thawed after a stall, must stop acknowledging writes at once: it is a
+/// master and the other pods' sentinels are failing it over or name another master at their
+/// highest epoch. Our own sentinel does not count: it stalled with us and knows nothing newer.
+/// Why at once: its replicas' REPLCONF ACKs, queued in TCP during the stall, read as fresh, so
+/// `min-replicas-max-lag` lets it take writes, and Sentinel demotes it only after its next
+/// hello/INFO round (measured by the soak: 12-115 acknowledged writes lost per frozen master).
+pub fn fence_after_stall(me: &Endpoint, node: Option<&Repl>, peers: &[Answer]) -> Option<String> {
+    if !node?.is_master {
+        return None;
+    }
+    if let Some(a) = peers.iter().find(|a| &a.master == me && a.unsettled) {
+        return Some(format!(
+            "a sentinel is failing this node over (epoch {})",
+            a.config_epoch
+        ));
+    }
+    let top = peers.iter().map(|a| a.config_epoch).max()?;
+    peers
+        .iter()
+        .find(|a| a.config_epoch == top && &a.master != me)
+        .map(|a| format!("the sentinels name {} at epoch {top}", a.master))
+}
+
+/// After a stall of the pod: fence our data node (`CLIENT PAUSE WRITE`: writes wait, nothing is
+/// refused or lost) when it is a master being replaced, let `check` demote it as soon as the
+/// sentinels settle, and lift the fence once it follows or they name it again. Bounded by the
+/// failover timeout, which is also the pause's own expiry.
+async fn after_stall(cfg: &Config, stalled: Duration) {
+    let t = Duration::from_millis(300);
+    let me = cfg.own(Server::Redis);
+    let local = cfg.own(Server::Sentinel);
+    let peers: Vec<Endpoint> = crate::discover::resolved_all(&cfg.sentinels)
+        .await
+        .into_iter()
+        .filter(|s| *s != local)
+        .collect();
+    let (node, answers) = tokio::join!(redisio::repl(&cfg.conn, &me, t), answers(cfg, &peers, t));
+    let Some(why) = fence_after_stall(&me, node.ok().as_ref(), &answers) else {
+        tracing::info!(
+            stalled_ms = stalled.as_millis() as u64,
+            "this pod stalled; its data node is not a master being replaced"
+        );
+        return;
+    };
+    let hold = Duration::from_millis(cfg.failover_timeout_ms);
+    let paused = async {
+        let mut con = redisio::connect(&cfg.conn, &me, Server::Redis, t).await?;
+        redisio::query::<()>(
+            &mut con,
+            redis::cmd("CLIENT")
+                .arg("PAUSE")
+                .arg(hold.as_millis() as u64)
+                .arg("WRITE"),
+            t,
+        )
+        .await?;
+        Ok::<_, redis::RedisError>(con)
+    }
+    .await;
+    let mut con = match paused {
+        Ok(c) => c,
+        Err(e) => {
+            tracing::warn!(error = %e, reason = %why, "this pod stalled; CLIENT PAUSE of our data node failed");
+            return;
+        }
+    };
+    tracing::warn!(
+        stalled_ms = stalled.as_millis() as u64,
+        reason = %why,
+        "this pod stalled as master while it was being replaced: writes paused until it follows"
+    );
+    let until = Instant::now() + hold;
+    let outcome = loop {
+        match check(cfg).await {
+            Action::Follow { master, .. } => break format!("following {master}"),
+            Action::Keep(k) => break k,
+            Action::Wait(w) if Instant::now() >= until => break format!("gave up waiting: {w}"),
+            Action::Wait(_) => tokio::time::sleep(Duration::from_millis(100)).await,
+        }
+    };
+    // A paused node would also hold the new master's replication stream (only replicas'
+    // connections are exempt), so the fence goes as soon as the role is settled.
+    let lifted = redisio::query::<()>(
+        &mut con,
+        &mut redis::cmd("CLIENT").arg("UNPAUSE").clone(),
+        t,
+    )
+    .await;
+    tracing::warn!(outcome = %outcome, unpaused = lifted.is_ok(), "write fence lifted");
 }
 
 /// The up sentinels our own sentinel knows, and how many it knows in all (ours included).
@@ -330,8 +427,21 @@ pub async fn run(cfg: Config, cleanup_settings: cleanup::Settings) {
         log_action(&check(&cfg).await, &mut last);
         let mut stream = ps.into_on_message();
         let mut pending: Option<Instant> = None;
+        let mut clock = tokio::time::interval(STALL_TICK);
+        clock.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut last_tick = Instant::now();
         loop {
             tokio::select! {
+                // First: after a stall, the fence must not wait behind the events that piled up.
+                biased;
+                _ = clock.tick() => {
+                    let gap = last_tick.elapsed();
+                    last_tick = Instant::now();
+                    if gap >= STALL_TICK + STALL_MIN {
+                        after_stall(&cfg, gap - STALL_TICK).await;
+                        last_tick = Instant::now();
+                    }
+                }
                 msg = stream.next() => match msg {
                     Some(m) => {
                         tracing::debug!(channel = m.get_channel_name(), "follow: sentinel event");
@@ -411,6 +521,52 @@ mod tests {
             replid2: "0000".into(),
             second_offset: -1,
             offset: 100,
+        }
+    }
+
+    /// Issue 14's soak: a master frozen longer than down-after and thawed took writes for up to
+    /// a second while the failover the others started meanwhile went on.
+    #[test]
+    fn stalled_master_is_fenced_only_when_being_replaced() {
+        let me = ep("10.0.0.2:6379");
+        let other = "10.0.0.1:6379";
+        let mine = "10.0.0.2:6379";
+        let m = master("r1", "0000", -1);
+        let r = replica_of(other);
+        // (node, peers' answers) -> fence?
+        let rows: Vec<(Option<&Repl>, Vec<Answer>, bool)> = vec![
+            (
+                Some(&m),
+                vec![ans(mine, 3, false), ans(mine, 3, false)],
+                false,
+            ),
+            (
+                Some(&m),
+                vec![ans(mine, 3, true), ans(mine, 3, false)],
+                true,
+            ),
+            (
+                Some(&m),
+                vec![ans(other, 4, false), ans(mine, 3, true)],
+                true,
+            ),
+            (Some(&m), vec![ans(other, 4, false)], true),
+            // a stale peer at a lower epoch does not outvote the newest one naming us
+            (
+                Some(&m),
+                vec![ans(mine, 4, false), ans(other, 3, false)],
+                false,
+            ),
+            (Some(&m), vec![], false),
+            (Some(&r), vec![ans(other, 4, false)], false),
+            (None, vec![ans(other, 4, false)], false),
+        ];
+        for (i, (node, peers, want)) in rows.into_iter().enumerate() {
+            assert_eq!(
+                fence_after_stall(&me, node, &peers).is_some(),
+                want,
+                "row {i}"
+            );
         }
     }
 
