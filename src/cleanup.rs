@@ -284,47 +284,145 @@ pub async fn tick(cfg: &Config, st: Settings, local: &Endpoint) {
             return;
         }
     }
-    let reset = async {
-        let mut con = redisio::connect(&cfg.conn, local, Server::Sentinel, timeout).await?;
-        redisio::query::<i64>(
-            &mut con,
-            redis::cmd("SENTINEL").arg("RESET").arg(&cfg.group),
-            timeout,
-        )
-        .await
+    // A reset sentinel knows no replica until the master's next INFO. Should the master die
+    // in that moment, it could start a failover, win the election, abort it with
+    // `-failover-abort-no-good-slave`, and every sentinel that voted would hold off for
+    // 2 × failover-timeout (seen once in the soak: a 13 s write gap). So until it knows the
+    // replicas again its quorum is out of reach: it never judges the master objectively down
+    // by itself and never starts a failover, but it still tells the others the master is down
+    // (that answer follows its own down-after, not the quorum) and votes for a failover one of
+    // them starts, which knows the replicas.
+    let mut con = match redisio::connect(&cfg.conn, local, Server::Sentinel, timeout).await {
+        Ok(c) => c,
+        Err(e) => {
+            tracing::warn!(error = %e, "cleanup: own sentinel not answering; reset postponed");
+            return;
+        }
     };
-    match reset.await {
+    let unreachable = me.sentinels.len() as u64 + 2;
+    if let Err(e) = set_quorum(cfg, &mut con, unreachable, timeout).await {
+        tracing::warn!(error = %e, "cleanup: could not raise the quorum for the reset; reset postponed");
+        return;
+    }
+    let reset = redisio::query::<i64>(
+        &mut con,
+        redis::cmd("SENTINEL").arg("RESET").arg(&cfg.group),
+        timeout,
+    )
+    .await;
+    match reset {
         Ok(n) => {
             tracing::info!(reason = %why, groups = n, "cleanup: SENTINEL RESET of our own sentinel")
         }
         Err(e) => {
             tracing::warn!(error = %e, "cleanup: SENTINEL RESET failed");
+            restore_quorum(cfg, &mut con, timeout).await;
             return;
         }
     }
-    // Wait until everything that was live is known again: sentinels come back through hello
-    // messages (every 2 s), replicas through the master's INFO.
+    rediscover(cfg, local, &me, &mut con, timeout).await;
+}
+
+async fn set_quorum(
+    cfg: &Config,
+    con: &mut redis::aio::MultiplexedConnection,
+    quorum: u64,
+    timeout: Duration,
+) -> redis::RedisResult<()> {
+    redisio::query::<()>(
+        con,
+        redis::cmd("SENTINEL")
+            .arg("SET")
+            .arg(&cfg.group)
+            .arg("quorum")
+            .arg(quorum),
+        timeout,
+    )
+    .await
+}
+
+/// The configured quorum back; retried, since a sentinel left without one would never lead a
+/// failover again (a pod restart renders it afresh).
+async fn restore_quorum(
+    cfg: &Config,
+    con: &mut redis::aio::MultiplexedConnection,
+    timeout: Duration,
+) {
+    for attempt in 1..=5u32 {
+        match set_quorum(cfg, con, u64::from(cfg.quorum), timeout).await {
+            Ok(()) => return,
+            Err(e) => {
+                tracing::warn!(attempt, error = %e, "cleanup: could not restore the quorum yet");
+                tokio::time::sleep(Duration::from_millis(200 * u64::from(attempt))).await;
+                if let Ok(c) = redisio::connect(
+                    &cfg.conn,
+                    &cfg.own(Server::Sentinel),
+                    Server::Sentinel,
+                    timeout,
+                )
+                .await
+                {
+                    *con = c;
+                }
+            }
+        }
+    }
+    tracing::error!(
+        quorum = cfg.quorum,
+        "cleanup: our sentinel keeps the reset's out-of-reach quorum; restart the pod to render it afresh"
+    );
+}
+
+/// After a reset: wait, bounded, until our sentinel knows again every peer it knew before, and
+/// give it back the configured quorum as soon as it knows every live replica again (it can
+/// then lead a failover) or the wait is over.
+async fn rediscover(
+    cfg: &Config,
+    local: &Endpoint,
+    me: &View,
+    con: &mut redis::aio::MultiplexedConnection,
+    timeout: Duration,
+) {
+    // Sentinels come back through hello messages, replicas through the master's INFO.
     let bound = Duration::from_millis((cfg.down_after_ms * 4).max(20_000));
     let started = tokio::time::Instant::now();
+    let mut held = true;
+    // A replica is listed as soon as the master's INFO names it, and promotable once its own
+    // INFO reply is in (Sentinel asks within a few of its 100 ms timer ticks): some slack.
+    let mut replicas_known_at = None;
     for _ in 0..200 {
-        tokio::time::sleep(Duration::from_millis(500)).await;
+        tokio::time::sleep(Duration::from_millis(250)).await;
         if let Ok(v) = view(cfg, local, timeout).await {
-            if v.master_ok && v.covers(&me) {
+            let known = v.live_replicas().is_superset(&me.live_replicas());
+            let since =
+                known.then(|| *replicas_known_at.get_or_insert_with(tokio::time::Instant::now));
+            if held && since.is_some_and(|t| t.elapsed() >= Duration::from_millis(500)) {
+                restore_quorum(cfg, con, timeout).await;
+                held = false;
+                tracing::info!(
+                    after_ms = started.elapsed().as_millis() as u64,
+                    "cleanup: own sentinel knows every live replica again"
+                );
+            }
+            if v.master_ok && v.covers(me) {
                 tracing::info!(
                     after_ms = started.elapsed().as_millis() as u64,
                     "cleanup: own sentinel rediscovered every live peer"
                 );
-                return;
+                break;
             }
         }
         if started.elapsed() >= bound {
+            tracing::warn!(
+                waited_ms = bound.as_millis() as u64,
+                "cleanup: own sentinel has not rediscovered every live peer yet"
+            );
             break;
         }
     }
-    tracing::warn!(
-        waited_ms = bound.as_millis() as u64,
-        "cleanup: own sentinel has not rediscovered every live peer yet"
-    );
+    if held {
+        restore_quorum(cfg, con, timeout).await;
+    }
 }
 
 #[cfg(test)]

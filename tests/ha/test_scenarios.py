@@ -544,3 +544,62 @@ def test_8c_master_pod_frozen_past_down_after(healthy):
     assert fenced, "the thawed master's PID 1 did not fence its writes"
     # The writer has one write in flight: the thawed node may acknowledge it before its PID 1 runs.
     assert len(lost) <= 2, f"acknowledged writes lost after the thaw: {lost[:20]}"
+
+
+def test_8d_master_killed_right_after_a_cleanup_reset(healthy):
+    """Issue 14 (soak, CI run at 37ae1b3): a pod's stale-entry cleanup reset its own sentinel
+    (SENTINEL RESET) and the master died within a second. The reset sentinel, not yet re-told the
+    replicas by the master's INFO, started the failover, won the election and aborted it with
+    -failover-abort-no-good-slave; every sentinel that voted then held off for 2 x failover-timeout
+    (a 13 s write gap). Now the reset sentinel's quorum is out of reach until it knows the
+    replicas again: it still says "down" and votes, but another sentinel leads. Here a replica pod
+    comes back with a new IP (its old address goes stale), and the moment a surviving replica
+    pod's log says it reset its sentinel, the master pod is SIGKILLed."""
+    c = healthy
+    m0 = c.master_pod()
+    r = next(p for p in c.live() if p is not m0)
+    w = Writer(c, "ha:s8d")
+    w.start()
+    mark = "SENTINEL RESET of our own sentinel"
+    try:
+        # Resets already in the logs (by log file: a restarted pod writes a new one).
+        seen = {p.log_path: p.log_path.read_text(errors="replace").count(mark) for p in c.live()}
+        c.kill_pod(r.idx)
+        time.sleep(DOWN_AFTER + 1)
+        c.start_pods([r.idx], new_ip=True)
+        others = [p for p in c.pods if p is not m0]
+
+        def reset_now():
+            for p in others:
+                n = p.log_path.read_text(errors="replace").count(mark)
+                if n > seen.get(p.log_path, 0):
+                    return p
+            return None
+        resetter = wait_until(reset_now, 60, interval=0.02,
+                              what="a replica pod's cleanup resetting its sentinel")
+        c.kill_pod(m0.idx)
+        t_kill = time.monotonic()
+
+        def promoted():
+            for p in others:
+                try:
+                    if harness.info_replication(p.ip).get("role") == "master":
+                        return p
+                except Exception:
+                    pass
+            return None
+        new_m = wait_until(promoted, 40, interval=0.05, what="a promoted replica")
+        failover_s = time.monotonic() - t_kill
+        m, _, _ = c.settle(60, "invariants after the failover")
+        time.sleep(1)
+    finally:
+        res = w.finish()
+    record(f"SCENARIO 8d master-killed-right-after-a-cleanup-reset: resetter={resetter.name} "
+           f"failover_after={failover_s:.2f}s new_master={new_m.name} "
+           f"write_gap={res.max_gap:.2f}s at={res.gap_at - (t_kill - w.t0):+.2f}s_from_kill "
+           f"acked={len(res.acked)}")
+    assert m == new_m.ip
+    # down-after, the o_down round, an election and the promotion: well under the
+    # 2 x failover-timeout (12 s) an aborted failover holds everyone off for.
+    assert failover_s < DOWN_AFTER + 5, \
+        f"failover took {failover_s:.1f} s after the kill: an aborted failover held it off"
