@@ -287,8 +287,8 @@ pub async fn tick(cfg: &Config, st: Settings, local: &Endpoint) {
     // A reset sentinel knows no replica until the master's next INFO. Should the master die
     // in that moment, it could start a failover, win the election, abort it with
     // `-failover-abort-no-good-slave`, and every sentinel that voted would hold off for
-    // 2 × failover-timeout (seen once in the soak: a 13 s write gap). So until it knows the
-    // replicas again its quorum is out of reach: it never judges the master objectively down
+    // 2 × failover-timeout (seen once in the soak: a 13 s write gap). So until it knows a
+    // replica again its quorum is out of reach: it never judges the master objectively down
     // by itself and never starts a failover, but it still tells the others the master is down
     // (that answer follows its own down-after, not the quorum) and votes for a failover one of
     // them starts, which knows the replicas.
@@ -374,8 +374,8 @@ async fn restore_quorum(
 }
 
 /// After a reset: wait, bounded, until our sentinel knows again every peer it knew before, and
-/// give it back the configured quorum as soon as it knows every live replica again (it can
-/// then lead a failover) or the wait is over.
+/// give it back the configured quorum as soon as it knows a live replica again (it can then
+/// lead a failover) or the wait is over.
 async fn rediscover(
     cfg: &Config,
     local: &Endpoint,
@@ -393,7 +393,8 @@ async fn rediscover(
     for _ in 0..200 {
         tokio::time::sleep(Duration::from_millis(250)).await;
         if let Ok(v) = view(cfg, local, timeout).await {
-            let known = v.live_replicas().is_superset(&me.live_replicas());
+            // One replica it can promote is all a failover it leads needs.
+            let known = !v.live_replicas().is_empty() || me.live_replicas().is_empty();
             let since =
                 known.then(|| *replicas_known_at.get_or_insert_with(tokio::time::Instant::now));
             if held && since.is_some_and(|t| t.elapsed() >= Duration::from_millis(500)) {
@@ -401,7 +402,7 @@ async fn rediscover(
                 held = false;
                 tracing::info!(
                     after_ms = started.elapsed().as_millis() as u64,
-                    "cleanup: own sentinel knows every live replica again"
+                    "cleanup: own sentinel knows a live replica again: quorum restored"
                 );
             }
             if v.master_ok && v.covers(me) {

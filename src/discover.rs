@@ -221,14 +221,29 @@ pub fn verdict(pod: &Pod, answers: &[Answer], up: &[Endpoint], refused: Option<&
     } = *pod;
     // A master killed or crashed may have acknowledged writes its AOF lacks but a replica holds
     // (appendfsync everysec). Coming back as master, it would make every replica resync from its
-    // shorter copy and drop them. While a replica is up, the sentinels should fail it over
-    // instead; bounded, since they may be unable to (no quorum, TILT).
-    let hold_master = |why: String| -> Option<Verdict> {
+    // shorter copy and drop them. And a master back on a new address is, to the sentinels, still
+    // the dead old one: they fail that over whatever this pod decides, so taking the role here
+    // makes a second master whose writes the failover then discards (the soak: 4 writes lost).
+    // While a replica is up, the sentinels should fail it over instead; bounded, since they may
+    // be unable to (no quorum, TILT).
+    // `named_old`: the sentinels name this pod by the address it had as master.
+    let hold_master = |why: String, named_old: bool| -> Option<Verdict> {
         let p = prior?;
-        (p.was_master() && p.unclean_stop && replica_up && !unclean_wait_over).then(|| {
+        let moved = named_old && p.old_self.as_ref().is_some_and(|o| o != me);
+        let reason = match (p.unclean_stop, moved) {
+            (true, _) => {
+                "this pod stopped uncleanly as master: its AOF may lack acknowledged \
+                          writes a live replica holds"
+            }
+            (false, true) => {
+                "this pod was master at another address, which the sentinels will \
+                              fail over"
+            }
+            (false, false) => return None,
+        };
+        (p.was_master() && replica_up && !unclean_wait_over).then(|| {
             Verdict::AwaitFailover(format!(
-                "{why}, but this pod stopped uncleanly as master: its AOF may lack acknowledged \
-                 writes a live replica holds; waiting for the sentinels to fail it over"
+                "{why}, but {reason}; waiting for the sentinels to fail it over"
             ))
         })
     };
@@ -288,9 +303,10 @@ pub fn verdict(pod: &Pod, answers: &[Answer], up: &[Endpoint], refused: Option<&
                 && Some(&x.master) == p.old_self.as_ref()
         });
         if top_claims_us && !up.iter().any(|u| u != me) && !answers.iter().any(|x| x.unsettled) {
-            if let Some(v) =
-                hold_master(format!("the sentinels name this pod at epoch {}", p.epoch))
-            {
+            if let Some(v) = hold_master(
+                format!("the sentinels name this pod at epoch {}", p.epoch),
+                true,
+            ) {
                 return v;
             }
             return Verdict::Decided(Decision {
@@ -315,7 +331,7 @@ pub fn verdict(pod: &Pod, answers: &[Answer], up: &[Endpoint], refused: Option<&
                 "sentinels name this pod ({me}) but are failing it over; waiting for them to settle"
             ));
         }
-        if let Some(v) = hold_master(format!("sentinels name this pod ({me})")) {
+        if let Some(v) = hold_master(format!("sentinels name this pod ({me})"), false) {
             return v;
         }
         return Verdict::Decided(Decision {
@@ -621,7 +637,11 @@ pub async fn decide(
         }
         let unclean_wait_over = started.elapsed() >= unclean_master_wait(cfg);
         let replica_up = match prior {
-            Some(p) if p.was_master() && p.unclean_stop && !unclean_wait_over => {
+            Some(p)
+                if p.was_master()
+                    && (p.unclean_stop || p.old_self.as_ref().is_some_and(|o| *o != me))
+                    && !unclean_wait_over =>
+            {
                 any_replica_up(cfg, &me, p.old_self.as_ref(), per_try).await
             }
             _ => false,
@@ -1135,6 +1155,62 @@ mod tests {
                 }
                 (Verdict::Retry(_), Err(())) => {}
                 (g, w) => panic!("{answers:?} up={up:?}: got {g:?}, want {w:?}"),
+            }
+        }
+    }
+
+    /// Issue 14's soak (30-min bench, episode 207): a master stopped cleanly without a handover
+    /// and back on a new address, while the sentinels still named its old one at the newest
+    /// epoch, took the role at once; they failed the dead old address over a second later and
+    /// the 4 writes it had acknowledged meanwhile were gone. While a replica is up it waits.
+    #[test]
+    fn master_back_on_a_new_address_waits_for_the_failover_of_the_old_one() {
+        let me = ep("10.0.0.9:6379");
+        let old = ep("10.0.0.3:6379");
+        let p = Prior {
+            epoch: 5,
+            master: old.clone(),
+            old_self: Some(old.clone()),
+            known_sentinels: 2,
+            unclean_stop: false,
+        };
+        let names_old = [
+            ans("10.0.0.3:6379", 5, false),
+            ans("10.0.0.3:6379", 5, false),
+        ];
+        let names_me = [
+            ans("10.0.0.9:6379", 5, false),
+            ans("10.0.0.9:6379", 5, false),
+        ];
+        // (answers, a replica up, wait over) -> awaits the failover?
+        let cases: [(&[Answer], bool, bool, bool); 4] = [
+            (&names_old, true, false, true),
+            (&names_old, false, false, false),
+            (&names_old, true, true, false),
+            // the sentinels already know the new address: nothing to fail over
+            (&names_me, true, false, false),
+        ];
+        for (i, (answers, replica_up, over, waits)) in cases.into_iter().enumerate() {
+            let pod = Pod {
+                role: Role::Replica,
+                me: &me,
+                fallback: None,
+                prior: Some(&p),
+                known: 3,
+                replica_up,
+                unclean_wait_over: over,
+            };
+            let v = super::verdict(&pod, answers, &[], None);
+            if waits {
+                assert!(
+                    matches!(&v, Verdict::AwaitFailover(w) if w.contains("another address")),
+                    "case {i}: {v:?}"
+                );
+            } else {
+                assert!(
+                    matches!(&v, Verdict::Decided(d) if d.role == Role::Master && d.master == me),
+                    "case {i}: {v:?}"
+                );
             }
         }
     }

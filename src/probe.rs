@@ -210,10 +210,12 @@ async fn safety(
     Ok(Safety {
         names_master: true,
         master_down: down(&flags(&master)),
+        // Never above the configured one: the cleanup raises our sentinel's quorum out of reach
+        // for a second after a reset so that it cannot lead a failover; the others still can.
         quorum: master
             .get("quorum")
             .and_then(|v| v.parse().ok())
-            .unwrap_or(cfg.quorum),
+            .map_or(cfg.quorum, |q: u32| q.min(cfg.quorum)),
         sentinels_known: sentinels.len(),
         sentinels_up: sentinels.iter().filter(|m| !down(&flags(m))).count(),
         promotable,

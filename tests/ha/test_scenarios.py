@@ -603,3 +603,48 @@ def test_8d_master_killed_right_after_a_cleanup_reset(healthy):
     # 2 x failover-timeout (12 s) an aborted failover holds everyone off for.
     assert failover_s < DOWN_AFTER + 5, \
         f"failover took {failover_s:.1f} s after the kill: an aborted failover held it off"
+
+
+def test_8e_master_back_on_a_new_ip_before_any_failover(cluster):
+    """Issue 14 (benches/soak.py, 30-min bench, episode 207): a master stopped cleanly without a
+    handover (here REDISHA_HANDOVER=no; in the soak its handover found no replica) and back at
+    once on a new address, while the sentinels still named its old one. It took the master role
+    at the new address; the sentinels then failed the dead old address over and the writes it had
+    acknowledged meanwhile were lost (4). It must wait, as a replica-to-be, for that failover
+    while a replica is up, and lose nothing acknowledged."""
+    c = cluster
+    c.timings["REDISHA_HANDOVER"] = "no"
+    try:
+        harness.cold_start(c)
+        m, _, _ = c.settle(60, "a settled cluster without handovers")
+        m0 = c.pod_by_ip(m)
+        s = RoleSampler(c, 0.1, key="ha:s8e")
+        w = Writer(c, "ha:s8e")
+        s.start()
+        w.start()
+        try:
+            time.sleep(1.5)
+            old_ip = m0.ip
+            c.stop_pod_gracefully(m0.idx)
+            t_stop = time.monotonic()
+            c.start_pods([m0.idx], new_ip=True)
+            m, _, _ = c.settle(60, "invariants after the master came back on a new IP")
+            time.sleep(1)
+        finally:
+            s.finish()
+            res = w.finish()
+        lost = w.count_lost(res, m)
+        as_master = sum(1 for t, r in s.samples if t > t_stop and r.get(m0.ip) == "master")
+        waited = "at another address, which the sentinels will fail over" in \
+            m0.log_path.read_text(errors="replace")
+        record(f"SCENARIO 8e master-back-on-a-new-ip-before-failover: lost={len(lost)} "
+               f"old_ip={old_ip} new_ip={m0.ip} samples_as_master_at_new_ip={as_master} "
+               f"waited={waited} write_gap={res.max_gap:.2f}s "
+               f"max_masters_per_sample={s.max_masters()} acked={len(res.acked)}")
+        assert not lost, f"acknowledged writes lost: {lost[:20]}"
+        assert as_master == 0, "the pod took the master role at its new address"
+        assert m != m0.ip
+        assert waited, "the pod's log does not say it waited for the failover of its old address"
+    finally:
+        c.timings.pop("REDISHA_HANDOVER", None)
+        harness.cold_start(c)  # the next tests get pods with the default environment
