@@ -597,7 +597,7 @@ def test_8d_master_killed_right_after_a_cleanup_reset(healthy):
     record(f"SCENARIO 8d master-killed-right-after-a-cleanup-reset: resetter={resetter.name} "
            f"failover_after={failover_s:.2f}s new_master={new_m.name} "
            f"write_gap={res.max_gap:.2f}s at={res.gap_at - (t_kill - w.t0):+.2f}s_from_kill "
-           f"acked={len(res.acked)}")
+           f"acked={len(res.acked)} errors={res.errors}")
     assert m == new_m.ip
     # down-after, the o_down round, an election and the promotion: well under the
     # 2 x failover-timeout (12 s) an aborted failover holds everyone off for.
