@@ -484,17 +484,7 @@ class Soak:
                     c.set_link(idx, True)
             elif kind == "freeze":
                 with self.ops:
-                    init = pod.init_pid()
-                    stopped = []
-                    if init:
-                        os.kill(init, signal.SIGSTOP)  # first: it cannot spawn anything now
-                        stopped.append(init)
-                        for pid, _ in pod.descendants():
-                            try:
-                                os.kill(pid, signal.SIGSTOP)
-                                stopped.append(pid)
-                            except ProcessLookupError:
-                                pass
+                    stopped = pod.freeze()
                     self.frozen[idx] = stopped
                 try:
                     time.sleep(f["duration"])
@@ -507,11 +497,7 @@ class Soak:
 
     def thaw(self, idx: int) -> None:
         with self.ops:
-            for pid in reversed(self.frozen.pop(idx, [])):
-                try:
-                    os.kill(pid, signal.SIGCONT)
-                except ProcessLookupError:
-                    pass
+            harness.Pod.thaw(self.frozen.pop(idx, []))
 
     def kubelet(self) -> None:
         """Restarts a pod whose PID 1 exited on its own (restart budget spent, exit 75, ...)

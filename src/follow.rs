@@ -133,6 +133,35 @@ pub fn judge(
     }
 }
 
+/// Whether our own sentinel is stuck on a configuration the others have left: a majority of the
+/// known sentinels (ours not counted) agree on another master at their highest epoch, none of
+/// them is in a failover, and ours names something else at that epoch or an older one. Some(the
+/// majority's master).
+/// Why: Sentinel adopts a configuration only from a hello with a *higher* epoch. A sentinel that
+/// holds the majority's epoch with another master (the soak froze the leader of a failover while
+/// the others failed over again: after the thaw it named its own, demoted node at the same epoch
+/// for > 90 s) never converges by itself, sends clients to a replica, and blocks `judge`, which
+/// needs the answers at the top epoch to agree. A higher epoch of ours wins and spreads by
+/// itself, so that case is left to Sentinel.
+pub fn own_sentinel_stale(
+    own: Option<&Answer>,
+    others: &[Answer],
+    known: usize,
+) -> Option<Endpoint> {
+    let own = own.filter(|a| !a.unsettled)?;
+    if others.iter().any(|a| a.unsettled) {
+        return None;
+    }
+    let top = others.iter().map(|a| a.config_epoch).max()?;
+    let mut at_top = others.iter().filter(|a| a.config_epoch == top);
+    let m = &at_top.next()?.master;
+    if at_top.any(|a| &a.master != m) {
+        return None;
+    }
+    let agree = others.iter().filter(|a| a.config_epoch == top).count();
+    (agree * 2 > known && own.config_epoch <= top && &own.master != m).then(|| m.clone())
+}
+
 /// Whether our data node, thawed after a stall, must stop acknowledging writes at once: it is a
 /// master and the other pods' sentinels are failing it over or name another master at their
 /// highest epoch. Our own sentinel does not count: it stalled with us and knows nothing newer.
@@ -267,26 +296,41 @@ pub async fn answers(cfg: &Config, sentinels: &[Endpoint], t: Duration) -> Vec<A
 
 /// One look and, if needed, one `REPLICAOF`. Errors mean "not this time".
 pub async fn check(cfg: &Config) -> Action {
+    look(cfg).await.0
+}
+
+/// `check`, and the master a majority of the other sentinels name when our own sentinel alone
+/// names another (`own_sentinel_stale`).
+async fn look(cfg: &Config) -> (Action, Option<Endpoint>) {
     let t = Duration::from_millis(500);
     let local = cfg.own(Server::Sentinel);
     let me = cfg.own(Server::Redis);
-    let (mut sentinels, known) = match up_sentinels(cfg, &local, t).await {
+    let (mut others, known) = match up_sentinels(cfg, &local, t).await {
         Ok(p) => p,
-        Err(e) => return Action::Wait(format!("own sentinel does not answer: {e}")),
+        Err(e) => {
+            return (
+                Action::Wait(format!("own sentinel does not answer: {e}")),
+                None,
+            )
+        }
     };
-    sentinels.insert(0, local);
     // The configured list too: a pod whose sentinel knows no peer (it crowned itself on a first
     // boot while the others were away) must still hear the majority.
     for s in crate::discover::resolved_all(&cfg.sentinels).await {
-        if !sentinels.contains(&s) {
-            sentinels.push(s);
+        if !others.contains(&s) && s != local {
+            others.push(s);
         }
     }
     let known = known.max(cfg.sentinels.len());
-    let node = redisio::repl(&cfg.conn, &cfg.own(Server::Redis), t)
-        .await
-        .ok();
-    let answers = answers(cfg, &sentinels, t).await;
+    let (node, own, mut answers) = tokio::join!(
+        redisio::repl(&cfg.conn, &me, t),
+        crate::discover::ask(cfg, &local, &cfg.group, t),
+        answers(cfg, &others, t)
+    );
+    let node = node.ok();
+    let own = own.ok().flatten();
+    let stale = own_sentinel_stale(own.as_ref(), &answers, known);
+    answers.extend(own);
     let named_addr = crate::discover::pick(&answers, &[]).map(|a| a.master.clone());
     let named = match named_addr {
         Some(m) if m != me => redisio::repl(&cfg.conn, &m, t).await.ok(),
@@ -294,14 +338,14 @@ pub async fn check(cfg: &Config) -> Action {
     };
     let action = judge(&me, node.as_ref(), &answers, known, named.as_ref());
     if let Action::Follow { master, why } = &action {
-        match redisio::replicaof(&cfg.conn, &cfg.own(Server::Redis), master, t).await {
+        match redisio::replicaof(&cfg.conn, &me, master, t).await {
             Ok(()) => {
                 tracing::warn!(master = %master, reason = %why, "follow: re-pointed our redis")
             }
             Err(e) => tracing::warn!(master = %master, error = %e, "follow: REPLICAOF failed"),
         }
     }
-    action
+    (action, stale)
 }
 
 /// Our sentinel is settled, knows as many peers as are configured, and our redis is the master
@@ -395,6 +439,13 @@ struct Cons {
     redis: Option<redis::aio::MultiplexedConnection>,
 }
 
+fn earliest(a: Option<Instant>, b: Option<Instant>) -> Option<Instant> {
+    match (a, b) {
+        (Some(a), Some(b)) => Some(a.min(b)),
+        (a, b) => a.or(b),
+    }
+}
+
 async fn sleep_until_opt(d: Option<Instant>) {
     match d {
         Some(d) => tokio::time::sleep_until(d).await,
@@ -403,13 +454,17 @@ async fn sleep_until_opt(d: Option<Instant>) {
 }
 
 /// Runs for the life of the pod; dropped when a stop begins (a handover must not race it).
-pub async fn run(cfg: Config, cleanup_settings: cleanup::Settings) {
+pub async fn run(cfg: Config, cleanup_settings: cleanup::Settings, tx: Tx) {
     let local = cfg.own(Server::Sentinel);
     let every = (cleanup_settings.interval_ms > 0)
         .then(|| Duration::from_millis(cleanup_settings.interval_ms));
     let mut next_tick = every.map(|e| Instant::now() + cleanup::jitter(e));
     let mut backoff = Duration::from_millis(50);
-    let mut last = None;
+    let mut watch = Watch {
+        last: None,
+        stale: None,
+        tx,
+    };
     let mut cons = Cons::default();
     loop {
         let ps = match subscribe(&cfg, &local).await {
@@ -424,9 +479,8 @@ pub async fn run(cfg: Config, cleanup_settings: cleanup::Settings) {
         };
         backoff = Duration::from_millis(50);
         tune(&cfg, &local).await;
-        log_action(&check(&cfg).await, &mut last);
+        let mut pending = watch.look(&cfg).await;
         let mut stream = ps.into_on_message();
-        let mut pending: Option<Instant> = None;
         let mut clock = tokio::time::interval(STALL_TICK);
         clock.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut last_tick = Instant::now();
@@ -445,14 +499,13 @@ pub async fn run(cfg: Config, cleanup_settings: cleanup::Settings) {
                 msg = stream.next() => match msg {
                     Some(m) => {
                         tracing::debug!(channel = m.get_channel_name(), "follow: sentinel event");
-                        pending.get_or_insert(Instant::now() + DEBOUNCE);
+                        pending = earliest(pending, Some(Instant::now() + DEBOUNCE));
                     }
                     // Our sentinel went away (restart): subscribe again once it is back.
                     None => break,
                 },
                 _ = sleep_until_opt(pending) => {
-                    pending = None;
-                    log_action(&check(&cfg).await, &mut last);
+                    pending = watch.look(&cfg).await;
                 }
                 _ = sleep_until_opt(next_tick) => {
                     next_tick = every.map(|e| Instant::now() + cleanup::jitter(e));
@@ -460,13 +513,67 @@ pub async fn run(cfg: Config, cleanup_settings: cleanup::Settings) {
                     // The timer is only a safety net for a missed event: two requests when all
                     // is consistent, the full check (every sentinel) otherwise.
                     if !looks_consistent(&cfg, &local, &mut cons).await {
-                        log_action(&check(&cfg).await, &mut last);
+                        pending = earliest(pending, watch.look(&cfg).await);
                     }
                 }
             }
         }
     }
 }
+
+type Tx = tokio::sync::mpsc::UnboundedSender<crate::supervise::Event>;
+
+/// What the companion remembers between looks.
+struct Watch {
+    /// The last wait logged (a wait is logged once, not at every event while it lasts).
+    last: Option<String>,
+    /// Since when our own sentinel has named another master than the majority, and which one
+    /// the majority names.
+    stale: Option<(Endpoint, Instant)>,
+    /// To the supervisor, which owns the sentinel process.
+    tx: Tx,
+}
+
+impl Watch {
+    /// One `look`; Some(when to look again) while our own sentinel disagrees with the majority.
+    /// Sentinel corrects a lagging sentinel within a hello period; one that still disagrees
+    /// after the failover timeout never will (`own_sentinel_stale`), and is restarted by the
+    /// supervisor with the majority's master as its monitor line (its epochs and identity are
+    /// kept). At most once per failover timeout.
+    async fn look(&mut self, cfg: &Config) -> Option<Instant> {
+        let (action, stale) = look(cfg).await;
+        log_action(&action, &mut self.last);
+        let Some(master) = stale else {
+            self.stale = None;
+            return None;
+        };
+        let now = Instant::now();
+        let since = match &self.stale {
+            Some((m, since)) if *m == master => *since,
+            _ => {
+                tracing::info!(master = %master, "our sentinel names another master than the majority of the sentinels");
+                self.stale = Some((master.clone(), now));
+                now
+            }
+        };
+        let limit = Duration::from_millis(cfg.failover_timeout_ms);
+        if now.duration_since(since) >= limit {
+            tracing::warn!(
+                master = %master,
+                stale_ms = now.duration_since(since).as_millis() as u64,
+                "our sentinel alone still names another master: restarting it to monitor the majority's"
+            );
+            let _ = self
+                .tx
+                .send(crate::supervise::Event::SentinelStale(master.clone()));
+            self.stale = Some((master, now));
+        }
+        Some(now + STALE_RECHECK)
+    }
+}
+
+/// How often a disagreeing sentinel of ours is looked at again (only while it disagrees).
+const STALE_RECHECK: Duration = Duration::from_secs(1);
 
 /// Logs a wait once, not at every event or tick while it lasts.
 fn log_action(a: &Action, last: &mut Option<String>) {
@@ -565,6 +672,88 @@ mod tests {
             assert_eq!(
                 fence_after_stall(&me, node, &peers).is_some(),
                 want,
+                "row {i}"
+            );
+        }
+    }
+
+    /// Soak episode 173: the leader of a failover was frozen; after the thaw it named its own,
+    /// demoted node at the epoch the others had reached with another master.
+    #[test]
+    fn own_sentinel_is_stale_only_when_alone_at_or_below_the_majority() {
+        let (a, b) = ("10.0.0.1:6379", "10.0.0.2:6379");
+        // (own answer, others' answers, sentinels known) -> Some(majority's master)?
+        type Row = (Option<Answer>, Vec<Answer>, usize, Option<&'static str>);
+        let rows: Vec<Row> = vec![
+            // the episode: same epoch, another master
+            (
+                Some(ans(a, 86, false)),
+                vec![ans(b, 86, false), ans(b, 86, false)],
+                3,
+                Some(b),
+            ),
+            // lagging behind (Sentinel normally catches up; still wrong after the timeout)
+            (
+                Some(ans(a, 85, false)),
+                vec![ans(b, 86, false), ans(b, 86, false)],
+                3,
+                Some(b),
+            ),
+            // agreeing
+            (
+                Some(ans(b, 86, false)),
+                vec![ans(b, 86, false), ans(b, 86, false)],
+                3,
+                None,
+            ),
+            // ours is newer: it wins and spreads by itself
+            (
+                Some(ans(a, 87, false)),
+                vec![ans(b, 86, false), ans(b, 86, false)],
+                3,
+                None,
+            ),
+            // one other is no majority of three
+            (Some(ans(a, 86, false)), vec![ans(b, 86, false)], 3, None),
+            // the others disagree among themselves at their top epoch
+            (
+                Some(ans(a, 85, false)),
+                vec![ans(b, 86, false), ans(a, 86, false)],
+                3,
+                None,
+            ),
+            // a stale other below the top does not count against the majority at the top
+            (
+                Some(ans(a, 85, false)),
+                vec![
+                    ans(b, 86, false),
+                    ans(b, 86, false),
+                    ans(b, 86, false),
+                    ans(a, 80, false),
+                ],
+                5,
+                Some(b),
+            ),
+            // a failover runs somewhere: the answers may change
+            (
+                Some(ans(a, 86, true)),
+                vec![ans(b, 86, false), ans(b, 86, false)],
+                3,
+                None,
+            ),
+            (
+                Some(ans(a, 85, false)),
+                vec![ans(b, 86, true), ans(b, 86, false)],
+                3,
+                None,
+            ),
+            // our sentinel does not answer: nothing to restart on this evidence
+            (None, vec![ans(b, 86, false), ans(b, 86, false)], 3, None),
+        ];
+        for (i, (own, others, known, want)) in rows.into_iter().enumerate() {
+            assert_eq!(
+                own_sentinel_stale(own.as_ref(), &others, known),
+                want.map(ep),
                 "row {i}"
             );
         }

@@ -413,7 +413,7 @@ async fn run(cfg: Config, bases: render::Bases) -> i32 {
     // The companion: our redis follows the master the sentinels name (on their events), our
     // sentinel's periods are tuned, stale entries are cleaned on a slow timer (follow.rs,
     // cleanup.rs). It lives as long as the supervisor serves.
-    let cleanup = tokio::spawn(follow::run(cfg.clone(), cleanup_settings));
+    let cleanup = tokio::spawn(follow::run(cfg.clone(), cleanup_settings, chan.0.clone()));
     // A first boot: the sentinel gets every configured pod's data node as a known replica
     // (render::with_known_replicas says why).
     let first_boot_replicas = match &boot {

@@ -51,6 +51,9 @@ pub enum Event {
     Signal(i32),
     Decided(Result<Decision, Undecided>),
     HandoverDone(handover::Outcome),
+    /// The companion found our sentinel alone naming another master than the majority for longer
+    /// than the failover timeout: restart it monitoring this one (follow::own_sentinel_stale).
+    SentinelStale(crate::config::Endpoint),
 }
 
 /// down-after of the sentinel that runs before the role is decided: no failover from it.
@@ -89,6 +92,8 @@ pub struct Supervisor {
     early: Option<Prior>,
     /// The sentinel is being restarted on purpose (new monitor line): respawn at once, no backoff.
     sentinel_rerender: bool,
+    /// The master the next sentinel start monitors, when the companion asked for a restart.
+    sentinel_monitor: Option<crate::config::Endpoint>,
     /// On a first boot: the other pods' data nodes, told to the sentinel as known replicas.
     first_boot_replicas: Vec<crate::config::Endpoint>,
     slots: [Slot; 2],
@@ -168,6 +173,7 @@ impl Supervisor {
             decision,
             early,
             sentinel_rerender: false,
+            sentinel_monitor: None,
             first_boot_replicas: Vec::new(),
             slots: [slot(Server::Redis), slot(Server::Sentinel)],
             stop,
@@ -252,6 +258,7 @@ impl Supervisor {
                 tracing::info!(outcome = %outcome, "handover finished");
                 self.step(Input::HandoverDone, None);
             }
+            Event::SentinelStale(master) => self.restart_stale_sentinel(master),
         }
     }
 

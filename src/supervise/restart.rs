@@ -190,6 +190,20 @@ impl Supervisor {
         }
     }
 
+    /// Our sentinel keeps a configuration the majority left (follow::own_sentinel_stale): stop
+    /// it and start it again monitoring `master`. Its identity and epochs come from its own file
+    /// (render::kept_state), so it rejoins as the same voter, at the majority's epoch.
+    pub(super) fn restart_stale_sentinel(&mut self, master: crate::config::Endpoint) {
+        let running = matches!(self.slots[1].state, SlotState::Running { .. });
+        if self.stop.stopping() || self.early.is_some() || self.sentinel_rerender || !running {
+            return;
+        }
+        tracing::warn!(master = %master, "restarting our sentinel to monitor the master the others name");
+        self.sentinel_monitor = Some(master);
+        self.sentinel_rerender = true;
+        self.term(Server::Sentinel);
+    }
+
     /// One line when the kernel's OOM killer took a child: the limit and maxmemory are what the
     /// operator needs to act (raise the limit, or lower REDISHA_MAXMEMORY). The restart follows
     /// the usual policy.

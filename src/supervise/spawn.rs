@@ -12,6 +12,10 @@ impl Supervisor {
         let i = which as usize;
         let prior = state::read_prior_sentinel(&self.cfg);
         let master = match which {
+            Server::Sentinel if self.sentinel_monitor.is_some() => self
+                .sentinel_monitor
+                .take()
+                .unwrap_or_else(|| self.decision.master.clone()),
             // A restarted sentinel resumes from what it last wrote: it may have followed a
             // failover since this pod booted.
             Server::Sentinel if self.slots[i].restarts > 0 => prior

@@ -255,6 +255,31 @@ class Pod:
         self.last_exit = (took, code)
         return took, code
 
+    def freeze(self) -> list[int]:
+        """SIGSTOP of the pod's PID 1 (first: it cannot spawn anything then) and every process
+        under it; returns the pids in that order, for `thaw` ([] when the pod has no PID 1)."""
+        init = self.init_pid()
+        if init is None:
+            return []
+        os.kill(init, signal.SIGSTOP)
+        stopped = [init]
+        for pid, _ in self.descendants():
+            try:
+                os.kill(pid, signal.SIGSTOP)
+                stopped.append(pid)
+            except ProcessLookupError:
+                pass
+        return stopped
+
+    @staticmethod
+    def thaw(pids: list[int]) -> None:
+        """SIGCONT of what `freeze` stopped, children first and PID 1 last."""
+        for pid in reversed(pids):
+            try:
+                os.kill(pid, signal.SIGCONT)
+            except ProcessLookupError:
+                pass
+
     def log_tail(self, n: int = 40) -> str:
         if not self.log_path or not self.log_path.exists():
             return ""

@@ -481,30 +481,6 @@ def test_8b_master_pod_killed_while_a_sentinel_is_in_tilt(healthy):
     assert s.max_masters() <= 1, "two nodes reported role:master at the same sample"
 
 
-def freeze_pod(pod) -> list[int]:
-    """SIGSTOP of the pod's PID 1 (first: it cannot spawn anything then) and every process under
-    it; returns the pids in that order."""
-    init = pod.init_pid()
-    assert init, f"{pod.name} has no PID 1"
-    stopped = [init]
-    os.kill(init, signal.SIGSTOP)
-    for pid, _ in pod.descendants():
-        try:
-            os.kill(pid, signal.SIGSTOP)
-            stopped.append(pid)
-        except ProcessLookupError:
-            pass
-    return stopped
-
-
-def thaw(pids: list[int]) -> None:
-    for pid in reversed(pids):
-        try:
-            os.kill(pid, signal.SIGCONT)
-        except ProcessLookupError:
-            pass
-
-
 def test_8c_master_pod_frozen_past_down_after(healthy):
     """Issue 14 (benches/soak.py, window (c): 287 acknowledged writes lost in 24 freezes of the
     master): the master pod frozen (every process SIGSTOPped) past down-after and thawed while
@@ -521,11 +497,12 @@ def test_8c_master_pod_frozen_past_down_after(healthy):
     w.start()
     try:
         time.sleep(1.5)
-        pids = freeze_pod(m0)
+        pids = m0.freeze()
+        assert pids, f"{m0.name} has no PID 1 to freeze"
         try:
             time.sleep(DOWN_AFTER + 1.5)  # thawed while the failover is promoting or moving replicas
         finally:
-            thaw(pids)
+            m0.thaw(pids)
         t_thaw = time.monotonic()
         m, _, _ = c.settle(60, "invariants after the frozen master was thawed")
         time.sleep(1)
@@ -648,3 +625,108 @@ def test_8e_master_back_on_a_new_ip_before_any_failover(cluster):
     finally:
         c.timings.pop("REDISHA_HANDOVER", None)
         harness.cold_start(c)  # the next tests get pods with the default environment
+
+
+def sentinel_view(ip: str) -> tuple[str, int, list[str]] | None:
+    """(named master ip, config-epoch, flags) of one sentinel, or None if it does not answer."""
+    try:
+        with harness.client(ip, harness.SENTINEL_PORT, 0.5) as cl:
+            addr = cl.sentinel_get_master_addr_by_name(harness.GROUP)
+            m = cl.execute_command("SENTINEL", "MASTER", harness.GROUP)
+    except Exception:
+        return None
+    if isinstance(m, list):
+        m = dict(zip(m[::2], m[1::2]))
+    m = {(k.decode() if isinstance(k, bytes) else k): (v.decode() if isinstance(v, bytes) else v)
+         for k, v in m.items()}
+    return addr[0], int(m["config-epoch"]), m["flags"].split(",")
+
+
+def test_8f_own_sentinel_stale_at_the_majoritys_epoch(healthy):
+    """Issue 14 (benches/soak.py, 30-min bench, episode 173): a pod's sentinel named another
+    master than the others at the same config epoch, for more than 90 s. Sentinel adopts a
+    configuration only from a hello with a higher epoch, so such a sentinel never converges: it
+    sends clients to a replica and keeps the pod's `follow` waiting ("sentinels disagree").
+    Here it is built the way a restart builds it: the pod's PID 1 is stopped, its sentinel
+    SIGKILLed, the other sentinels fail the master over (epoch E -> E+1), and the dead sentinel's
+    file is given epoch E+1 while it still names the old master; PID 1 is let go and restarts it
+    from that file. Its PID 1 must see it alone disagreeing with the majority and, after the
+    failover timeout, restart it monitoring the majority's master, losing no acknowledged write."""
+    c = healthy
+    m0 = c.master_pod()
+    stuck, leader = [p for p in c.live() if p is not m0][:2]
+    w = Writer(c, "ha:s8f")
+    w.start()
+    init = None
+    try:
+        time.sleep(1.0)
+        _, epoch, _ = sentinel_view(leader.ip)
+        init = stuck.init_pid()
+        sentinel_pid = stuck.child_pid("sentinel")
+        os.kill(init, signal.SIGSTOP)
+        os.kill(sentinel_pid, signal.SIGKILL)
+        # A forced failover drops what the master took after the promotion; as the handover
+        # does, writes wait (CLIENT PAUSE WRITE) and the replicas catch up first.
+        with harness.client(m0.ip, harness.REDIS_PORT, 2) as cl:
+            cl.execute_command("CLIENT", "PAUSE", "15000", "WRITE")
+
+        def caught_up():
+            want = int(harness.info_replication(m0.ip, 0.5)["master_repl_offset"])
+            return all(int(harness.info_replication(p.ip, 0.5).get("slave_repl_offset", -1)) >= want
+                       for p in (stuck, leader))
+        wait_until(caught_up, 10, 0.05, "the replicas caught up with the paused master")
+        with harness.client(leader.ip, harness.SENTINEL_PORT, 2) as cl:
+            cl.execute_command("SENTINEL", "FAILOVER", harness.GROUP)
+
+        def moved():
+            views = [sentinel_view(p.ip) for p in (m0, leader)]
+            if any(v is None or v[0] == m0.ip or v[1] <= epoch or "failover_in_progress" in v[2]
+                   for v in views):
+                return None
+            return views[0] if views[0][:2] == views[1][:2] else None
+        new_m, top, _ = wait_until(moved, 30, 0.1, "the other sentinels' failover")
+        with harness.client(m0.ip, harness.REDIS_PORT, 2) as cl:
+            cl.execute_command("CLIENT", "UNPAUSE")
+        conf = stuck.state_dir / "sentinel" / "sentinel.conf"
+        text = conf.read_text()
+        assert f" {m0.ip} " in next(line for line in text.splitlines()
+                                     if line.startswith("sentinel monitor")), text
+        lines = []
+        for line in text.splitlines():
+            if line.startswith(f"sentinel config-epoch {harness.GROUP} "):
+                line = f"sentinel config-epoch {harness.GROUP} {top}"
+            elif line.startswith("sentinel current-epoch "):
+                line = f"sentinel current-epoch {max(top, int(line.split()[2]))}"
+            lines.append(line)
+        conf.write_text("\n".join(lines) + "\n")
+        os.kill(init, signal.SIGCONT)
+        t_cont = time.monotonic()
+        init = None
+
+        def stale():
+            v = sentinel_view(stuck.ip)
+            return v is not None and v[0] == m0.ip and v[1] == top
+        wait_until(stale, 15, 0.05, f"{stuck.name}'s sentinel back, naming {m0.ip} at epoch {top}")
+        t_stale = time.monotonic()
+
+        def agreed():
+            v = sentinel_view(stuck.ip)
+            return v is not None and v[0] == new_m
+        # failover-timeout (6 s) of disagreement, a restart, a hello: well under 20 s
+        wait_until(agreed, 25, 0.1, f"{stuck.name}'s sentinel naming {new_m}")
+        fixed_s = time.monotonic() - t_stale
+        m, _, _ = c.settle(60, "invariants after the stale sentinel was corrected")
+        time.sleep(1)
+    finally:
+        if init is not None:
+            os.kill(init, signal.SIGCONT)
+        res = w.finish()
+    lost = w.count_lost(res, m)
+    restarted = "restarting our sentinel to monitor the master the others name" in \
+        stuck.log_path.read_text(errors="replace")
+    record(f"SCENARIO 8f own-sentinel-stale-at-the-majoritys-epoch: epoch={epoch}->{top} "
+           f"corrected_after={fixed_s:.2f}s restarted={restarted} lost={len(lost)} "
+           f"write_gap={res.max_gap:.2f}s acked={len(res.acked)} since_cont={t_stale - t_cont:.2f}s")
+    assert m == new_m
+    assert restarted, f"{stuck.name}'s PID 1 did not restart its stale sentinel"
+    assert not lost, f"acknowledged writes lost: {lost[:20]}"
