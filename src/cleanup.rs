@@ -252,19 +252,28 @@ pub fn jitter(d: Duration) -> Duration {
     d.mul_f64(0.75 + f64::from(mix) / 2000.0)
 }
 
-/// One round: look, decide, maybe reset and wait for the rediscovery. Never returns an error:
-/// anything unexpected means "not this time".
-pub async fn tick(cfg: &Config, st: Settings, local: &Endpoint) {
+/// What a reset leaves to do: wait for the rediscovery and give the quorum back (`rediscover`).
+pub struct Reset {
+    before: View,
+    con: redis::aio::MultiplexedConnection,
+}
+
+/// One round: look, decide, maybe reset. Never returns an error: anything unexpected means "not
+/// this time". Some(the reset's follow-up), which the caller runs *beside* its event loop: the
+/// wait lasts up to 20 s, and a companion blocked in it could not re-point our redis when the
+/// master died meanwhile (scenario 8d: a replica unlinked for 12 s, writes refused with
+/// NOREPLICAS for 15 s after a 3.4 s failover).
+pub async fn tick(cfg: &Config, st: Settings, local: &Endpoint) -> Option<Reset> {
     let timeout = Duration::from_millis(1000);
     let me = match view(cfg, local, timeout).await {
         Ok(v) => v,
         Err(e) => {
             tracing::debug!(error = %e, "cleanup: own sentinel not answering");
-            return;
+            return None;
         }
     };
     if me.stale(st.stale_after_ms).is_empty() {
-        return;
+        return None;
     }
     let mut peers = Vec::new();
     for e in me.sentinels.iter().filter(|e| e.up()) {
@@ -274,14 +283,14 @@ pub async fn tick(cfg: &Config, st: Settings, local: &Endpoint) {
     let decision = plan(&me, &peers, st.stale_after_ms);
     let Step::Reset(why) = &decision else {
         tracing::info!(decision = %decision, "cleanup: stale sentinel entries kept for now");
-        return;
+        return None;
     };
     // Re-check our own sentinel right before the reset: a failover may have begun meanwhile.
     match view(cfg, local, timeout).await {
         Ok(v) if v.master_ok && v.master == me.master => {}
         _ => {
             tracing::info!("cleanup: master state changed; reset postponed");
-            return;
+            return None;
         }
     }
     // A reset sentinel knows no replica until the master's next INFO. Should the master die
@@ -296,13 +305,13 @@ pub async fn tick(cfg: &Config, st: Settings, local: &Endpoint) {
         Ok(c) => c,
         Err(e) => {
             tracing::warn!(error = %e, "cleanup: own sentinel not answering; reset postponed");
-            return;
+            return None;
         }
     };
     let unreachable = me.sentinels.len() as u64 + 2;
     if let Err(e) = set_quorum(cfg, &mut con, unreachable, timeout).await {
         tracing::warn!(error = %e, "cleanup: could not raise the quorum for the reset; reset postponed");
-        return;
+        return None;
     }
     let reset = redisio::query::<i64>(
         &mut con,
@@ -317,10 +326,10 @@ pub async fn tick(cfg: &Config, st: Settings, local: &Endpoint) {
         Err(e) => {
             tracing::warn!(error = %e, "cleanup: SENTINEL RESET failed");
             restore_quorum(cfg, &mut con, timeout).await;
-            return;
+            return None;
         }
     }
-    rediscover(cfg, local, &me, &mut con, timeout).await;
+    Some(Reset { before: me, con })
 }
 
 async fn set_quorum(
@@ -376,13 +385,12 @@ async fn restore_quorum(
 /// After a reset: wait, bounded, until our sentinel knows again every peer it knew before, and
 /// give it back the configured quorum as soon as it knows a live replica again (it can then
 /// lead a failover) or the wait is over.
-async fn rediscover(
-    cfg: &Config,
-    local: &Endpoint,
-    me: &View,
-    con: &mut redis::aio::MultiplexedConnection,
-    timeout: Duration,
-) {
+pub async fn rediscover(cfg: Config, reset: Reset) {
+    let timeout = Duration::from_millis(1000);
+    let local = cfg.own(Server::Sentinel);
+    let (cfg, local) = (&cfg, &local);
+    let Reset { before, mut con } = reset;
+    let (me, con) = (&before, &mut con);
     // Sentinels come back through hello messages, replicas through the master's INFO.
     let bound = Duration::from_millis((cfg.down_after_ms * 4).max(20_000));
     let started = tokio::time::Instant::now();
@@ -404,6 +412,15 @@ async fn rediscover(
                     after_ms = started.elapsed().as_millis() as u64,
                     "cleanup: own sentinel knows a live replica again: quorum restored"
                 );
+            }
+            // A failover since the reset: the peers it knew before are no longer the measure.
+            if !held && v.master != me.master {
+                tracing::info!(
+                    after_ms = started.elapsed().as_millis() as u64,
+                    master = %v.master,
+                    "cleanup: the master changed since the reset; rediscovery done"
+                );
+                break;
             }
             if v.master_ok && v.covers(me) {
                 tracing::info!(

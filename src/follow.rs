@@ -439,6 +439,15 @@ struct Cons {
     redis: Option<redis::aio::MultiplexedConnection>,
 }
 
+type BoxFuture = std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>>;
+
+async fn finish_opt(f: &mut Option<BoxFuture>) {
+    match f {
+        Some(f) => f.await,
+        None => std::future::pending().await,
+    }
+}
+
 fn earliest(a: Option<Instant>, b: Option<Instant>) -> Option<Instant> {
     match (a, b) {
         (Some(a), Some(b)) => Some(a.min(b)),
@@ -466,6 +475,8 @@ pub async fn run(cfg: Config, cleanup_settings: cleanup::Settings, tx: Tx) {
         tx,
     };
     let mut cons = Cons::default();
+    // The follow-up of a cleanup reset, run beside the events (cleanup::tick says why).
+    let mut after_reset: Option<BoxFuture> = None;
     loop {
         let ps = match subscribe(&cfg, &local).await {
             Ok(ps) => ps,
@@ -507,9 +518,16 @@ pub async fn run(cfg: Config, cleanup_settings: cleanup::Settings, tx: Tx) {
                 _ = sleep_until_opt(pending) => {
                     pending = watch.look(&cfg).await;
                 }
+                _ = finish_opt(&mut after_reset), if after_reset.is_some() => {
+                    after_reset = None;
+                }
                 _ = sleep_until_opt(next_tick) => {
                     next_tick = every.map(|e| Instant::now() + cleanup::jitter(e));
-                    cleanup::tick(&cfg, cleanup_settings, &local).await;
+                    if after_reset.is_none() {
+                        if let Some(r) = cleanup::tick(&cfg, cleanup_settings, &local).await {
+                            after_reset = Some(Box::pin(cleanup::rediscover(cfg.clone(), r)));
+                        }
+                    }
                     // The timer is only a safety net for a missed event: two requests when all
                     // is consistent, the full check (every sentinel) otherwise.
                     if !looks_consistent(&cfg, &local, &mut cons).await {
