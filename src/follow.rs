@@ -185,10 +185,8 @@ pub fn fence_after_stall(me: &Endpoint, node: Option<&Repl>, peers: &[Answer]) -
         .map(|a| format!("the sentinels name {} at epoch {top}", a.master))
 }
 
-/// After a stall of the pod: fence our data node (`CLIENT PAUSE WRITE`: writes wait, nothing is
-/// refused or lost) when it is a master being replaced, let `check` demote it as soon as the
-/// sentinels settle, and lift the fence once it follows or they name it again. Bounded by the
-/// failover timeout, which is also the pause's own expiry.
+/// After a stall of the pod: fence our data node when it is a master being replaced
+/// (`fence_after_stall`, asking the other pods' sentinels, not ours: it stalled with us).
 async fn after_stall(cfg: &Config, stalled: Duration) {
     let t = Duration::from_millis(300);
     let me = cfg.own(Server::Redis);
@@ -206,6 +204,49 @@ async fn after_stall(cfg: &Config, stalled: Duration) {
         );
         return;
     };
+    fence(
+        cfg,
+        &format!(
+            "this pod stalled for {} ms as master while {why}",
+            stalled.as_millis()
+        ),
+    )
+    .await;
+}
+
+/// Sentinel events that mean an election for a failover of the group's master is running: our
+/// sentinel voted in one (it is asked whether or not it finds the master down) or started one.
+const ELECTION_EVENTS: &[&str] = &["+vote-for-leader", "+try-failover"];
+
+/// An election for a failover runs while our data node is master: fence it now. Why: Sentinel
+/// fails over a master a quorum *finds* down, which is not always one that is down (a replica
+/// pod cut off for just over down-after, a slow network), and such a master keeps acknowledging
+/// writes until its pod hears of the promotion; those writes are lost (the soak's episode 164:
+/// 80). The promotion comes after the vote, and replication goes on under a write pause, so the
+/// promoted replica has every write the old master acknowledged. Forced failovers (handover,
+/// switchover) hold no election and pause writes themselves.
+async fn on_election(cfg: &Config, channel: &str) {
+    let t = Duration::from_millis(300);
+    let me = cfg.own(Server::Redis);
+    if !redisio::repl(&cfg.conn, &me, t)
+        .await
+        .is_ok_and(|n| n.is_master)
+    {
+        return;
+    }
+    fence(
+        cfg,
+        &format!("our sentinel reported {channel}: a failover of this master is being elected"),
+    )
+    .await;
+}
+
+/// `CLIENT PAUSE <failover-timeout> WRITE` on our data node (writes wait, nothing is refused or
+/// lost), then `check` until it follows the new master or the sentinels settle naming it again,
+/// then `CLIENT UNPAUSE`. Bounded by the failover timeout, which is also the pause's own expiry.
+async fn fence(cfg: &Config, why: &str) {
+    let t = Duration::from_millis(300);
+    let me = cfg.own(Server::Redis);
     let hold = Duration::from_millis(cfg.failover_timeout_ms);
     let paused = async {
         let mut con = redisio::connect(&cfg.conn, &me, Server::Redis, t).await?;
@@ -224,15 +265,11 @@ async fn after_stall(cfg: &Config, stalled: Duration) {
     let mut con = match paused {
         Ok(c) => c,
         Err(e) => {
-            tracing::warn!(error = %e, reason = %why, "this pod stalled; CLIENT PAUSE of our data node failed");
+            tracing::warn!(error = %e, reason = %why, "CLIENT PAUSE of our data node failed");
             return;
         }
     };
-    tracing::warn!(
-        stalled_ms = stalled.as_millis() as u64,
-        reason = %why,
-        "this pod stalled as master while it was being replaced: writes paused until it follows"
-    );
+    tracing::warn!(reason = %why, "writes paused until our data node follows the new master or is named again");
     let until = Instant::now() + hold;
     let outcome = loop {
         match check(cfg).await {
@@ -427,7 +464,7 @@ async fn subscribe(cfg: &Config, local: &Endpoint) -> redis::RedisResult<redis::
     let mut ps = tokio::time::timeout(Duration::from_secs(1), client.get_async_pubsub())
         .await
         .map_err(|_| redis::RedisError::from((redis::ErrorKind::Io, "connect timed out")))??;
-    for ch in EVENTS {
+    for ch in EVENTS.iter().chain(ELECTION_EVENTS) {
         ps.subscribe(*ch).await?;
     }
     Ok(ps)
@@ -509,8 +546,15 @@ pub async fn run(cfg: Config, cleanup_settings: cleanup::Settings, tx: Tx) {
                 }
                 msg = stream.next() => match msg {
                     Some(m) => {
-                        tracing::debug!(channel = m.get_channel_name(), "follow: sentinel event");
-                        pending = earliest(pending, Some(Instant::now() + DEBOUNCE));
+                        let channel = m.get_channel_name();
+                        tracing::debug!(channel, "follow: sentinel event");
+                        if ELECTION_EVENTS.contains(&channel) {
+                            // At once, not debounced: the promotion may follow within 100 ms.
+                            on_election(&cfg, channel).await;
+                            last_tick = Instant::now();
+                        } else {
+                            pending = earliest(pending, Some(Instant::now() + DEBOUNCE));
+                        }
                     }
                     // Our sentinel went away (restart): subscribe again once it is back.
                     None => break,

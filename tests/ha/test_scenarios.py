@@ -511,7 +511,7 @@ def test_8c_master_pod_frozen_past_down_after(healthy):
         res = w.finish()
     lost = w.count_lost(res, m)
     log = m0.log_path.read_text(errors="replace")
-    fenced = "writes paused until it follows" in log
+    fenced = "this pod stalled for" in log and "writes paused until" in log
     after_thaw = sum(1 for _, t in res.acked if t >= t_thaw)
     record(f"SCENARIO 8c master-pod-frozen-past-down-after: lost={len(lost)} fenced={fenced} "
            f"failover={m != m0.ip} write_gap={res.max_gap:.2f}s "
@@ -734,4 +734,76 @@ def test_8f_own_sentinel_stale_at_the_majoritys_epoch(healthy):
            f"write_gap={res.max_gap:.2f}s acked={len(res.acked)} since_cont={t_stale - t_cont:.2f}s")
     assert m == new_m
     assert restarted, f"{stuck.name}'s PID 1 did not restart its stale sentinel"
+    assert not lost, f"acknowledged writes lost: {lost[:20]}"
+
+
+def test_8g_live_master_failed_over_by_a_quorum_that_cannot_reach_it(healthy):
+    """Issue 14 (benches/soak.py, 30-min bench, episode 164: 80 acknowledged writes lost): a
+    quorum of sentinels finds a master down that is not (there: a replica pod cut off for just
+    over down-after), and Sentinel fails it over. The live master acknowledges writes until its
+    pod hears of the promotion, and those are lost. Here the two replica pods' sentinels lose
+    their links to the master (their connections dropped in the master pod's netns) while
+    replication and every sentinel-to-sentinel link stay up. The master pod's own sentinel is
+    asked to vote in the election: its PID 1 must pause writes (CLIENT PAUSE WRITE) at once, so
+    the promoted replica has every acknowledged write."""
+    c = healthy
+    m0 = c.master_pod()
+    others = [p for p in c.live() if p is not m0]
+    s = RoleSampler(c, 0.1, key="ha:s8g")
+    w = Writer(c, "ha:s8g")
+    s.start()
+    w.start()
+    rules: list[list[str]] = []
+
+    def ipt(*args: str) -> None:
+        harness.run(["ip", "netns", "exec", m0.ns, "iptables", *args], timeout=10)
+
+    try:
+        time.sleep(1.5)
+        with harness.client(m0.ip, harness.REDIS_PORT, 2) as cl:
+            conns = [(x["addr"].rsplit(":", 1), x.get("name", "")) for x in cl.client_list()]
+        ips = {p.ip for p in others}
+        # New connections from the replica pods first (Sentinel reconnects a link that stopped
+        # answering), then their sentinels' open ones; the replication links are left alone.
+        for ip in ips:
+            rule = ["-p", "tcp", "--dport", str(harness.REDIS_PORT), "-s", ip,
+                    "-m", "conntrack", "--ctstate", "NEW", "-j", "DROP"]
+            ipt("-I", "INPUT", *rule)
+            rules.append(rule)
+        cut = 0
+        for (ip, port), name in conns:
+            if ip in ips and name.startswith("sentinel-"):
+                rule = ["-p", "tcp", "--dport", str(harness.REDIS_PORT), "-s", ip,
+                        "--sport", port, "-j", "DROP"]
+                ipt("-I", "INPUT", *rule)
+                rules.append(rule)
+                cut += 1
+        assert cut >= 2, f"the replica pods' sentinel links to the master not found: {conns}"
+        t_cut = time.monotonic()
+
+        def moved():
+            try:
+                return harness.info_replication(m0.ip, 0.5).get("role") == "slave"
+            except Exception:
+                return False
+        wait_until(moved, 30, 0.1, f"{m0.name} failed over and following the new master")
+        demoted_s = time.monotonic() - t_cut
+        for rule in rules:
+            ipt("-D", "INPUT", *rule)
+        rules.clear()
+        m, _, _ = c.settle(60, "invariants after the live master was failed over")
+        time.sleep(1)
+    finally:
+        for rule in rules:
+            harness.run(["ip", "netns", "exec", m0.ns, "iptables", "-D", "INPUT", *rule],
+                        timeout=10, check=False)
+        s.finish()
+        res = w.finish()
+    lost = w.count_lost(res, m)
+    fenced = "a failover of this master is being elected" in m0.log_path.read_text(errors="replace")
+    record(f"SCENARIO 8g live-master-failed-over-by-a-quorum-that-cannot-reach-it: lost={len(lost)} "
+           f"fenced={fenced} demoted_after={demoted_s:.2f}s write_gap={res.max_gap:.2f}s "
+           f"max_masters_per_sample={s.max_masters()} acked={len(res.acked)} errors={res.errors}")
+    assert m != m0.ip, "the master should have been failed over"
+    assert fenced, f"{m0.name}'s PID 1 did not pause writes when its sentinel voted"
     assert not lost, f"acknowledged writes lost: {lost[:20]}"
