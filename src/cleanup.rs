@@ -338,16 +338,7 @@ async fn set_quorum(
     quorum: u64,
     timeout: Duration,
 ) -> redis::RedisResult<()> {
-    redisio::query::<()>(
-        con,
-        redis::cmd("SENTINEL")
-            .arg("SET")
-            .arg(&cfg.group)
-            .arg("quorum")
-            .arg(quorum),
-        timeout,
-    )
-    .await
+    redisio::sentinel_set_on(con, &cfg.group, "quorum", quorum, timeout).await
 }
 
 /// The configured quorum back; retried, since a sentinel left without one would never lead a

@@ -595,15 +595,9 @@ async fn hide_old_master_until_end(
     scon: &mut redis::aio::MultiplexedConnection,
     t: Duration,
 ) -> String {
-    let set = |ms: u64| {
-        redis::cmd("SENTINEL")
-            .arg("SET")
-            .arg(&cfg.group)
-            .arg("down-after-milliseconds")
-            .arg(ms)
-            .clone()
-    };
-    if let Err(e) = redisio::query::<()>(scon, &mut set(HIDE_DOWN_AFTER_MS), t).await {
+    const OPTION: &str = "down-after-milliseconds";
+    if let Err(e) = redisio::sentinel_set_on(scon, &cfg.group, OPTION, HIDE_DOWN_AFTER_MS, t).await
+    {
         return format!("could not shorten down-after ({e})");
     }
     let started = Instant::now();
@@ -624,7 +618,7 @@ async fn hide_old_master_until_end(
     // it s_down at the first slow reply.
     let mut restored = Err(String::new());
     for _ in 0..5 {
-        match redisio::query::<()>(scon, &mut set(cfg.down_after_ms), t).await {
+        match redisio::sentinel_set_on(scon, &cfg.group, OPTION, cfg.down_after_ms, t).await {
             Ok(()) => {
                 restored = Ok(());
                 break;

@@ -293,6 +293,28 @@ pub async fn sentinel_tilt(
     Ok(info_field(&info, "sentinel_tilt") == Some("1"))
 }
 
+/// `SENTINEL SET group option value` on a connection to a sentinel. The change is that
+/// sentinel's alone (Sentinel does not spread it) and lasts until it is set again or the
+/// sentinel's file is rendered afresh.
+pub async fn sentinel_set_on(
+    con: &mut redis::aio::MultiplexedConnection,
+    group: &str,
+    option: &str,
+    value: u64,
+    timeout: Duration,
+) -> redis::RedisResult<()> {
+    query(
+        con,
+        redis::cmd("SENTINEL")
+            .arg("SET")
+            .arg(group)
+            .arg(option)
+            .arg(value),
+        timeout,
+    )
+    .await
+}
+
 /// `SENTINEL FAILOVER group` on the sentinel at `s`: a failover without the quorum's agreement.
 pub async fn sentinel_failover(
     conn: &Conn,

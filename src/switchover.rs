@@ -390,16 +390,7 @@ async fn set_parallel_syncs(
     t: Duration,
 ) -> redis::RedisResult<()> {
     let mut con = redisio::connect(&cfg.conn, sentinel, Server::Sentinel, t).await?;
-    redisio::query(
-        &mut con,
-        redis::cmd("SENTINEL")
-            .arg("SET")
-            .arg(&cfg.group)
-            .arg("parallel-syncs")
-            .arg(n),
-        t,
-    )
-    .await
+    redisio::sentinel_set_on(&mut con, &cfg.group, "parallel-syncs", n, t).await
 }
 
 async fn set_debug(
