@@ -208,7 +208,8 @@ class Checks:
 
     def count_switch_master(self, pods=None, since: dict[Path, int] | None = None,
                             since_gen: int | None = None,
-                            ignore_from: tuple[str, ...] = ()) -> dict[str, int]:
+                            ignore_from: tuple[str, ...] = (),
+                            unless_to: str | None = None) -> dict[str, int]:
         """Lines of the sentinel (`[sentinel] ...`, or a JSON line with source sentinel) that
         contain `+switch-master`, per pod name. `pods`: Pod objects, names or indices (default
         all). Which text counts: with `since` (from log_marks()), what each of the pod's log
@@ -216,7 +217,10 @@ class Checks:
         included); with `since_gen`, whole log files of generation >= since_gen; with neither,
         the pod's current log file. `ignore_from`: switches away from these (earlier) master
         addresses do not count (a leader logs +switch-master only when its failover ends, which
-        can be after a later stop began)."""
+        can be after a later stop began). With `unless_to`, such a switch still counts when it
+        goes straight to that address: the earlier failover's leader never logged its own
+        switch, this one covers both (seen: the leader of a kill's failover still moving
+        replicas when the stop of its promoted master began)."""
         sel = []
         for x in (self.pods if pods is None else pods):
             if isinstance(x, int):
@@ -246,7 +250,9 @@ class Checks:
                             f.readline()
                     data = f.read()
                 n += sum(1 for line in data.splitlines()
-                         if _is_switch_master(line) and _switch_from(line) not in ignore_from)
+                         if _is_switch_master(line)
+                         and (_switch_from(line) not in ignore_from
+                              or (unless_to is not None and _switch_to(line) == unless_to)))
             out[p.name] = n
         return out
 
@@ -280,6 +286,16 @@ def _switch_from(line: bytes) -> str | None:
     try:
         i = words.index(b"+switch-master")
         return words[i + 2].decode()
+    except (ValueError, IndexError):
+        return None
+
+
+def _switch_to(line: bytes) -> str | None:
+    """The new master's address of a `+switch-master` line."""
+    words = line.split()
+    try:
+        i = words.index(b"+switch-master")
+        return words[i + 4].decode()
     except (ValueError, IndexError):
         return None
 

@@ -486,7 +486,8 @@ def stop_master_and_watch(cluster: Cluster, watch: float | None = None,
     exit_s, code = result["exit"]
     time.sleep(watch)
     new = cluster.named_master(sips)
-    counts = cluster.count_switch_master(survivors, since=marks, ignore_from=ignore_from)
+    counts = cluster.count_switch_master(survivors, since=marks, ignore_from=ignore_from,
+                                         unless_to=new if new != m else None)
     log(f"stop of {pod.name}@{m}: exit {code} after {exit_s:.2f}s, survivors name {new} "
         f"(first after {named_s}s), +switch-master {counts}")
     return StopOutcome(m, pod.name, t_stop, exit_s, code, new if new != m else None, named_s,
