@@ -153,13 +153,11 @@ pub fn own_sentinel_stale(
         return None;
     }
     let top = others.iter().map(|a| a.config_epoch).max()?;
-    let mut at_top = others.iter().filter(|a| a.config_epoch == top);
-    let m = &at_top.next()?.master;
-    if at_top.any(|a| &a.master != m) {
-        return None;
-    }
-    let agree = others.iter().filter(|a| a.config_epoch == top).count();
-    (agree * 2 > known && own.config_epoch <= top && &own.master != m).then(|| m.clone())
+    let at_top: Vec<&Answer> = others.iter().filter(|a| a.config_epoch == top).collect();
+    let m = &at_top.first()?.master;
+    let agree = at_top.iter().all(|a| &a.master == m);
+    (agree && at_top.len() * 2 > known && own.config_epoch <= top && &own.master != m)
+        .then(|| m.clone())
 }
 
 /// Whether our data node, thawed after a stall, must stop acknowledging writes at once: it is a

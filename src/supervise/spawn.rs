@@ -11,14 +11,16 @@ impl Supervisor {
     pub(super) fn spawn_now(&mut self, which: Server) {
         let i = which as usize;
         let prior = state::read_prior_sentinel(&self.cfg);
-        let master = match which {
-            Server::Sentinel if self.sentinel_monitor.is_some() => self
-                .sentinel_monitor
-                .take()
-                .unwrap_or_else(|| self.decision.master.clone()),
+        // The companion asked for this restart with the majority's master (restart_stale_sentinel).
+        let asked = match which {
+            Server::Sentinel => self.sentinel_monitor.take(),
+            Server::Redis => None,
+        };
+        let master = match (which, asked) {
+            (_, Some(m)) => m,
             // A restarted sentinel resumes from what it last wrote: it may have followed a
             // failover since this pod booted.
-            Server::Sentinel if self.slots[i].restarts > 0 => prior
+            (Server::Sentinel, None) if self.slots[i].restarts > 0 => prior
                 .as_deref()
                 .and_then(|p| render::prior_monitor(p, &self.cfg.group))
                 .unwrap_or_else(|| self.decision.master.clone()),
