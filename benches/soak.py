@@ -1229,8 +1229,15 @@ def main() -> int:
     if a.table:
         Path(a.table).write_text(tbl + "\n")
     if png:
-        plot(soak, Path(png))
-        print(f"soak: timeline {png}")
+        try:
+            import matplotlib  # noqa: F401
+        except ImportError:
+            # The run's numbers matter more than its picture: finish, and say how to get it.
+            print("soak: timeline picture skipped: matplotlib is not installed "
+                  "(scripts/setup bench installs it)")
+        else:
+            plot(soak, Path(png))
+            print(f"soak: timeline {png}")
     print(f"soak: result {out}")
     if failure:
         print(f"soak: FAILED: {failure} (logs kept under {tmp})")

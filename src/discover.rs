@@ -123,10 +123,38 @@ pub struct Prior {
     pub old_self: Option<Endpoint>,
     /// Other sentinels it knew.
     pub known_sentinels: usize,
-    /// Its data node was killed or crashed last time (not a clean shutdown) and the AOF is
-    /// fsynced only every second: it may lack acknowledged writes its replicas hold. Set at boot
-    /// (main.rs); a restart of a crashed data node inside a running pod is handover::after_crash's.
-    pub unclean_stop: bool,
+    /// How its data node ended last time, when that leaves the sentinels a failover to make
+    /// (`None`: a clean stop, or a node that was handed over). Set at boot (main.rs); a restart
+    /// of a crashed data node inside a running pod is handover::after_crash's.
+    pub unclean_stop: Option<UncleanStop>,
+}
+
+/// Why a master that comes back must not take its role back while a replica is up.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum UncleanStop {
+    /// Killed or crashed, and the AOF is fsynced only every second: it may lack acknowledged
+    /// writes its replicas hold.
+    Crashed,
+    /// Stopped cleanly as master but no handover moved the role (it failed, or is off). Its
+    /// absence may already have started the others' failover of it, and Sentinel does not
+    /// abort an elected failover because the master answers again: serving at once would
+    /// acknowledge writes that failover then discards (the soak, seed 20261206: 94 lost).
+    NotHandedOver,
+}
+
+impl UncleanStop {
+    fn why(self) -> &'static str {
+        match self {
+            UncleanStop::Crashed => {
+                "this pod stopped uncleanly as master: its AOF may lack acknowledged writes a \
+                 live replica holds"
+            }
+            UncleanStop::NotHandedOver => {
+                "this pod stopped as master without handing over: the sentinels may already be \
+                 failing it over"
+            }
+        }
+    }
 }
 
 impl Prior {
@@ -157,7 +185,7 @@ impl Prior {
             master,
             old_self,
             known_sentinels: known,
-            unclean_stop: false,
+            unclean_stop: None,
         })
     }
 
@@ -170,8 +198,10 @@ impl fmt::Display for Prior {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         if self.was_master() {
             write!(f, "master at epoch {} (as {})", self.epoch, self.master)?;
-            if self.unclean_stop {
-                write!(f, ", stopped uncleanly")?;
+            match self.unclean_stop {
+                Some(UncleanStop::Crashed) => write!(f, ", stopped uncleanly")?,
+                Some(UncleanStop::NotHandedOver) => write!(f, ", stopped without handing over")?,
+                None => {}
             }
             Ok(())
         } else {
@@ -231,15 +261,12 @@ pub fn verdict(pod: &Pod, answers: &[Answer], up: &[Endpoint], refused: Option<&
         let p = prior?;
         let moved = named_old && p.old_self.as_ref().is_some_and(|o| o != me);
         let reason = match (p.unclean_stop, moved) {
-            (true, _) => {
-                "this pod stopped uncleanly as master: its AOF may lack acknowledged \
-                          writes a live replica holds"
-            }
-            (false, true) => {
+            (Some(u), _) => u.why(),
+            (None, true) => {
                 "this pod was master at another address, which the sentinels will \
                               fail over"
             }
-            (false, false) => return None,
+            (None, false) => return None,
         };
         (p.was_master() && replica_up && !unclean_wait_over).then(|| {
             Verdict::AwaitFailover(format!(
@@ -639,7 +666,8 @@ pub async fn decide(
         let replica_up = match prior {
             Some(p)
                 if p.was_master()
-                    && (p.unclean_stop || p.old_self.as_ref().is_some_and(|o| *o != me))
+                    && (p.unclean_stop.is_some()
+                        || p.old_self.as_ref().is_some_and(|o| *o != me))
                     && !unclean_wait_over =>
             {
                 any_replica_up(cfg, &me, p.old_self.as_ref(), per_try).await
@@ -939,21 +967,21 @@ mod tests {
             master: a_old.clone(),
             old_self: Some(a_old.clone()),
             known_sentinels: 2,
-            unclean_stop: false,
+            unclean_stop: None,
         };
         let prior_b = Prior {
             epoch: 1,
             master: c_old.clone(),
             old_self: Some(ep("10.0.0.2:6379")),
             known_sentinels: 2,
-            unclean_stop: false,
+            unclean_stop: None,
         };
         let prior_c = Prior {
             epoch: 1,
             master: c_old.clone(),
             old_self: Some(c_old.clone()),
             known_sentinels: 2,
-            unclean_stop: false,
+            unclean_stop: None,
         };
         // what each pod's early sentinel answers
         let claim_a = ans("10.0.0.1:6379", 0, false);
@@ -1172,7 +1200,7 @@ mod tests {
             master: old.clone(),
             old_self: Some(old.clone()),
             known_sentinels: 2,
-            unclean_stop: false,
+            unclean_stop: None,
         };
         let names_old = [
             ans("10.0.0.3:6379", 5, false),
@@ -1278,27 +1306,23 @@ mod tests {
             Verdict::Decided(d) => Some((d.role, d.master)),
             Verdict::Retry(_) | Verdict::AwaitFailover(_) => None,
         };
+        const C: Option<UncleanStop> = Some(UncleanStop::Crashed);
+        const N: Option<UncleanStop> = Some(UncleanStop::NotHandedOver);
         // (unclean stop, a replica up, wait over, answers, masters up) -> decision
         type Case<'a> = (
-            bool,
+            Option<UncleanStop>,
             bool,
             bool,
             &'a [Answer],
             &'a [Endpoint],
             Option<(Role, Endpoint)>,
         );
-        let cases: [Case; 7] = [
-            (true, true, false, &names_us, &[], None),
+        let cases: [Case; 11] = [
+            (C, true, false, &names_us, &[], None),
+            // a master stopped cleanly but not handed over waits the same way (soak, seed 20261206)
+            (N, true, false, &names_us, &[], None),
             (
-                true,
-                true,
-                true,
-                &names_us,
-                &[],
-                Some((Role::Master, me.clone())),
-            ),
-            (
-                true,
+                N,
                 false,
                 false,
                 &names_us,
@@ -1306,7 +1330,39 @@ mod tests {
                 Some((Role::Master, me.clone())),
             ),
             (
+                N,
+                true,
                 false,
+                &after_failover,
+                std::slice::from_ref(&promoted),
+                Some((Role::Replica, promoted.clone())),
+            ),
+            (
+                N,
+                true,
+                true,
+                &names_us,
+                &[],
+                Some((Role::Master, me.clone())),
+            ),
+            (
+                C,
+                true,
+                true,
+                &names_us,
+                &[],
+                Some((Role::Master, me.clone())),
+            ),
+            (
+                C,
+                false,
+                false,
+                &names_us,
+                &[],
+                Some((Role::Master, me.clone())),
+            ),
+            (
+                None,
                 true,
                 false,
                 &names_us,
@@ -1314,7 +1370,7 @@ mod tests {
                 Some((Role::Master, me.clone())),
             ),
             (
-                true,
+                C,
                 true,
                 false,
                 &after_failover,
@@ -1323,7 +1379,7 @@ mod tests {
             ),
             // named at an epoch this pod never saw as master: the plain "names this pod" rule
             (
-                true,
+                C,
                 true,
                 false,
                 &[
@@ -1334,7 +1390,7 @@ mod tests {
                 None,
             ),
             (
-                true,
+                C,
                 false,
                 false,
                 &[
@@ -1359,7 +1415,7 @@ mod tests {
             let v = super::verdict(&pod, answers, up, None);
             if want.is_none() {
                 assert!(
-                    matches!(&v, Verdict::AwaitFailover(why) if why.contains("stopped uncleanly")),
+                    matches!(&v, Verdict::AwaitFailover(why) if unclean.is_some_and(|u| why.contains(u.why()))),
                     "case {i}: {v:?}"
                 );
             }

@@ -22,6 +22,14 @@
 //! (one INFO per node per second, a hello per peer every 500 ms); Sentinel's timer runs ten
 //! times a second either way. `render` can not set these (they are not
 //! config directives), so they are applied at runtime.
+//!
+//! TILT: a sentinel whose timer ran more than 2 s late (its pod frozen, its process stalled)
+//! acts on nothing for `tilt-period`, 30 s by default, and answers "not down" to the others: with
+//! one of two surviving sentinels in TILT the quorum cannot be reached, and the soak (seed
+//! 20261206) saw a master kill cost 22 s of writes. TILT exists because every down judgement
+//! (no valid reply for down-after) is meaningless right after a time jump; pings go on during
+//! TILT, so after one down-after every live instance has answered again and the usual rule holds.
+//! So the period is down-after (at least 3 s: three pings; at most Sentinel's 30 s).
 
 use std::time::Duration;
 
@@ -38,6 +46,11 @@ use crate::redisio::{self, Repl};
 pub const INFO_PERIOD_MS: u64 = 1000;
 /// Sentinel's hello period (default 2 000 ms): how soon peers and new configurations spread.
 pub const PUBLISH_PERIOD_MS: u64 = 500;
+
+/// Sentinel's TILT period for a down-after (see the module header).
+pub fn tilt_period_ms(down_after_ms: u64) -> u64 {
+    down_after_ms.clamp(3_000, 30_000)
+}
 /// Events are often several in a row (`+switch-master` then `+slave` lines): one check for all.
 const DEBOUNCE: Duration = Duration::from_millis(100);
 /// How often the companion looks at the clock: a tick that comes much later than due means the
@@ -431,6 +444,7 @@ async fn looks_consistent(cfg: &Config, local: &Endpoint, cons: &mut Cons) -> bo
 /// (older than 7.0) keeps its defaults: slower, not wrong.
 async fn tune(cfg: &Config, local: &Endpoint) {
     let t = Duration::from_millis(500);
+    let tilt = tilt_period_ms(cfg.down_after_ms);
     let r = async {
         let mut con = redisio::connect(&cfg.conn, local, Server::Sentinel, t).await?;
         redisio::query::<()>(
@@ -440,7 +454,9 @@ async fn tune(cfg: &Config, local: &Endpoint) {
                 .arg("info-period")
                 .arg(INFO_PERIOD_MS)
                 .arg("publish-period")
-                .arg(PUBLISH_PERIOD_MS),
+                .arg(PUBLISH_PERIOD_MS)
+                .arg("tilt-period")
+                .arg(tilt),
             t,
         )
         .await
@@ -449,6 +465,7 @@ async fn tune(cfg: &Config, local: &Endpoint) {
         Ok(()) => tracing::info!(
             info_period_ms = INFO_PERIOD_MS,
             publish_period_ms = PUBLISH_PERIOD_MS,
+            tilt_period_ms = tilt,
             "sentinel periods set"
         ),
         Err(e) => {
@@ -922,6 +939,24 @@ mod tests {
                 Action::Follow { .. } => 'F',
             };
             assert_eq!(kind, want, "{name}: {got:?}");
+        }
+    }
+
+    #[test]
+    fn tilt_lasts_one_down_after_within_sentinels_bounds() {
+        for (down_after, want) in [
+            (500, 3_000),
+            (2_000, 3_000),
+            (3_000, 3_000),
+            (5_000, 5_000),
+            (30_000, 30_000),
+            (180_000, 30_000),
+        ] {
+            assert_eq!(
+                super::tilt_period_ms(down_after),
+                want,
+                "down-after {down_after}"
+            );
         }
     }
 }
