@@ -229,6 +229,9 @@ async fn after_stall(cfg: &Config, stalled: Duration) {
 /// sentinel voted in one (it is asked whether or not it finds the master down) or started one.
 const ELECTION_EVENTS: &[&str] = &["+vote-for-leader", "+try-failover"];
 
+/// Our sentinel was not elected (splitvote.rs).
+const NOT_ELECTED: &str = "-failover-abort-not-elected";
+
 /// An election for a failover runs while our data node is master: fence it now. Why: Sentinel
 /// fails over a master a quorum *finds* down, which is not always one that is down (a replica
 /// pod cut off for just over down-after, a slow network), and such a master keeps acknowledging
@@ -505,7 +508,9 @@ async fn tune(cfg: &Config, local: &Endpoint) {
                 .arg("publish-period")
                 .arg(PUBLISH_PERIOD_MS)
                 .arg("tilt-period")
-                .arg(tilt),
+                .arg(tilt)
+                .arg("election-timeout")
+                .arg(crate::splitvote::ELECTION_TIMEOUT_MS),
             t,
         )
         .await
@@ -515,6 +520,7 @@ async fn tune(cfg: &Config, local: &Endpoint) {
             info_period_ms = INFO_PERIOD_MS,
             publish_period_ms = PUBLISH_PERIOD_MS,
             tilt_period_ms = tilt,
+            election_timeout_ms = crate::splitvote::ELECTION_TIMEOUT_MS,
             "sentinel periods set"
         ),
         Err(e) => {
@@ -528,7 +534,7 @@ async fn subscribe(cfg: &Config, local: &Endpoint) -> redis::RedisResult<redis::
     let mut ps = tokio::time::timeout(Duration::from_secs(1), client.get_async_pubsub())
         .await
         .map_err(|_| redis::RedisError::from((redis::ErrorKind::Io, "connect timed out")))??;
-    for ch in EVENTS.iter().chain(ELECTION_EVENTS) {
+    for ch in EVENTS.iter().chain(ELECTION_EVENTS).chain([&NOT_ELECTED]) {
         ps.subscribe(*ch).await?;
     }
     Ok(ps)
@@ -616,6 +622,9 @@ pub async fn run(cfg: Config, cleanup_settings: cleanup::Settings, tx: Tx) {
                             // At once, not debounced: the promotion may follow within 100 ms.
                             let payload: String = m.get_payload().unwrap_or_default();
                             on_election(&cfg, channel, &payload).await;
+                            last_tick = Instant::now();
+                        } else if channel == NOT_ELECTED {
+                            crate::splitvote::on_abort(&cfg).await;
                             last_tick = Instant::now();
                         } else {
                             pending = earliest(pending, Some(Instant::now() + DEBOUNCE));

@@ -11,6 +11,7 @@ mod memory;
 mod probe;
 mod redisio;
 mod render;
+mod splitvote;
 mod state;
 mod status;
 mod supervise;
