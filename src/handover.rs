@@ -66,10 +66,7 @@ pub fn replicas(info: &str) -> Vec<ReplicaInfo> {
                     .find_map(|p| p.strip_prefix(k).and_then(|v| v.strip_prefix('=')))
             };
             Some(ReplicaInfo {
-                addr: Endpoint {
-                    host: crate::config::parse_host("INFO", get("ip")?).ok()?,
-                    port: get("port")?.parse().ok()?,
-                },
+                addr: Endpoint::from_fields(get("ip")?, get("port")?)?,
                 online: get("state")? == "online",
                 offset: get("offset")?.parse().ok()?,
                 lag: get("lag").and_then(|v| v.parse().ok()).unwrap_or(u64::MAX),
@@ -490,14 +487,9 @@ async fn steps(
         .await
         .ok()
         .flatten();
-        if let Some((h, p)) = reply {
-            if let (Ok(host), Ok(port)) =
-                (crate::config::parse_host("sentinel", &h), p.parse::<u16>())
-            {
-                let e = Endpoint { host, port };
-                if e != self_addr && redisio::is_master(&cfg.conn, &e, t).await {
-                    break 'found e;
-                }
+        if let Some(e) = reply.and_then(|(h, p)| Endpoint::from_fields(&h, &p)) {
+            if e != self_addr && redisio::is_master(&cfg.conn, &e, t).await {
+                break 'found e;
             }
         }
         if Instant::now() >= deadline {

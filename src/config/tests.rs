@@ -133,6 +133,89 @@ fn endpoints_parse() {
     assert!(parse_endpoint("X", "a:0").is_err());
 }
 
+/// Every form an address arrives in, one string or two fields, and whether two of them are the
+/// same endpoint. The IPv6 rows are issue 27: Sentinel's fields are bare (`fd88::22`), our Display
+/// is bracketed, and a replica pod compared the two as strings.
+#[test]
+fn address_parsing_and_comparison_table() {
+    // (one string, the endpoint it is, or None when refused)
+    let strings: &[(&str, Option<&str>)] = &[
+        ("10.0.0.2:6379", Some("10.0.0.2:6379")),
+        ("[10.0.0.2]:6379", Some("10.0.0.2:6379")),
+        ("[fd88::22]:6379", Some("[fd88::22]:6379")),
+        ("fd88::22:6379", Some("[fd88::22]:6379")),
+        ("[FD88:0:0:0:0:0:0:22]:6379", Some("[fd88::22]:6379")),
+        ("[::1]:26379", Some("[::1]:26379")),
+        ("::1:26379", Some("[::1]:26379")),
+        ("redis-master:6379", Some("redis-master:6379")),
+        (
+            "redis-0.redis.default.svc.cluster.local.:26379",
+            Some("redis-0.redis.default.svc.cluster.local.:26379"),
+        ),
+        ("fd88::22", None),
+        ("[fd88::22]", None),
+        ("[fd88::22]:", None),
+        ("[fd88::22]:0", None),
+        ("10.0.0.2", None),
+        ("10.0.0.2:65536", None),
+        ("red is:6379", None),
+        ("", None),
+    ];
+    for (s, want) in strings {
+        assert_eq!(
+            Endpoint::parse(s).map(|e| e.to_string()).as_deref(),
+            *want,
+            "{s:?}"
+        );
+    }
+    // (host field, port field, the endpoint): SENTINEL REPLICAS ip/port, INFO master_host,
+    // slaveN ip=, GET-MASTER-ADDR-BY-NAME
+    let fields: &[(&str, &str, Option<&str>)] = &[
+        ("10.0.0.2", "6379", Some("10.0.0.2:6379")),
+        ("fd88::22", "6379", Some("[fd88::22]:6379")),
+        ("[fd88::22]", "6379", Some("[fd88::22]:6379")),
+        ("::1", "16380", Some("[::1]:16380")),
+        ("redis-master", "6379", Some("redis-master:6379")),
+        ("fd88::22", "x", None),
+        ("fd88::22", "0", None),
+        ("?", "6379", None),
+        ("", "6379", None),
+    ];
+    for (h, p, want) in fields {
+        assert_eq!(
+            Endpoint::from_fields(h, p)
+                .map(|e| e.to_string())
+                .as_deref(),
+            *want,
+            "{h:?} {p:?}"
+        );
+    }
+    // Same endpoint whatever the form; different ports, families or names are different.
+    let same: &[(&str, &str)] = &[
+        ("[fd88::22]:6379", "fd88::22:6379"),
+        ("[fd88::22]:6379", "[fd88:0::22]:6379"),
+        ("10.0.0.2:6379", "[10.0.0.2]:6379"),
+        ("redis-master:6379", "redis-master:6379"),
+    ];
+    for (a, b) in same {
+        assert_eq!(Endpoint::parse(a), Endpoint::parse(b), "{a} vs {b}");
+        assert!(Endpoint::parse(a).is_some());
+    }
+    assert_eq!(
+        Endpoint::from_fields("fd88::22", "6379"),
+        Endpoint::parse("[fd88::22]:6379")
+    );
+    let differ: &[(&str, &str)] = &[
+        ("[fd88::22]:6379", "[fd88::22]:6380"),
+        ("[fd88::22]:6379", "[fd88::23]:6379"),
+        ("[::ffff:10.0.0.2]:6379", "10.0.0.2:6379"),
+        ("redis-master:6379", "10.0.0.2:6379"),
+    ];
+    for (a, b) in differ {
+        assert_ne!(Endpoint::parse(a), Endpoint::parse(b), "{a} vs {b}");
+    }
+}
+
 #[test]
 fn pod_without_password_is_refused_unless_allowed() {
     let e = build_from_map(
