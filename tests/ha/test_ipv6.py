@@ -147,7 +147,7 @@ def test_graceful_stops_of_master(healthy):
             gaps.append(gap)
             counts = c.count_switch_master(out.survivors, since=out.marks)
             record(f"IPV6 graceful-stop {r + 1}/{rounds}: gap={gap:.2f}s exit={out.exit_code} "
-                   f"exit_after={out.exit_s:.2f}s named_after={out.named_s} "
+                   f"exit_after={out.exit_s:.2f}s named_after={out.named_s or 0:.2f}s "
                    f"{out.old_master} -> {out.new_master} switch_master={counts}")
             if out.new_master is None:
                 fails.append(f"stop {r + 1}: no new master named")
