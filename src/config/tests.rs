@@ -25,6 +25,7 @@ fn bad_values_name_the_variable() {
     let cases: &[(&str, &str, &str)] = &[
         ("MY_POD_IP", "10.0.0.300", "MY_POD_IP"),
         ("MY_POD_IP", "", "MY_POD_IP"),
+        ("MY_POD_IP", "10.0.0.5,fd00::5", "MY_POD_IP"),
         ("MASTER_ANNOUNCE_PORT", "0", "MASTER_ANNOUNCE_PORT"),
         ("MASTER_ANNOUNCE_PORT", "65536", "MASTER_ANNOUNCE_PORT"),
         ("SENTINEL_ANNOUNCE_PORT", "x", "SENTINEL_ANNOUNCE_PORT"),
@@ -80,6 +81,20 @@ fn bad_values_name_the_variable() {
         assert_eq!(e.name, *named, "{var}={val:?}: {e}");
         assert!(!e.to_string().contains('\n'), "one line: {e}");
     }
+}
+
+/// A dual-stack pod: one address of either family is taken as the downward API's status.podIP
+/// gives it; status.podIPs (a list) is refused with what to set instead.
+#[test]
+fn pod_ip_either_family_not_a_list() {
+    for ip in ["10.1.2.3", "fd00::5", "2001:db8::7"] {
+        let m = HashMap::from([("MY_POD_IP", ip), ("ALLOW_EMPTY_PASSWORD", "yes")]);
+        let c = build_from_map(&flags_role("master"), &m).expect("one address");
+        assert_eq!(c.pod_ip.map(|a| a.to_string()).as_deref(), Some(ip));
+    }
+    let m = HashMap::from([("MY_POD_IP", "10.1.2.3,fd00::5")]);
+    let e = build_from_map(&flags_role("master"), &m).expect_err("a list");
+    assert!(e.to_string().contains("not status.podIPs"), "{e}");
 }
 
 #[test]
