@@ -24,7 +24,7 @@ import pytest
 import harness
 from harness import (DOWN_AFTER, REDIS_PORT, SENTINEL_PORT, Writer, addr, cold_start, record,
                      stop_gap, stop_master_and_watch)
-from ops import (laptop_status, manifest_min_ready, rolling_update, switchover_round,
+from ops import (laptop_status, manifest_min_ready, rolling_update, run_cli, switchover_round,
                  wait_ready, wait_status)
 
 if harness.FAMILY != "6":
@@ -185,6 +185,11 @@ def test_status_and_switchover_to_bracketed_v6(healthy):
             addr(x.ip, REDIS_PORT) for x in c.live()), j["nodes"]
         assert sorted(s["addr"] for s in j["sentinels"]) == sorted(
             addr(x.ip, SENTINEL_PORT) for x in c.live()), j["sentinels"]
+    r = run_cli(c, c.pods[0], "status")
+    assert r.code == 0, r.out + r.err
+    assert r.out.splitlines()[-1].startswith(f"verdict: healthy, master {addr(m, REDIS_PORT)}"), \
+        r.out
+    harness.log("status table:\n" + r.out)
     r = laptop_status(c, next(x.ip for x in c.live() if x.ip != m))
     assert r.code == 0 and len(r.json["nodes"]) == 3, r.json["verdict"]
     w = Writer(c, "v6:switchover")
