@@ -643,4 +643,18 @@ mod tests {
         assert!(!healthy(&r[1]));
         assert_eq!(r[0].offset, 420);
     }
+
+    /// INFO writes IPv6 replicas bare (`ip=fd88::22,port=6379`); they come out as the same
+    /// Endpoint this pod and Sentinel's fields give.
+    #[test]
+    fn parses_ipv6_replica_lines() {
+        let info = "role:master\r\nslave0:ip=fd88::22,port=6379,state=online,offset=9,lag=0\r\n";
+        let r = replicas(info);
+        assert_eq!(r.len(), 1);
+        assert_eq!(r[0].addr.to_string(), "[fd88::22]:6379");
+        assert_eq!(
+            Some(&r[0].addr),
+            Endpoint::from_fields("fd88::22", "6379").as_ref()
+        );
+    }
 }

@@ -1511,6 +1511,10 @@ pub(crate) mod tests {
         assert_eq!(n.role, "replica");
         assert_eq!(n.master.as_deref(), Some("10.0.0.1:6379"));
         assert_eq!((n.offset, n.priority, n.link_up), (470, Some(100), true));
+        // IPv6: INFO's bare master_host comes out as every other address string here does.
+        let v6 = info.replace("master_host:10.0.0.1", "master_host:fd88::21");
+        let n6 = parse_node("[fd88::22]:6379", &v6);
+        assert_eq!(n6.master.as_deref(), Some("[fd88::21]:6379"));
         let (s, nodes) = cluster(Shape::ReplicaDown);
         let r = Report::new("mymaster", s, nodes, 2, Duration::from_millis(12));
         let t = r.table();
