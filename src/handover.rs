@@ -66,10 +66,7 @@ pub fn replicas(info: &str) -> Vec<ReplicaInfo> {
                     .find_map(|p| p.strip_prefix(k).and_then(|v| v.strip_prefix('=')))
             };
             Some(ReplicaInfo {
-                addr: Endpoint {
-                    host: crate::config::parse_host("INFO", get("ip")?).ok()?,
-                    port: get("port")?.parse().ok()?,
-                },
+                addr: Endpoint::from_fields(get("ip")?, get("port")?)?,
                 online: get("state")? == "online",
                 offset: get("offset")?.parse().ok()?,
                 lag: get("lag").and_then(|v| v.parse().ok()).unwrap_or(u64::MAX),
@@ -490,14 +487,9 @@ async fn steps(
         .await
         .ok()
         .flatten();
-        if let Some((h, p)) = reply {
-            if let (Ok(host), Ok(port)) =
-                (crate::config::parse_host("sentinel", &h), p.parse::<u16>())
-            {
-                let e = Endpoint { host, port };
-                if e != self_addr && redisio::is_master(&cfg.conn, &e, t).await {
-                    break 'found e;
-                }
+        if let Some(e) = reply.and_then(|(h, p)| Endpoint::from_fields(&h, &p)) {
+            if e != self_addr && redisio::is_master(&cfg.conn, &e, t).await {
+                break 'found e;
             }
         }
         if Instant::now() >= deadline {
@@ -650,5 +642,19 @@ mod tests {
         assert!(healthy(&r[0]));
         assert!(!healthy(&r[1]));
         assert_eq!(r[0].offset, 420);
+    }
+
+    /// INFO writes IPv6 replicas bare (`ip=fd88::22,port=6379`); they come out as the same
+    /// Endpoint this pod and Sentinel's fields give.
+    #[test]
+    fn parses_ipv6_replica_lines() {
+        let info = "role:master\r\nslave0:ip=fd88::22,port=6379,state=online,offset=9,lag=0\r\n";
+        let r = replicas(info);
+        assert_eq!(r.len(), 1);
+        assert_eq!(r[0].addr.to_string(), "[fd88::22]:6379");
+        assert_eq!(
+            Some(&r[0].addr),
+            Endpoint::from_fields("fd88::22", "6379").as_ref()
+        );
     }
 }
