@@ -1012,7 +1012,11 @@ def test_8j_split_vote_broken_by_one_sentinel(healthy):
     assert m != m0.ip, "the killed master should have been failed over"
     assert split >= 1, "no sentinel aborted an election: the scenario built no split vote"
     assert len(broke) <= 1, f"more than one pod forced the failover: {broke}"
-    assert failover_s < DOWN_AFTER + 5, f"failover {failover_s:.1f} s after the kill"
+    # Two elections abort here (the second candidate learns the first's epoch and runs its own),
+    # each after the election timeout (1 s) plus Sentinel's random start delay (< 1 s); then the
+    # forced failover. Sentinel alone: 2 x failover-timeout after the first abort at best (and
+    # never while the votes stay blocked). Room for a loaded machine on top.
+    assert failover_s < DOWN_AFTER + 6, f"failover {failover_s:.1f} s after the kill"
     assert len(epochs) == 1, f"the sentinels disagree on the epoch: {epochs}"
     # The writer's last write before the kill may not have reached a replica (scenario 2).
     assert len(lost) <= 2, f"acknowledged writes lost: {lost[:20]}"
