@@ -346,6 +346,24 @@ pub fn verdict(pod: &Pod, answers: &[Answer], up: &[Endpoint], refused: Option<&
                 claim_epoch: None,
             });
         }
+        // The sentinels name this pod's old address at an epoch newer than it wrote down: it was
+        // promoted and died before its sentinel recorded it, and is back on a new address. Its
+        // data node runs nowhere, so the sentinels must fail that address over; while the other
+        // pods wait with their early sentinels (failovers held off) the quorum is out of reach,
+        // and this pod is the one that knows the address is dead (the soak, seed 20261206,
+        // episode 116: a handover's new master SIGKILLed 0.4 s after its promotion; every pod
+        // waited for the dead address for > 90 s). It makes a sentinel fail it over.
+        let named_old_newer = a.config_epoch > p.epoch
+            && p.old_self
+                .as_ref()
+                .is_some_and(|o| o != me && *o == a.master);
+        if named_old_newer && replica_up {
+            return Verdict::AwaitFailover(format!(
+                "the sentinels name {} at epoch {}, this pod's old address (it knew epoch {}): it \
+                 was promoted and is gone from there; waiting for the sentinels to fail it over",
+                a.master, a.config_epoch, p.epoch
+            ));
+        }
     }
     if &a.master == me {
         // Any sentinel naming us that is failing us over counts, not only the picked answer
@@ -669,11 +687,10 @@ pub async fn decide(
         }
         let unclean_wait_over = started.elapsed() >= unclean_master_wait(cfg);
         let replica_up = match prior {
+            // A pod back on a new address may have been promoted at its old one unknowingly.
             Some(p)
-                if p.was_master()
-                    && (p.unclean_stop.is_some()
-                        || p.old_self.as_ref().is_some_and(|o| *o != me))
-                    && !unclean_wait_over =>
+                if (p.was_master() && p.unclean_stop.is_some() && !unclean_wait_over)
+                    || p.old_self.as_ref().is_some_and(|o| *o != me) =>
             {
                 any_replica_up(cfg, &me, p.old_self.as_ref(), per_try).await
             }
@@ -1432,5 +1449,50 @@ mod tests {
             }
             assert_eq!(role(v), want, "case {i}");
         }
+    }
+
+    #[test]
+    fn a_pod_promoted_unknowingly_at_its_old_address_awaits_that_failover() {
+        // Its sentinel file says replica of .1 at epoch 63; it served as .4 (served-as); it is
+        // back as .7; the sentinels name .4 at epoch 64.
+        let me = ep("10.0.0.7:6379");
+        let p = Prior {
+            epoch: 63,
+            master: ep("10.0.0.1:6379"),
+            old_self: Some(ep("10.0.0.4:6379")),
+            known_sentinels: 2,
+            unclean_stop: None,
+        };
+        let names_old = [
+            ans("10.0.0.4:6379", 64, false),
+            ans("10.0.0.4:6379", 64, false),
+        ];
+        let names_other = [
+            ans("10.0.0.2:6379", 64, false),
+            ans("10.0.0.2:6379", 64, false),
+        ];
+        let pod = |replica_up| Pod {
+            role: Role::Replica,
+            me: &me,
+            fallback: None,
+            prior: Some(&p),
+            known: 3,
+            replica_up,
+            unclean_wait_over: false,
+        };
+        let v = super::verdict(&pod(true), &names_old, &[], None);
+        assert!(
+            matches!(&v, Verdict::AwaitFailover(w) if w.contains("old address")),
+            "{v:?}"
+        );
+        // No replica up: nothing to fail over to; it waits as before.
+        let v = super::verdict(&pod(false), &names_old, &[], None);
+        assert!(matches!(&v, Verdict::Retry(_)), "{v:?}");
+        // Another pod named at the newer epoch: the plain rules (follow it once it answers).
+        let v = super::verdict(&pod(true), &names_other, &[ep("10.0.0.2:6379")], None);
+        assert!(
+            matches!(&v, Verdict::Decided(d) if d.role == Role::Replica),
+            "{v:?}"
+        );
     }
 }
