@@ -92,6 +92,17 @@ impl ServerVersion {
     }
 }
 
+/// `{"engine": "valkey", "version": "8.0.1"}` (status --json).
+impl serde::Serialize for ServerVersion {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeMap;
+        let mut m = s.serialize_map(Some(2))?;
+        m.serialize_entry("engine", &self.engine)?;
+        m.serialize_entry("version", &self.version.to_string())?;
+        m.end()
+    }
+}
+
 impl fmt::Display for ServerVersion {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let name = match self.engine {
