@@ -47,6 +47,27 @@ impl fmt::Display for Version {
     }
 }
 
+impl fmt::Display for Engine {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Engine::Redis => "redis",
+            Engine::Valkey => "valkey",
+        })
+    }
+}
+
+/// `redis-server --version` / `valkey-server --version`: `Valkey server v=8.0.1 sha=...`.
+pub fn from_version_output(out: &str) -> Option<(Engine, Version)> {
+    let mut w = out.split_whitespace();
+    let engine = match w.next()? {
+        "Redis" => Engine::Redis,
+        "Valkey" => Engine::Valkey,
+        _ => return None,
+    };
+    let v = w.find_map(|x| x.strip_prefix("v="))?;
+    Some((engine, Version::parse(v)?))
+}
+
 /// What a data node runs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ServerVersion {
@@ -105,11 +126,7 @@ impl serde::Serialize for ServerVersion {
 
 impl fmt::Display for ServerVersion {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let name = match self.engine {
-            Engine::Redis => "redis",
-            Engine::Valkey => "valkey",
-        };
-        write!(f, "{name} {}", self.version)
+        write!(f, "{} {}", self.engine, self.version)
     }
 }
 
@@ -202,6 +219,7 @@ const GUARD_RETRIES: u32 = 60;
 #[derive(Debug, Default)]
 struct Seen {
     last: Option<String>,
+    engine: Option<ServerVersion>,
 }
 
 impl Seen {
@@ -257,6 +275,10 @@ impl Seen {
                 }
             }
             self.last = state;
+        }
+        if self.engine != Some(own) {
+            tracing::info!(server = %own, "data node engine");
+            self.engine = Some(own);
         }
         let want = guarded_priority(base, &own, master.as_ref().map(|(_, v)| v));
         let Some(current) = cur.get(1).and_then(|v| v.parse::<u32>().ok()) else {
@@ -335,6 +357,20 @@ mod tests {
             let got = ServerVersion::parse(info).map(|s| (s.engine, s.version, s.to_string()));
             let want = want.map(|(e, v, s)| (e, v, s.to_string()));
             assert_eq!(got, want, "{info:?}");
+        }
+    }
+
+    #[test]
+    fn parses_version_output() {
+        let cases = [
+            ("Redis server v=7.0.15 sha=00000000:0 malloc=jemalloc-5.3.0 bits=64 build=ae4d7c971a948f0\n", Some((Engine::Redis, Version(7, 0, 15)))),
+            ("Valkey server v=8.0.1 sha=00000000:0 malloc=jemalloc-5.3.0 bits=64 build=39f7c371e0a96e3d\n", Some((Engine::Valkey, Version(8, 0, 1)))),
+            ("KeyDB server v=6.3.4\n", None),
+            ("Redis server\n", None),
+            ("", None),
+        ];
+        for (out, want) in cases {
+            assert_eq!(from_version_output(out), want, "{out:?}");
         }
     }
 
