@@ -56,18 +56,6 @@ impl fmt::Display for Engine {
     }
 }
 
-/// `redis-server --version` / `valkey-server --version`: `Valkey server v=8.0.1 sha=...`.
-pub fn from_version_output(out: &str) -> Option<(Engine, Version)> {
-    let mut w = out.split_whitespace();
-    let engine = match w.next()? {
-        "Redis" => Engine::Redis,
-        "Valkey" => Engine::Valkey,
-        _ => return None,
-    };
-    let v = w.find_map(|x| x.strip_prefix("v="))?;
-    Some((engine, Version::parse(v)?))
-}
-
 /// What a data node runs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ServerVersion {
@@ -103,7 +91,7 @@ impl ServerVersion {
     /// round), then its own release. Sound for the upgrade paths that exist (Redis → newer
     /// Redis, Redis ≤ 7.2 → Valkey, Valkey → newer Valkey); Redis ≥ 7.4 and Valkey have diverged
     /// and must not be mixed in one group.
-    fn key(&self) -> ((u32, u32), Engine, (u32, u32)) {
+    pub fn key(&self) -> ((u32, u32), Engine, (u32, u32)) {
         (self.compat.line(), self.engine, self.version.line())
     }
 
@@ -164,7 +152,7 @@ pub fn base_priority(base_conf: &str) -> u32 {
                 .then(|| w.next()?.parse().ok())
                 .flatten()
         })
-        .last()
+        .next_back()
         .unwrap_or(100)
 }
 
@@ -257,6 +245,10 @@ impl Seen {
         let Ok((mut con, Some(own), master, cur)) = r.await else {
             return false;
         };
+        if self.engine != Some(own) {
+            tracing::info!(server = %own, "data node engine");
+            self.engine = Some(own);
+        }
         let state = match &master {
             Some((m, mv)) if !own.can_follow(mv) => Some(format!(
                 "our {own} replicates from a newer master {m} ({mv}): a full sync from it will fail (its RDB format is newer); only a partial resync can keep this replica current"
@@ -275,10 +267,6 @@ impl Seen {
                 }
             }
             self.last = state;
-        }
-        if self.engine != Some(own) {
-            tracing::info!(server = %own, "data node engine");
-            self.engine = Some(own);
         }
         let want = guarded_priority(base, &own, master.as_ref().map(|(_, v)| v));
         let Some(current) = cur.get(1).and_then(|v| v.parse::<u32>().ok()) else {
@@ -323,7 +311,8 @@ mod tests {
 
     #[test]
     fn parses_info_server() {
-        let cases: &[(&str, Option<(Engine, Version, &str)>)] = &[
+        type Want = Option<(Engine, Version, &'static str)>;
+        let cases: &[(&str, Want)] = &[
             (
                 REDIS70,
                 Some((Engine::Redis, Version(7, 0, 15), "redis 7.0.15")),
@@ -357,20 +346,6 @@ mod tests {
             let got = ServerVersion::parse(info).map(|s| (s.engine, s.version, s.to_string()));
             let want = want.map(|(e, v, s)| (e, v, s.to_string()));
             assert_eq!(got, want, "{info:?}");
-        }
-    }
-
-    #[test]
-    fn parses_version_output() {
-        let cases = [
-            ("Redis server v=7.0.15 sha=00000000:0 malloc=jemalloc-5.3.0 bits=64 build=ae4d7c971a948f0\n", Some((Engine::Redis, Version(7, 0, 15)))),
-            ("Valkey server v=8.0.1 sha=00000000:0 malloc=jemalloc-5.3.0 bits=64 build=39f7c371e0a96e3d\n", Some((Engine::Valkey, Version(8, 0, 1)))),
-            ("KeyDB server v=6.3.4\n", None),
-            ("Redis server\n", None),
-            ("", None),
-        ];
-        for (out, want) in cases {
-            assert_eq!(from_version_output(out), want, "{out:?}");
         }
     }
 

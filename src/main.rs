@@ -332,22 +332,6 @@ async fn print_render(cfg: &Config, bases: &render::Bases) -> i32 {
     let mut out = String::new();
     out.push_str(&format!("# role: {d}\n"));
     out.push_str(&format!("# memory: {}; {}\n", cfg.memory, plan.maxmemory));
-    // `render` starts nothing else, so asking the binary itself is safe here (under `run` the
-    // reaper owns every child's exit status: the companion reads INFO server instead).
-    let server = std::process::Command::new(&cfg.redis_server)
-        .arg("--version")
-        .output()
-        .ok()
-        .and_then(|o| engine::from_version_output(&String::from_utf8_lossy(&o.stdout)));
-    match server {
-        Some((e, v)) => out.push_str(&format!(
-            "# server: {e} {v} (the same binary runs the sentinel with --sentinel)\n"
-        )),
-        None => out.push_str(&format!(
-            "# server: {} --version gave no version\n",
-            cfg.redis_server.display()
-        )),
-    }
     out.push_str(&format!("# redis argv: {}\n", argv(&plan.redis_argv)));
     out.push_str(&format!("# sentinel argv: {}\n", argv(&plan.sentinel_argv)));
     out.push_str(&format!(

@@ -632,7 +632,7 @@ pub fn mixed_versions(nodes: &[NodeObs]) -> Option<String> {
     if by.len() < 2 {
         return None;
     }
-    by.sort_by(|a, b| (a.0.engine, a.0.version).cmp(&(b.0.engine, b.0.version)));
+    by.sort_by_key(|(v, _)| (v.key(), v.version));
     let parts: Vec<String> = by
         .iter()
         .map(|(v, a)| format!("{v} on {}", a.join(", ")))

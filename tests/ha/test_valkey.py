@@ -157,9 +157,17 @@ def test_rolling_upgrade_redis_to_valkey(cluster, first_master):
     m, eng = check_step(c, "the cold start on redis-server")
     assert {e for e, _ in eng.values()} == {"redis"}, eng
     if first_master != 0:
+        # A switchover refuses (exit 3) until every sentinel could fail over.
+        assert c.time_to_failover_safe(30) is not None, "not failover-safe 30 s after start"
         to = c.pods[first_master].ip
-        r = run_cli(c, c.pods[0], "switchover", "--to", f"{to}:{REDIS_PORT}", timeout=30)
-        assert r.code == 0, r.err + r.out
+        runs: list = []
+
+        def switched():
+            runs[:] = [run_cli(c, c.pods[0], "switchover", "--to", f"{to}:{REDIS_PORT}",
+                               timeout=30)]
+            return runs[0].code != 3  # 3: refused, not failover-safe yet (nothing changed)
+        harness.wait_until(switched, 30, 1.0, "a switchover that is not refused")
+        assert runs[0].code == 0, runs[0].err + runs[0].out
         m, _ = check_step(c, "the switchover")
         assert m == to
     w = Writer(c, f"valkey:roll:{first_master}")
