@@ -156,6 +156,60 @@ pub fn base_priority(base_conf: &str) -> u32 {
         .unwrap_or(100)
 }
 
+/// Our data node's master, as one look found it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Master {
+    /// Our node is the master.
+    None,
+    /// Configured, but its INFO could not be read: it may be dying with a failover coming.
+    Silent,
+    Answers(String, ServerVersion),
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Judgement {
+    /// What to say (once, while it lasts); None: nothing remarkable.
+    pub state: Option<String>,
+    /// Our node cannot full-sync from its master: said at error level.
+    pub cannot_sync: bool,
+    /// The replica-priority our node should have.
+    pub priority: u32,
+}
+
+/// The version rule applied to one look. None: change nothing, least of all a raised
+/// priority while the master does not answer (a failover is what the raise is for).
+pub fn judge(base: u32, own: &ServerVersion, master: &Master) -> Option<Judgement> {
+    let (addr, mv) = match master {
+        Master::Silent => return None,
+        Master::None => {
+            return Some(Judgement {
+                state: None,
+                cannot_sync: false,
+                priority: base,
+            })
+        }
+        Master::Answers(a, v) => (a, v),
+    };
+    let priority = guarded_priority(base, own, Some(mv));
+    let cannot_sync = !own.can_follow(mv);
+    let state = if cannot_sync {
+        Some(format!(
+            "our {own} replicates from a newer master {addr} ({mv}): a full sync from it will fail (its RDB format is newer); only a partial resync can keep this replica current"
+        ))
+    } else if priority != base {
+        Some(format!(
+            "mixed versions: our {own} replicates from {addr} ({mv}); replica-priority raised by {AHEAD_PENALTY} while it is ahead of its master"
+        ))
+    } else {
+        None
+    };
+    Some(Judgement {
+        state,
+        cannot_sync,
+        priority,
+    })
+}
+
 /// The task that applies the version rule to our data node; aborted when dropped (a stop's
 /// handover must not race a `CONFIG SET`).
 pub struct Guard {
@@ -228,11 +282,14 @@ impl Seen {
             let own = ServerVersion::parse(&info);
             let repl = redisio::Repl::parse(&info);
             let master = match repl.and_then(|r| r.master) {
-                Some(m) => redisio::info(&cfg.conn, &m, "server", t)
-                    .await
-                    .ok()
-                    .and_then(|i| ServerVersion::parse(&i).map(|v| (m, v))),
-                None => None,
+                Some(m) => match redisio::info(&cfg.conn, &m, "server", t).await {
+                    Ok(i) => match ServerVersion::parse(&i) {
+                        Some(v) => Master::Answers(m.to_string(), v),
+                        None => Master::Silent,
+                    },
+                    Err(_) => Master::Silent,
+                },
+                None => Master::None,
             };
             let cur: Vec<String> = redisio::query(
                 &mut con,
@@ -249,30 +306,23 @@ impl Seen {
             tracing::info!(server = %own, "data node engine");
             self.engine = Some(own);
         }
-        let state = match &master {
-            Some((m, mv)) if !own.can_follow(mv) => Some(format!(
-                "our {own} replicates from a newer master {m} ({mv}): a full sync from it will fail (its RDB format is newer); only a partial resync can keep this replica current"
-            )),
-            Some((m, mv)) if mv != &own => Some(format!(
-                "mixed versions: our {own} replicates from {m} ({mv}); replica-priority raised by {AHEAD_PENALTY} while it is ahead of its master"
-            )),
-            _ => None,
+        let Some(v) = judge(base, &own, &master) else {
+            return true;
         };
-        if state != self.last {
-            match &state {
-                Some(s) if s.starts_with("our") => tracing::error!("version rule: {s}"),
+        if v.state != self.last {
+            match &v.state {
+                Some(s) if v.cannot_sync => tracing::error!("version rule: {s}"),
                 Some(s) => tracing::warn!("version rule: {s}"),
                 None => {
-                    tracing::info!(engine = %own, "version rule: same version as our master (or we are master)")
+                    tracing::info!(engine = %own, "version rule: not ahead of our master (or we are master)")
                 }
             }
-            self.last = state;
+            self.last = v.state;
         }
-        let want = guarded_priority(base, &own, master.as_ref().map(|(_, v)| v));
         let Some(current) = cur.get(1).and_then(|v| v.parse::<u32>().ok()) else {
             return true;
         };
-        if let Some(p) = priority_change(base, current, want) {
+        if let Some(p) = priority_change(base, current, v.priority) {
             let set = redisio::query::<()>(
                 &mut con,
                 redis::cmd("CONFIG")
@@ -347,6 +397,37 @@ mod tests {
             let want = want.map(|(e, v, s)| (e, v, s.to_string()));
             assert_eq!(got, want, "{info:?}");
         }
+    }
+
+    #[test]
+    fn judges_one_look() {
+        let at = |i: &str| Master::Answers("10.0.0.1:6379".into(), v(i));
+        // (own, master) -> (priority, cannot_sync, says something); None: change nothing
+        type Want = Option<(u32, bool, bool)>;
+        let cases: &[(&str, Master, Want)] = &[
+            (VALKEY8, Master::None, Some((100, false, false))),
+            (VALKEY8, Master::Silent, None),
+            (REDIS70, Master::Silent, None),
+            (VALKEY8, at(REDIS70), Some((200, false, true))),
+            (REDIS70, at(REDIS70), Some((100, false, false))),
+            (REDIS70, at(VALKEY8), Some((100, true, true))),
+            (VALKEY8, at(VALKEY8), Some((100, false, false))),
+            (
+                "redis_version:7.0.11\n",
+                at(REDIS70),
+                Some((100, false, false)),
+            ),
+        ];
+        for (own, master, want) in cases {
+            let got =
+                judge(100, &v(own), master).map(|j| (j.priority, j.cannot_sync, j.state.is_some()));
+            assert_eq!(got, *want, "{own:?} <- {master:?}");
+        }
+        let j = judge(100, &v(REDIS70), &at(VALKEY8)).expect("judged");
+        assert_eq!(
+            j.state.as_deref(),
+            Some("our redis 7.0.15 replicates from a newer master 10.0.0.1:6379 (valkey 8.0.1): a full sync from it will fail (its RDB format is newer); only a partial resync can keep this replica current")
+        );
     }
 
     #[test]
