@@ -556,7 +556,7 @@ pub fn force_failover_due(
 /// is this pod's data node, which is not running. Never this pod's own early sentinel: it is
 /// restarted as soon as the role is decided, and a leader restarted before its failover ends
 /// leaves the promoted replica for the others to turn back into a replica, with its writes.
-async fn force_failover(cfg: &Config, sentinels: &[Endpoint], local: &Endpoint) -> String {
+async fn force_failover(cfg: &Config, sentinels: &[Endpoint], local: &Endpoint) -> (bool, String) {
     let t = Duration::from_millis(500);
     let mut why = Vec::new();
     for s in sentinels.iter().filter(|s| *s != local) {
@@ -572,12 +572,17 @@ async fn force_failover(cfg: &Config, sentinels: &[Endpoint], local: &Endpoint) 
             }
         }
         match redisio::sentinel_failover(&cfg.conn, s, &cfg.group, t).await {
-            Ok(()) => return format!("{s} started a failover"),
-            Err(e) if e.code() == Some("INPROG") => return format!("{s} is already failing over"),
+            Ok(()) => return (true, format!("{s} started a failover")),
+            Err(e) if e.code() == Some("INPROG") => {
+                return (true, format!("{s} is already failing over"))
+            }
             Err(e) => why.push(format!("{s}: {e}")),
         }
     }
-    format!("no sentinel could start a failover ({})", why.join("; "))
+    (
+        false,
+        format!("no sentinel could start a failover ({})", why.join("; ")),
+    )
 }
 
 /// Whether another pod's data node (the configured pods' hosts on the redis port) answers as a
@@ -695,8 +700,14 @@ pub async fn decide(
                     &answers,
                 )
             {
-                forced = Some(tokio::time::Instant::now());
-                let outcome = force_failover(cfg, &sentinels, &local).await;
+                // Spaced by failover-timeout only once one started (it can be aborted); an
+                // attempt that found no sentinel able to start one (a peer pod down, TILT) is
+                // tried again next round (the soak, seed 20261206: a 10 s wait after such an
+                // attempt, a 15.6 s write gap).
+                let (started, outcome) = force_failover(cfg, &sentinels, &local).await;
+                if started {
+                    forced = Some(tokio::time::Instant::now());
+                }
                 tracing::warn!(waited_ms = since.elapsed().as_millis() as u64, %outcome, "no sentinel fails this pod over by itself: forcing the failover");
             }
         } else {

@@ -286,10 +286,7 @@ pub fn election_targets(
     match channel {
         "+try-failover" => match words.as_slice() {
             ["master", _, ip, port, ..] => {
-                match (crate::config::parse_host("+try-failover", ip), port.parse()) {
-                    (Ok(host), Ok(port)) => Endpoint { host, port } == *me,
-                    _ => true,
-                }
+                Endpoint::from_fields(ip, port).map_or(true, |e| e == *me)
             }
             _ => true,
         },

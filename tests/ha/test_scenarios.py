@@ -1012,7 +1012,79 @@ def test_8j_split_vote_broken_by_one_sentinel(healthy):
     assert m != m0.ip, "the killed master should have been failed over"
     assert split >= 1, "no sentinel aborted an election: the scenario built no split vote"
     assert len(broke) <= 1, f"more than one pod forced the failover: {broke}"
-    assert failover_s < DOWN_AFTER + 5, f"failover {failover_s:.1f} s after the kill"
+    # Two elections abort here (the second candidate learns the first's epoch and runs its own),
+    # each after the election timeout (1 s) plus Sentinel's random start delay (< 1 s); then the
+    # forced failover. Sentinel alone: 2 x failover-timeout after the first abort at best (and
+    # never while the votes stay blocked). Room for a loaded machine on top.
+    assert failover_s < DOWN_AFTER + 6, f"failover {failover_s:.1f} s after the kill"
     assert len(epochs) == 1, f"the sentinels disagree on the epoch: {epochs}"
     # The writer's last write before the kill may not have reached a replica (scenario 2).
     assert len(lost) <= 2, f"acknowledged writes lost: {lost[:20]}"
+
+
+def test_8k_master_pod_sigkilled_during_its_handover(healthy):
+    """Issue 30, point 3: SIGTERM of the master pod, then SIGKILL of it 0.1-1.5 s later (a short
+    grace, a node shutting down, an OOM kill mid-handover). The handover's failover was led by
+    the pod's own sentinel, which died with the pod before its hello reached the others: they
+    timed the master out and failed over again (6.1-6.6 s write gap, epoch +2 in 2 of 3 runs).
+    Now another pod's sentinel leads it (handover::Plan::outliving): once the failover was
+    requested, the SIGKILL changes nothing. Asserted for every delay: one master, nothing
+    acknowledged lost beyond the write in flight; when the pod's log shows the failover was
+    requested before the kill, exactly one failover (epoch +1 on every sentinel) and a write gap
+    under down-after (the bound Sentinel's own re-failover cannot meet; 2.5 s is the target,
+    reported)."""
+    c = healthy
+    rows = []
+    for delay in (0.1, 0.3, 0.7, 1.5):
+        c = harness_ready(c)
+        m0 = c.master_pod()
+        others = [p for p in c.live() if p is not m0]
+        with harness.client(others[0].ip, harness.SENTINEL_PORT, 2) as cl:
+            epoch0 = int(cl.sentinel_master(harness.GROUP)["config-epoch"])
+        mark = m0.log_path.stat().st_size
+        w = Writer(c, f"ha:s8k:{delay}")
+        w.start()
+        try:
+            time.sleep(1.5)
+            pid = wait_until(m0.init_pid, 5, 0.02, f"{m0.name}'s PID 1")
+            os.kill(pid, signal.SIGTERM)
+            time.sleep(delay)
+            c.kill_pod(m0.idx, keep_ip=True)
+            with open(m0.log_path, "rb") as f:
+                f.seek(mark)
+                stop_log = f.read().decode(errors="replace")
+            requested = "handover: this node is now a replica" in stop_log or \
+                "asking sentinel to fail over" in stop_log
+            c.start_pods([m0.idx], new_ip=False)
+            m, _, _ = c.settle(60, f"invariants after a SIGKILL {delay} s into the handover")
+            time.sleep(1)
+        finally:
+            res = w.finish()
+        lost = w.count_lost(res, m)
+        epochs = set()
+        for p in c.live():
+            with harness.client(p.ip, harness.SENTINEL_PORT, 2) as cl:
+                epochs.add(int(cl.sentinel_master(harness.GROUP)["config-epoch"]))
+        led_by_peer = "led by another pod's sentinel" in stop_log
+        rows.append((delay, requested, led_by_peer, sorted(e - epoch0 for e in epochs),
+                     res.max_gap, len(lost)))
+        record(f"SCENARIO 8k master-pod-sigkilled-during-its-handover: delay={delay}s "
+               f"failover_requested={requested} led_by_peer={led_by_peer} "
+               f"epoch_steps={sorted(e - epoch0 for e in epochs)} write_gap={res.max_gap:.2f}s "
+               f"lost={len(lost)} acked={len(res.acked)} errors={res.errors}")
+    for delay, requested, led_by_peer, steps, gap, lost in rows:
+        assert lost <= 1, f"delay {delay}: {lost} acknowledged writes lost"
+        assert len(steps) == 1, f"delay {delay}: the sentinels disagree on the epoch: {steps}"
+        if requested:
+            assert led_by_peer, f"delay {delay}: the failover was led by the dying pod's sentinel"
+            assert steps == [1], f"delay {delay}: {steps} failovers after one handover"
+            assert gap < DOWN_AFTER + 1.5, f"delay {delay}: write gap {gap:.2f} s"
+
+
+def harness_ready(c):
+    """Every pod running and the cluster settled (between rounds of one scenario)."""
+    missing = [p.idx for p in c.pods if not p.alive]
+    if missing:
+        c.start_pods(missing, new_ip=False)
+    c.settle(60, "a healthy cluster between rounds")
+    return c
