@@ -21,6 +21,7 @@ import pytest
 import harness
 from harness import DOWN_AFTER, NPODS, REDIS_PORT, Writer, cold_start, record, stop_gap, \
     stop_master_and_watch
+from hanet import addr
 from ops import run_cli, status
 from test_races import ASYNC_LOSS_MAX, FAILOVER_MARGIN, MAX_GAP, lost_on
 
@@ -32,7 +33,7 @@ MIN_READY = 3.0         # s after ready before the next pod, as k8s/production's
 
 
 @pytest.fixture(autouse=True, scope="module")
-def engines(cluster):
+def valkey_installed(cluster):
     if shutil.which(VALKEY) is None:
         pytest.skip("valkey-server not installed (scripts/setup test installs it)")
     yield
@@ -44,10 +45,14 @@ def engines(cluster):
     cluster.servers.clear()
 
 
-def engines_of(c) -> dict[str, tuple[str, str]]:
-    """(engine, version) per data node as `status --json` reports it (the binary's own parse)."""
-    j = status(c, c.live()[0]).json
-    return {n["addr"].split(":")[0]: (n.get("engine"), n.get("version")) for n in j["nodes"]}
+def ip_of(a: str) -> str:
+    """The host of `ip:port` / `[ip]:port` as status prints it."""
+    return a.rsplit(":", 1)[0].strip("[]")
+
+
+def engines(j: dict) -> dict[str, tuple[str, str]]:
+    """(engine, version) per data node of a `status --json` (the binary's own parse)."""
+    return {ip_of(n["addr"]): (n.get("engine"), n.get("version")) for n in j["nodes"]}
 
 
 def check_step(c, what: str) -> tuple[str, dict]:
@@ -60,12 +65,12 @@ def check_step(c, what: str) -> tuple[str, dict]:
 
     def by_rule():
         j = status(c, c.pod_by_ip(m)).json
-        eng = {n["addr"].split(":")[0]: (n.get("engine"), n.get("version")) for n in j["nodes"]}
+        eng = engines(j)
         older = [r for r in j["verdict"]["reasons"] if "older than the master" in r]
         assert not older, f"{what}: {older}"
         want = {ip: 100 + AHEAD * (e[0] == "valkey" and eng[m][0] == "redis")
                 for ip, e in eng.items() if ip != m}
-        got = {n["addr"].split(":")[0]: n.get("priority") for n in j["nodes"] if n.get("priority")}
+        got = {ip_of(n["addr"]): n.get("priority") for n in j["nodes"] if n.get("priority")}
         last[:] = [want, got]
         return eng if got == want else None
     try:
@@ -171,7 +176,7 @@ def test_rolling_upgrade_redis_to_valkey(cluster, first_master):
         runs: list = []
 
         def switched():
-            runs[:] = [run_cli(c, c.pods[0], "switchover", "--to", f"{to}:{REDIS_PORT}",
+            runs[:] = [run_cli(c, c.pods[0], "switchover", "--to", addr(to, REDIS_PORT),
                                timeout=30)]
             return runs[0].code != 3  # 3: refused, not failover-safe yet (nothing changed)
         harness.wait_until(switched, 30, 1.0, "a switchover that is not refused")
@@ -223,7 +228,7 @@ def test_rolling_upgrade_redis_to_valkey(cluster, first_master):
     finally:
         res = w.finish()
     lost = lost_on(c, w, res, m)
-    assert {e for e, _ in engines_of(c).values()} == {"valkey"}
+    assert {e for e, _ in engines(status(c, c.live()[0]).json).values()} == {"valkey"}
     record(f"VALKEY rolling redis->valkey from ordinal {first_master}: {'; '.join(steps)}; "
            f"max_gap={res.max_gap:.2f}s lost={'?' if lost is None else len(lost)} "
            f"acked={len(res.acked)} errors={res.errors}")
