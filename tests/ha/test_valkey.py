@@ -23,12 +23,16 @@ from harness import DOWN_AFTER, NPODS, REDIS_PORT, Writer, cold_start, record, s
     stop_master_and_watch
 from hanet import addr
 from ops import run_cli, status
-from test_races import ASYNC_LOSS_MAX, FAILOVER_MARGIN, MAX_GAP, lost_on
+from test_races import ASYNC_LOSS_MAX, FAILOVER_MARGIN, lost_on
 
 VALKEY = "valkey-server"
 REDIS = "redis-server"
 READY_TIMEOUT = 60      # s for a restarted pod's readiness probe (failover-safe) to pass
 AHEAD = 100             # engine::AHEAD_PENALTY
+# A write gap around a handover: 0.4-1.9 s measured on the shared 2-core box (test_races asserts
+# 2 s on its own); a handover that failed and left the failover to Sentinel's timeout costs
+# down-after and a promotion (2.6-3.3 s measured), which this bound still catches.
+HANDOVER_GAP = DOWN_AFTER + 0.5
 MIN_READY = 3.0         # s after ready before the next pod, as k8s/production's minReadySeconds
 
 
@@ -151,7 +155,7 @@ def test_valkey_cluster(cluster):
         fails.append(f"exit {out.exit_code}")
     if lost is None or lost:
         fails.append(f"graceful stop lost {lost}")
-    if gap >= MAX_GAP:
+    if gap >= HANDOVER_GAP:
         fails.append(f"graceful stop gap {gap:.2f}s")
     assert not fails, "; ".join(fails)
 
@@ -236,7 +240,7 @@ def test_rolling_upgrade_redis_to_valkey(cluster, first_master):
     # A SIGKILL may lose its replication window (test_races); the graceful steps lose nothing.
     if lost is None or len(lost) > (ASYNC_LOSS_MAX if crashed else 0):
         fails.append(f"lost {lost}")
-    # The crash's gap is down-after and the failover; the handovers' is what MAX_GAP bounds.
-    if res.max_gap >= (DOWN_AFTER + FAILOVER_MARGIN + 4 if crashed else MAX_GAP):
+    # The crash's gap is down-after and the failover; the handovers' is what HANDOVER_GAP bounds.
+    if res.max_gap >= (DOWN_AFTER + FAILOVER_MARGIN + 4 if crashed else HANDOVER_GAP):
         fails.append(f"write gap {res.max_gap:.2f}s")
     assert not fails, "; ".join(fails)
