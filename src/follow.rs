@@ -567,7 +567,7 @@ async fn sleep_until_opt(d: Option<Instant>) {
 }
 
 /// Runs for the life of the pod; dropped when a stop begins (a handover must not race it).
-pub async fn run(cfg: Config, cleanup_settings: cleanup::Settings, tx: Tx) {
+pub async fn run(cfg: Config, cleanup_settings: cleanup::Settings, base_priority: u32, tx: Tx) {
     let local = cfg.own(Server::Sentinel);
     let every = (cleanup_settings.interval_ms > 0)
         .then(|| Duration::from_millis(cleanup_settings.interval_ms));
@@ -579,6 +579,10 @@ pub async fn run(cfg: Config, cleanup_settings: cleanup::Settings, tx: Tx) {
         tx,
     };
     let mut cons = Cons::default();
+    // The version rule (engine.rs) is looked at after every follow look and cleanup tick (the
+    // moments a master changes, and a slow safety net), in a task of its own so that a master
+    // that does not answer never delays the events here; it ends with this companion.
+    let guard = crate::engine::Guard::spawn(cfg.clone(), base_priority);
     // The follow-up of a cleanup reset, run beside the events (cleanup::tick says why).
     let mut after_reset: Option<BoxFuture> = None;
     loop {
@@ -595,6 +599,7 @@ pub async fn run(cfg: Config, cleanup_settings: cleanup::Settings, tx: Tx) {
         backoff = Duration::from_millis(50);
         tune(&cfg, &local).await;
         let mut pending = watch.look(&cfg).await;
+        guard.kick();
         let mut stream = ps.into_on_message();
         let mut clock = tokio::time::interval(STALL_TICK);
         clock.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -632,6 +637,7 @@ pub async fn run(cfg: Config, cleanup_settings: cleanup::Settings, tx: Tx) {
                 },
                 _ = sleep_until_opt(pending) => {
                     pending = watch.look(&cfg).await;
+                    guard.kick();
                 }
                 _ = finish_opt(&mut after_reset), if after_reset.is_some() => {
                     after_reset = None;
@@ -648,6 +654,7 @@ pub async fn run(cfg: Config, cleanup_settings: cleanup::Settings, tx: Tx) {
                     if !looks_consistent(&cfg, &local, &mut cons).await {
                         pending = earliest(pending, watch.look(&cfg).await);
                     }
+                    guard.kick();
                 }
             }
         }

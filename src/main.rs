@@ -3,6 +3,7 @@
 mod cleanup;
 mod config;
 mod discover;
+mod engine;
 mod exit;
 mod follow;
 mod handover;
@@ -416,7 +417,14 @@ async fn run(cfg: Config, bases: render::Bases) -> i32 {
     // The companion: our redis follows the master the sentinels name (on their events), our
     // sentinel's periods are tuned, stale entries are cleaned on a slow timer (follow.rs,
     // cleanup.rs). It lives as long as the supervisor serves.
-    let cleanup = tokio::spawn(follow::run(cfg.clone(), cleanup_settings, chan.0.clone()));
+    // The replica base file: a data node's priority matters only while it is a replica.
+    let base_priority = engine::base_priority(&bases.redis_replica);
+    let cleanup = tokio::spawn(follow::run(
+        cfg.clone(),
+        cleanup_settings,
+        base_priority,
+        chan.0.clone(),
+    ));
     // A first boot: the sentinel gets every configured pod's data node as a known replica
     // (render::with_known_replicas says why).
     let first_boot_replicas = match &boot {

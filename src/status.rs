@@ -19,6 +19,7 @@ use tokio::time::Instant;
 
 use crate::config::Server;
 use crate::config::{Config, Endpoint, Host};
+use crate::engine::ServerVersion;
 use crate::handover;
 use crate::probe;
 use crate::redisio;
@@ -130,6 +131,9 @@ pub struct NodeObs {
     /// `slave_priority` of a replica.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub priority: Option<u32>,
+    /// Its engine and version (`INFO server`): `"engine"`, `"version"` in JSON.
+    #[serde(flatten, skip_serializing_if = "Option::is_none")]
+    pub server: Option<ServerVersion>,
     /// A master's replicas as it lists them.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub replicas: Vec<Listed>,
@@ -361,6 +365,14 @@ pub fn verdict(sentinels: &[SentinelObs], nodes: &[NodeObs], quorum: u32) -> Ver
         }
         if n.role != "replica" {
             continue; // a second master was handled above
+        }
+        if let (Some(rv), Some(mv)) = (n.server, master.server) {
+            if !rv.can_follow(&mv) {
+                reasons.push(format!(
+                    "replica {} runs {rv}, older than the master's {mv}: a full sync from it fails (its RDB format is newer)",
+                    n.addr
+                ));
+            }
         }
         if n.master.as_deref() != Some(m) {
             reasons.push(format!(
@@ -600,7 +612,32 @@ pub struct Report {
     pub exit_code: i32,
     pub nodes: Vec<NodeObs>,
     pub sentinels: Vec<SentinelObs>,
+    /// While the data nodes run different versions (a rolling upgrade): which runs what.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub mixed_versions: Option<String>,
     pub took_ms: u64,
+}
+
+/// `redis 7.0.15 on a, b; valkey 8.0.1 on c` when the nodes that answered differ (oldest first),
+/// else None.
+pub fn mixed_versions(nodes: &[NodeObs]) -> Option<String> {
+    let mut by: Vec<(ServerVersion, Vec<&str>)> = Vec::new();
+    for n in nodes {
+        let Some(v) = n.server else { continue };
+        match by.iter_mut().find(|(x, _)| *x == v) {
+            Some((_, a)) => a.push(&n.addr),
+            None => by.push((v, vec![&n.addr])),
+        }
+    }
+    if by.len() < 2 {
+        return None;
+    }
+    by.sort_by_key(|(v, _)| (v.key(), v.version));
+    let parts: Vec<String> = by
+        .iter()
+        .map(|(v, a)| format!("{v} on {}", a.join(", ")))
+        .collect();
+    Some(parts.join("; "))
 }
 
 impl Report {
@@ -613,6 +650,7 @@ impl Report {
     ) -> Report {
         let verdict = verdict(&sentinels, &nodes, quorum);
         Report {
+            mixed_versions: mixed_versions(&nodes),
             group: group.to_string(),
             exit_code: verdict.health.exit_code(),
             verdict,
@@ -648,6 +686,7 @@ impl Report {
             "LAG B".into(),
             "LAG S".into(),
             "PRIO".into(),
+            "SERVER".into(),
         ]];
         for n in &self.nodes {
             if let Some(e) = &n.error {
@@ -685,6 +724,7 @@ impl Report {
                 lag_b,
                 lag_s,
                 n.priority.map(|p| p.to_string()).unwrap_or("-".into()),
+                n.server.map(|v| v.to_string()).unwrap_or("-".into()),
             ]);
         }
         let mut out = format!("cluster {}\n", self.group);
@@ -726,6 +766,12 @@ impl Report {
         out.push('\n');
         out.push_str(&columns(&rows));
         out.push('\n');
+        if let Some(m) = &self.mixed_versions {
+            let _ = writeln!(
+                out,
+                "versions: mixed ({m}); a replica ahead of its master ranks last for promotion"
+            );
+        }
         out.push_str(&self.verdict.line());
         out.push('\n');
         out
@@ -796,6 +842,7 @@ pub fn parse_node(addr: &str, info: &str) -> NodeObs {
             num("slave_repl_offset")
         },
         priority: f("slave_priority").and_then(|v| v.parse().ok()),
+        server: ServerVersion::parse(info),
         replicas: handover::replicas(info)
             .into_iter()
             .map(|r| Listed {
@@ -1188,6 +1235,7 @@ pub(crate) mod tests {
             sync_in_progress: false,
             offset,
             priority: None,
+            server: None,
             replicas: replicas
                 .iter()
                 .map(|j| Listed {
@@ -1211,6 +1259,7 @@ pub(crate) mod tests {
             sync_in_progress: false,
             offset,
             priority: Some(100),
+            server: None,
             replicas: Vec::new(),
         }
     }
@@ -1537,5 +1586,51 @@ pub(crate) mod tests {
         assert_eq!(j["verdict"]["health"], "degraded");
         assert_eq!(j["exit_code"], 1);
         assert_eq!(j["nodes"].as_array().unwrap().len(), 3);
+    }
+
+    #[test]
+    fn versions_are_shown_and_a_replica_older_than_its_master_degrades() {
+        let redis = "# Server\r\nredis_version:7.0.15\r\n";
+        let valkey =
+            "# Server\r\nredis_version:7.2.4\r\nserver_name:valkey\r\nvalkey_version:8.0.1\r\n";
+        let with = |info: &str, n: &mut NodeObs| n.server = ServerVersion::parse(info);
+        // Master on Redis 7.0, one replica upgraded: mixed, still healthy (Valkey loads RDB 10).
+        let (s, mut n) = cluster(Shape::Healthy);
+        with(redis, &mut n[0]);
+        with(redis, &mut n[1]);
+        with(valkey, &mut n[2]);
+        let r = Report::new("mymaster", s, n, 2, Duration::from_millis(1));
+        assert_eq!(r.verdict.health, Health::Healthy, "{:?}", r.verdict);
+        let t = r.table();
+        assert!(t.contains("versions: mixed (redis 7.0.15 on 10.0.0.1:6379, 10.0.0.2:6379; valkey 8.0.1 on 10.0.0.3:6379)"), "{t}");
+        assert!(
+            t.lines()
+                .any(|l| l.starts_with("10.0.0.3:6379") && l.ends_with("valkey 8.0.1")),
+            "{t}"
+        );
+        let j: serde_json::Value = serde_json::to_value(&r).unwrap();
+        assert_eq!(j["nodes"][2]["engine"], "valkey");
+        assert_eq!(j["nodes"][2]["version"], "8.0.1");
+        assert!(j["mixed_versions"].is_string());
+        // The master upgraded first: the Redis 7.0 replicas cannot full-sync from it.
+        let (s, mut n) = cluster(Shape::Healthy);
+        with(valkey, &mut n[0]);
+        with(redis, &mut n[1]);
+        with(valkey, &mut n[2]);
+        let v = verdict(&s, &n, 2);
+        assert_eq!(v.health, Health::Degraded);
+        assert_eq!(
+            v.reasons,
+            vec!["replica 10.0.0.2:6379 runs redis 7.0.15, older than the master's valkey 8.0.1: a full sync from it fails (its RDB format is newer)".to_string()]
+        );
+        // One version everywhere: no line, no field.
+        let (s, mut n) = cluster(Shape::Healthy);
+        n.iter_mut().for_each(|x| with(valkey, x));
+        let r = Report::new("mymaster", s, n, 2, Duration::from_millis(1));
+        assert!(!r.table().contains("versions:"));
+        assert!(serde_json::to_value(&r)
+            .unwrap()
+            .get("mixed_versions")
+            .is_none());
     }
 }

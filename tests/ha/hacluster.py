@@ -159,7 +159,15 @@ class Pod:
             e["REDISHA_TLS_KEY_FILE"] = str(self.cluster.tls.key)
             e["REDISHA_TLS_CA_FILE"] = str(self.cluster.tls.ca)
         e.update(self.cluster.timings)
+        server = self.cluster.servers.get(self.idx)
+        if server:
+            e["REDISHA_REDIS_SERVER"] = server
         return e
+
+    @property
+    def server_name(self) -> str:
+        """The basename of the server binary the pod runs (its processes' titles start with it)."""
+        return Path(self.cluster.servers.get(self.idx) or "redis-server").name
 
     def spawn(self) -> None:
         """Starts redisha-init as PID 1 of a new PID namespace inside the pod's netns. `ip netns
@@ -206,7 +214,7 @@ class Pod:
         def find():
             for pid, cmd in self.descendants():
                 is_sentinel = "sentinel" in cmd
-                if cmd.startswith("redis-server") and is_sentinel == (kind == "sentinel"):
+                if cmd.startswith(self.server_name) and is_sentinel == (kind == "sentinel"):
                     return pid
             return None
         return wait_until(find, 10, what=f"{self.name}'s {kind} process")
@@ -299,6 +307,10 @@ class Cluster(Checks):
         # The pods' env: TIMINGS, plus whatever a test sets for a while (and removes again).
         self.timings: dict[str, str] = dict(TIMINGS)
         self.security = DEFAULT_SECURITY
+        # REDISHA_REDIS_SERVER per pod index (e.g. "valkey-server"); a pod without an entry runs
+        # the binary's default, redis-server. Read at spawn, so a rolling upgrade changes an
+        # entry and restarts that pod.
+        self.servers: dict[int, str] = {}
 
     # ---- security (the pods' env and every client helper of the cluster follow it) ----
     @property
