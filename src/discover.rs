@@ -574,7 +574,12 @@ pub fn force_failover_due(
 /// is this pod's data node, which is not running. Never this pod's own early sentinel: it is
 /// restarted as soon as the role is decided, and a leader restarted before its failover ends
 /// leaves the promoted replica for the others to turn back into a replica, with its writes.
-async fn force_failover(cfg: &Config, sentinels: &[Endpoint], local: &Endpoint) -> (bool, String) {
+async fn force_failover(
+    cfg: &Config,
+    sentinels: &[Endpoint],
+    local: &Endpoint,
+    named: Option<&Endpoint>,
+) -> (bool, String) {
     let t = Duration::from_millis(500);
     let mut why = Vec::new();
     for s in sentinels.iter().filter(|s| *s != local) {
@@ -592,7 +597,18 @@ async fn force_failover(cfg: &Config, sentinels: &[Endpoint], local: &Endpoint) 
         match redisio::sentinel_failover(&cfg.conn, s, &cfg.group, t).await {
             Ok(()) => return (true, format!("{s} started a failover")),
             Err(e) if e.code() == Some("INPROG") => {
-                return (true, format!("{s} is already failing over"))
+                let failing = redisio::sentinel_master(&cfg.conn, s, &cfg.group, t)
+                    .await
+                    .ok()
+                    .flatten()
+                    .map(|m| m.addr);
+                if inprog_is_ours(failing.as_ref(), named) {
+                    return (true, format!("{s} is already failing over"));
+                }
+                why.push(format!(
+                    "{s} is finishing the failover of another master ({})",
+                    failing.map_or("?".into(), |f| f.to_string())
+                ));
             }
             Err(e) => why.push(format!("{s}: {e}")),
         }
@@ -601,6 +617,19 @@ async fn force_failover(cfg: &Config, sentinels: &[Endpoint], local: &Endpoint) 
         false,
         format!("no sentinel could start a failover ({})", why.join("; ")),
     )
+}
+
+/// Whether a sentinel's INPROG answer is the failover of the address this pod awaits (`named`)
+/// or one it is still finishing of an earlier master (its entry keeps the OLD master's address
+/// until that failover ends). The soak (seed 20261207, episode 82): a crash failover's leader,
+/// its promoted replica SIGKILLed, stayed "in progress" for 37 s; the returning pod asked only
+/// it and got INPROG each time (34 s without a master). An earlier failover there says nothing
+/// about ours, so the next sentinel is asked; when in doubt (no answer), it counts as ours.
+fn inprog_is_ours(failing: Option<&Endpoint>, named: Option<&Endpoint>) -> bool {
+    match (failing, named) {
+        (Some(f), Some(n)) => f == n,
+        _ => true,
+    }
 }
 
 /// Whether another pod's data node (the configured pods' hosts on the redis port) answers as a
@@ -721,7 +750,9 @@ pub async fn decide(
                 // attempt that found no sentinel able to start one (a peer pod down, TILT) is
                 // tried again next round (the soak, seed 20261206: a 10 s wait after such an
                 // attempt, a 15.6 s write gap).
-                let (started, outcome) = force_failover(cfg, &sentinels, &local).await;
+                let named = pick(&answers, &up).map(|a| a.master.clone());
+                let (started, outcome) =
+                    force_failover(cfg, &sentinels, &local, named.as_ref()).await;
                 if started {
                     forced = Some(tokio::time::Instant::now());
                 }
@@ -1494,5 +1525,15 @@ mod tests {
             matches!(&v, Verdict::Decided(d) if d.role == Role::Replica),
             "{v:?}"
         );
+    }
+
+    #[test]
+    fn an_inprog_of_an_earlier_master_does_not_stop_the_forced_failover() {
+        let a = ep("10.0.0.1:6379");
+        let b = ep("10.0.0.2:6379");
+        assert!(super::inprog_is_ours(Some(&a), Some(&a)));
+        assert!(!super::inprog_is_ours(Some(&b), Some(&a)));
+        assert!(super::inprog_is_ours(None, Some(&a)));
+        assert!(super::inprog_is_ours(Some(&b), None));
     }
 }
