@@ -1116,6 +1116,18 @@ def test_8l_new_master_killed_before_its_sentinel_recorded_the_promotion(healthy
         with harness.client(cc.ip, harness.REDIS_PORT, 2) as cl:
             cl.config_set("replica-priority", 0)
             prio_set = True
+
+        def priority_seen():
+            # Sentinel reads a replica's priority from its INFO (every second): until every
+            # sentinel has, one may still promote C.
+            for p in (a, cc):
+                with harness.client(p.ip, harness.SENTINEL_PORT, 0.5) as cl:
+                    reps = cl.sentinel_slaves(harness.GROUP)
+                if not any(r.get("ip") == cc.ip and int(r.get("slave-priority", -1)) == 0
+                           for r in reps):
+                    return False
+            return True
+        wait_until(priority_seen, 10, 0.1, f"the sentinels seeing {cc.name}'s priority 0")
         frozen = b.child_pid("sentinel")
         os.kill(frozen, signal.SIGSTOP)
         b_old = b.ip
