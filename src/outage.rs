@@ -442,11 +442,11 @@ pub fn dropped_tail(prior_epoch: u64, own: Option<u64>, elected: &[(u64, u64)]) 
         .max_by_key(|(e, _)| *e)?;
     Some(match own {
         Some(o) if o > from => format!(
-            "the majority elected a master at epoch {epoch} from offset {from} while this pod was away; this pod's history reached offset {o}: its data node resyncs and drops the {} bytes of replication stream past {from} (writes no replica had received)",
+            "the majority elected a master at epoch {epoch} from offset {from} while this pod was away; this pod's history reached offset {o}: its data node resyncs and drops the {} bytes of replication stream past {from} (writes no replica had received; both offsets recorded once a second, so up to a second of writes more or less)",
             o - from
         ),
         Some(o) => format!(
-            "the majority elected a master at epoch {epoch} from offset {from} while this pod was away; this pod's history ended at offset {o}: it drops 0 bytes"
+            "the majority elected a master at epoch {epoch} from offset {from} while this pod was away; this pod's history ended at offset {o}: it drops 0 bytes (offsets recorded once a second: up to a second of writes may differ)"
         ),
         None => format!(
             "the majority elected a master at epoch {epoch} from offset {from} while this pod was away; this pod recorded no offset: how much it drops is unknown"

@@ -1129,7 +1129,14 @@ pub async fn run(cfg: &Config, json: bool, per_server: Duration) -> i32 {
         None
     } else {
         let seen = crate::outage::gather(cfg, &answering, per_server).await;
-        let known = cfg.sentinels.len().max(sentinels.len());
+        // The pods a waiting sentinel knew (its file's peers) count, not every address tried.
+        let knew = sentinels
+            .iter()
+            .filter(|s| s.answered())
+            .map(|s| s.sentinels.len() + 1)
+            .max()
+            .unwrap_or(0);
+        let known = cfg.sentinels.len().max(knew);
         crate::outage::describe(&seen.claims, known, cfg.outage_elect_ms)
     };
     let mut report = Report::new(&cfg.group, sentinels, nodes, cfg.quorum, started.elapsed());
