@@ -220,7 +220,9 @@ pub fn won(votes: &[(String, u64)], me: &str, epoch: u64, known: usize) -> bool 
 /// look like one. A pod whose state knew more sentinels than the list names refuses to start.
 pub fn short_list(listed: usize, prior: &Prior) -> Option<String> {
     let knew = prior.known_sentinels + 1;
-    (listed < 3 && listed < knew).then(|| {
+    // A laptop or a two-node pair counts its majority as before; only three or more pods need
+    // every pod's sentinel listed.
+    (knew >= 3 && listed < knew && listed < 3).then(|| {
         format!(
             "REDISHA_SENTINELS lists {listed} sentinel(s) but this pod's state knew {knew}: with state kept, list every pod's sentinel by a stable name (k8s/production) so a majority can be counted after an outage, or keep no state (k8s/seed)"
         )
@@ -727,6 +729,9 @@ mod tests {
             (3, 2, false),
             (2, 1, false),
             (1, 0, false),
+            (0, 0, false),
+            (0, 1, false),
+            (0, 2, true),
             (3, 4, false),
         ] {
             assert_eq!(
