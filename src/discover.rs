@@ -724,6 +724,16 @@ pub async fn decide(
             }
             (v, _, _) => v,
         };
+        // A master elected while this pod was away may not answer at its epoch yet (outage.rs).
+        let v = match (v, prior) {
+            (Verdict::Decided(d), Some(_)) if d.role == Role::Master => {
+                match crate::outage::vetoed(cfg, &sentinels, &answers).await {
+                    Some(why) => Verdict::Retry(why),
+                    None => Verdict::Decided(d),
+                }
+            }
+            (v, _) => v,
+        };
         match v {
             Verdict::Decided(d) => return Ok(d),
             Verdict::Retry(why) | Verdict::AwaitFailover(why)

@@ -389,6 +389,15 @@ impl Waiting {
                 "{why}; the vote at epoch {epoch} gave this pod {mine} of {known} sentinels: waiting again"
             ));
         }
+        // Until this pod's sentinel answers at the new epoch, the voters' early sentinels still
+        // name the lost master at the old one: a lost master returning right now would read that
+        // as its own role. The marker on them says an election happened (`vetoed`).
+        let marker = format!("{}{ELECTED}{epoch}~{}", cfg.group, mine.offset);
+        for s in sentinels {
+            if let Err(e) = redisio::sentinel_add_marker(&cfg.conn, s, &marker, t).await {
+                tracing::info!(sentinel = %s, error = %e, "cannot mark the election on a sentinel");
+            }
+        }
         if let Err(e) = write_elected(cfg, epoch, mine.offset) {
             tracing::warn!(error = %e, "cannot record the election in the state directory");
         }
@@ -454,6 +463,23 @@ pub fn dropped_tail(prior_epoch: u64, own: Option<u64>, elected: &[(u64, u64)]) 
             "the majority elected a master at epoch {epoch} from offset {from} while this pod was away; this pod recorded no offset: how much it drops is unknown"
         ),
     })
+}
+
+/// A Master decision of a pod with state is vetoed when a sentinel carries the marker of an
+/// election above every epoch the answers show: the majority elected a master while this pod was
+/// away, and that master is about to answer at the higher epoch. Pure.
+pub fn veto(elected: &[(u64, u64)], answers: &[Answer]) -> Option<String> {
+    let top = answers.iter().map(|a| a.config_epoch).max().unwrap_or(0);
+    let (epoch, _) = elected.iter().filter(|(e, _)| *e > top).max()?;
+    Some(format!(
+        "a majority elected a master at epoch {epoch} (the sentinels still answer at epoch {top}): waiting for it"
+    ))
+}
+
+/// `veto` after one look at the sentinels.
+pub async fn vetoed(cfg: &Config, sentinels: &[Endpoint], answers: &[Answer]) -> Option<String> {
+    let seen = gather(cfg, sentinels, Duration::from_millis(1000)).await;
+    veto(&seen.elected, answers)
 }
 
 /// A pod that was master and now follows a master elected while it was away logs what it drops.
@@ -759,6 +785,22 @@ mod tests {
         // an election this pod already knew about is no news
         assert_eq!(dropped_tail(4, Some(1500), &el), None);
         assert_eq!(dropped_tail(3, Some(1500), &[]), None);
+    }
+
+    #[test]
+    fn an_election_above_the_answers_vetoes_taking_the_role() {
+        let at = |e| [ans("10.0.0.1:6379", e), ans("10.0.0.1:6379", e)];
+        // (markers, answers' epoch) -> vetoed?
+        type Row<'a> = (&'a [(u64, u64)], u64, bool);
+        let rows: [Row; 4] = [
+            (&[], 3, false),
+            (&[(5, 100)], 3, true),
+            (&[(5, 100)], 5, false),
+            (&[(2, 100), (3, 1)], 3, false),
+        ];
+        for (i, (elected, epoch, want)) in rows.into_iter().enumerate() {
+            assert_eq!(veto(elected, &at(epoch)).is_some(), want, "row {i}");
+        }
     }
 
     #[test]

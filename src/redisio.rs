@@ -420,3 +420,29 @@ pub async fn sentinel_vote(
     .await?;
     Ok((leader, leader_epoch))
 }
+
+/// Adds a marker group to a sentinel at run time (outage.rs): it monitors a closed port, with an
+/// unreachable quorum and the longest down-after, so it never acts.
+pub async fn sentinel_add_marker(
+    conn: &Conn,
+    s: &Endpoint,
+    name: &str,
+    timeout: Duration,
+) -> redis::RedisResult<()> {
+    let mut con = connect(conn, s, Server::Sentinel, timeout).await?;
+    query::<()>(
+        &mut con,
+        redis::cmd("SENTINEL")
+            .arg("MONITOR")
+            .arg(name)
+            .arg("127.0.0.1")
+            .arg(1)
+            .arg(255),
+        timeout,
+    )
+    .await?;
+    for opt in ["down-after-milliseconds", "failover-timeout"] {
+        sentinel_set_on(&mut con, name, opt, 2_000_000_000, timeout).await?;
+    }
+    Ok(())
+}
