@@ -92,8 +92,11 @@ def sample_roles(c, pods, seconds: float) -> dict[str, dict[str, int]]:
 REPEAT = max(1, int(os.environ.get("REDISHA_OUTAGE_REPEAT", "1")))
 
 
-@pytest.mark.parametrize("order", [o if REPEAT == 1 else f"{o}#{i}"
-                                   for o in ORDERS for i in range(REPEAT)])
+def repeated(orders: dict) -> list[str]:
+    return [o if REPEAT == 1 else f"{o}#{i}" for o in orders for i in range(REPEAT)]
+
+
+@pytest.mark.parametrize("order", repeated(ORDERS))
 def test_outage_then_return(cluster, order):
     order = order.split("#")[0]
     groups, new_ip = ORDERS[order]
@@ -201,8 +204,9 @@ def sentinels_answer(c, pods) -> bool:
     return True
 
 
-@pytest.mark.parametrize("order", list(LOST_ORDERS))
+@pytest.mark.parametrize("order", repeated(LOST_ORDERS))
 def test_lost_master(cluster, order):
+    order = order.split("#")[0]
     n_back, new_ip = LOST_ORDERS[order]
     c = cluster
     keep = not new_ip
