@@ -41,7 +41,7 @@ Invariants (a violation makes the exit code 1):
     every pod ready by its own readiness probe (`redisha-init probe sentinel --ready` run with
     nsenter inside the pod's PID, network and mount namespaces, with the pod's environment).
     Sentinel's own hold-offs stretch that: a sentinel whose process stalled (a freeze) is in
-    TILT for 30 s and acts on nothing; a running failover waits up to failover-timeout for a
+    TILT and acts on nothing (30 s by Sentinel's default; PID 1 sets it to down-after); a running failover waits up to failover-timeout for a
     dead replica; an aborted failover is retried after 2 x failover-timeout. When one was seen
     during the episode the bound runs from its end, and the episode is counted as "late after
     a hold-off" (not a violation; the raw convergence times are reported as they are). Our own
@@ -860,8 +860,8 @@ class Soak:
         ep["converge_s"] = None if conv_s is None else round(conv_s, 3)
         ep["write_gap_s"] = max(r["write_gap_s"] for r in recs)
         # Sentinel's own hold-offs, during which no bound after the last fault can hold: a
-        # sentinel whose process stalled (a freeze, also an earlier one) is in TILT for 30 s and
-        # acts on nothing; a failover in progress (flag failover_in_progress: the leader
+        # sentinel whose process stalled (a freeze, also an earlier one) is in TILT (down-after,
+        # as PID 1 sets it) and acts on nothing; a failover in progress (flag failover_in_progress: the leader
         # reconfigures replicas, a dead one until failover-timeout); a failover aborted (e.g.
         # -failover-abort-no-good-slave) is retried only after 2 x failover-timeout. The bound
         # then runs from the end of the last hold-off seen, and the episode is counted as late.
@@ -1229,8 +1229,15 @@ def main() -> int:
     if a.table:
         Path(a.table).write_text(tbl + "\n")
     if png:
-        plot(soak, Path(png))
-        print(f"soak: timeline {png}")
+        try:
+            import matplotlib  # noqa: F401
+        except ImportError:
+            # The run's numbers matter more than its picture: finish, and say how to get it.
+            print("soak: timeline picture skipped: matplotlib is not installed "
+                  "(scripts/setup bench installs it)")
+        else:
+            plot(soak, Path(png))
+            print(f"soak: timeline {png}")
     print(f"soak: result {out}")
     if failure:
         print(f"soak: FAILED: {failure} (logs kept under {tmp})")

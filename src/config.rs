@@ -78,12 +78,40 @@ pub struct Endpoint {
     pub port: u16,
 }
 
+/// The one text form of an address (IPv6 in brackets, as Redis's own `anetFormatAddr` and URLs
+/// write it). Every address string this program prints or keys a map with comes from here, so
+/// two strings are equal exactly when the endpoints are.
 impl fmt::Display for Endpoint {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match &self.host {
             Host::Ip(IpAddr::V6(ip)) => write!(f, "[{ip}]:{}", self.port),
             h => write!(f, "{h}:{}", self.port),
         }
+    }
+}
+
+impl Endpoint {
+    /// An address a server reports as two fields: Sentinel's `ip`/`port`, INFO's
+    /// `master_host`/`master_port` and `slaveN:ip=..,port=..`, `GET-MASTER-ADDR-BY-NAME`,
+    /// sentinel.conf's words. Redis writes IPv6 there bare (`fd88::22`); brackets are accepted
+    /// too so a hand-written value compares equal. `None` for anything that is no IP or DNS name.
+    pub fn from_fields(host: &str, port: &str) -> Option<Endpoint> {
+        let host = host
+            .strip_prefix('[')
+            .and_then(|h| h.strip_suffix(']'))
+            .unwrap_or(host);
+        Some(Endpoint {
+            host: parse_host("address", host).ok()?,
+            port: parse_port("address", port).ok()?,
+        })
+    }
+
+    /// An address as one string: `host:port`, `[v6]:port` (this type's Display, and Sentinel's
+    /// `name` of a replica), or bare `v6:port`. The bare form is read with the port after the
+    /// last colon, as `REDISHA_SENTINELS` and `--to` always read it; brackets are what we print
+    /// and what an operator should write, since `fd88::1:22` alone is also a valid address.
+    pub fn parse(s: &str) -> Option<Endpoint> {
+        parse_endpoint("address", s).ok()
     }
 }
 

@@ -123,10 +123,38 @@ pub struct Prior {
     pub old_self: Option<Endpoint>,
     /// Other sentinels it knew.
     pub known_sentinels: usize,
-    /// Its data node was killed or crashed last time (not a clean shutdown) and the AOF is
-    /// fsynced only every second: it may lack acknowledged writes its replicas hold. Set at boot
-    /// (main.rs); a restart of a crashed data node inside a running pod is handover::after_crash's.
-    pub unclean_stop: bool,
+    /// How its data node ended last time, when that leaves the sentinels a failover to make
+    /// (`None`: a clean stop, or a node that was handed over). Set at boot (main.rs); a restart
+    /// of a crashed data node inside a running pod is handover::after_crash's.
+    pub unclean_stop: Option<UncleanStop>,
+}
+
+/// Why a master that comes back must not take its role back while a replica is up.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum UncleanStop {
+    /// Killed or crashed, and the AOF is fsynced only every second: it may lack acknowledged
+    /// writes its replicas hold.
+    Crashed,
+    /// Stopped cleanly as master but no handover moved the role (it failed, or is off). Its
+    /// absence may already have started the others' failover of it, and Sentinel does not
+    /// abort an elected failover because the master answers again: serving at once would
+    /// acknowledge writes that failover then discards (the soak, seed 20261206: 94 lost).
+    NotHandedOver,
+}
+
+impl UncleanStop {
+    fn why(self) -> &'static str {
+        match self {
+            UncleanStop::Crashed => {
+                "this pod stopped uncleanly as master: its AOF may lack acknowledged writes a \
+                 live replica holds"
+            }
+            UncleanStop::NotHandedOver => {
+                "this pod stopped as master without handing over: the sentinels may already be \
+                 failing it over"
+            }
+        }
+    }
 }
 
 impl Prior {
@@ -157,7 +185,7 @@ impl Prior {
             master,
             old_self,
             known_sentinels: known,
-            unclean_stop: false,
+            unclean_stop: None,
         })
     }
 
@@ -170,8 +198,10 @@ impl fmt::Display for Prior {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         if self.was_master() {
             write!(f, "master at epoch {} (as {})", self.epoch, self.master)?;
-            if self.unclean_stop {
-                write!(f, ", stopped uncleanly")?;
+            match self.unclean_stop {
+                Some(UncleanStop::Crashed) => write!(f, ", stopped uncleanly")?,
+                Some(UncleanStop::NotHandedOver) => write!(f, ", stopped without handing over")?,
+                None => {}
             }
             Ok(())
         } else {
@@ -231,15 +261,12 @@ pub fn verdict(pod: &Pod, answers: &[Answer], up: &[Endpoint], refused: Option<&
         let p = prior?;
         let moved = named_old && p.old_self.as_ref().is_some_and(|o| o != me);
         let reason = match (p.unclean_stop, moved) {
-            (true, _) => {
-                "this pod stopped uncleanly as master: its AOF may lack acknowledged \
-                          writes a live replica holds"
-            }
-            (false, true) => {
+            (Some(u), _) => u.why(),
+            (None, true) => {
                 "this pod was master at another address, which the sentinels will \
                               fail over"
             }
-            (false, false) => return None,
+            (None, false) => return None,
         };
         (p.was_master() && replica_up && !unclean_wait_over).then(|| {
             Verdict::AwaitFailover(format!(
@@ -320,6 +347,24 @@ pub fn verdict(pod: &Pod, answers: &[Answer], up: &[Endpoint], refused: Option<&
                 // adopt another configuration only from a higher one (issue 28).
                 claim_epoch: p.old_self.as_ref().filter(|o| *o != me).map(|_| p.epoch + 1),
             });
+        }
+        // The sentinels name this pod's old address at an epoch newer than it wrote down: it was
+        // promoted and died before its sentinel recorded it, and is back on a new address. Its
+        // data node runs nowhere, so the sentinels must fail that address over; while the other
+        // pods wait with their early sentinels (failovers held off) the quorum is out of reach,
+        // and this pod is the one that knows the address is dead (the soak, seed 20261206,
+        // episode 116: a handover's new master SIGKILLed 0.4 s after its promotion; every pod
+        // waited for the dead address for > 90 s). It makes a sentinel fail it over.
+        let named_old_newer = a.config_epoch > p.epoch
+            && p.old_self
+                .as_ref()
+                .is_some_and(|o| o != me && *o == a.master);
+        if named_old_newer && replica_up {
+            return Verdict::AwaitFailover(format!(
+                "the sentinels name {} at epoch {}, this pod's old address (it knew epoch {}): it \
+                 was promoted and is gone from there; waiting for the sentinels to fail it over",
+                a.master, a.config_epoch, p.epoch
+            ));
         }
     }
     if &a.master == me {
@@ -531,7 +576,7 @@ pub fn force_failover_due(
 /// is this pod's data node, which is not running. Never this pod's own early sentinel: it is
 /// restarted as soon as the role is decided, and a leader restarted before its failover ends
 /// leaves the promoted replica for the others to turn back into a replica, with its writes.
-async fn force_failover(cfg: &Config, sentinels: &[Endpoint], local: &Endpoint) -> String {
+async fn force_failover(cfg: &Config, sentinels: &[Endpoint], local: &Endpoint) -> (bool, String) {
     let t = Duration::from_millis(500);
     let mut why = Vec::new();
     for s in sentinels.iter().filter(|s| *s != local) {
@@ -547,12 +592,17 @@ async fn force_failover(cfg: &Config, sentinels: &[Endpoint], local: &Endpoint) 
             }
         }
         match redisio::sentinel_failover(&cfg.conn, s, &cfg.group, t).await {
-            Ok(()) => return format!("{s} started a failover"),
-            Err(e) if e.code() == Some("INPROG") => return format!("{s} is already failing over"),
+            Ok(()) => return (true, format!("{s} started a failover")),
+            Err(e) if e.code() == Some("INPROG") => {
+                return (true, format!("{s} is already failing over"))
+            }
             Err(e) => why.push(format!("{s}: {e}")),
         }
     }
-    format!("no sentinel could start a failover ({})", why.join("; "))
+    (
+        false,
+        format!("no sentinel could start a failover ({})", why.join("; ")),
+    )
 }
 
 /// Whether another pod's data node (the configured pods' hosts on the redis port) answers as a
@@ -640,10 +690,10 @@ pub async fn decide(
         }
         let unclean_wait_over = started.elapsed() >= unclean_master_wait(cfg);
         let replica_up = match prior {
+            // A pod back on a new address may have been promoted at its old one unknowingly.
             Some(p)
-                if p.was_master()
-                    && (p.unclean_stop || p.old_self.as_ref().is_some_and(|o| *o != me))
-                    && !unclean_wait_over =>
+                if (p.was_master() && p.unclean_stop.is_some() && !unclean_wait_over)
+                    || p.old_self.as_ref().is_some_and(|o| *o != me) =>
             {
                 any_replica_up(cfg, &me, p.old_self.as_ref(), per_try).await
             }
@@ -670,8 +720,14 @@ pub async fn decide(
                     &answers,
                 )
             {
-                forced = Some(tokio::time::Instant::now());
-                let outcome = force_failover(cfg, &sentinels, &local).await;
+                // Spaced by failover-timeout only once one started (it can be aborted); an
+                // attempt that found no sentinel able to start one (a peer pod down, TILT) is
+                // tried again next round (the soak, seed 20261206: a 10 s wait after such an
+                // attempt, a 15.6 s write gap).
+                let (started, outcome) = force_failover(cfg, &sentinels, &local).await;
+                if started {
+                    forced = Some(tokio::time::Instant::now());
+                }
                 tracing::warn!(waited_ms = since.elapsed().as_millis() as u64, %outcome, "no sentinel fails this pod over by itself: forcing the failover");
             }
         } else {
@@ -965,21 +1021,21 @@ mod tests {
             master: a_old.clone(),
             old_self: Some(a_old.clone()),
             known_sentinels: 2,
-            unclean_stop: false,
+            unclean_stop: None,
         };
         let prior_b = Prior {
             epoch: 1,
             master: c_old.clone(),
             old_self: Some(ep("10.0.0.2:6379")),
             known_sentinels: 2,
-            unclean_stop: false,
+            unclean_stop: None,
         };
         let prior_c = Prior {
             epoch: 1,
             master: c_old.clone(),
             old_self: Some(c_old.clone()),
             known_sentinels: 2,
-            unclean_stop: false,
+            unclean_stop: None,
         };
         // what each pod's early sentinel answers
         let claim_a = ans("10.0.0.1:6379", 0, false);
@@ -1198,7 +1254,7 @@ mod tests {
             master: old.clone(),
             old_self: Some(old.clone()),
             known_sentinels: 2,
-            unclean_stop: false,
+            unclean_stop: None,
         };
         let names_old = [
             ans("10.0.0.3:6379", 5, false),
@@ -1304,27 +1360,23 @@ mod tests {
             Verdict::Decided(d) => Some((d.role, d.master)),
             Verdict::Retry(_) | Verdict::AwaitFailover(_) => None,
         };
+        const C: Option<UncleanStop> = Some(UncleanStop::Crashed);
+        const N: Option<UncleanStop> = Some(UncleanStop::NotHandedOver);
         // (unclean stop, a replica up, wait over, answers, masters up) -> decision
         type Case<'a> = (
-            bool,
+            Option<UncleanStop>,
             bool,
             bool,
             &'a [Answer],
             &'a [Endpoint],
             Option<(Role, Endpoint)>,
         );
-        let cases: [Case; 7] = [
-            (true, true, false, &names_us, &[], None),
+        let cases: [Case; 11] = [
+            (C, true, false, &names_us, &[], None),
+            // a master stopped cleanly but not handed over waits the same way (soak, seed 20261206)
+            (N, true, false, &names_us, &[], None),
             (
-                true,
-                true,
-                true,
-                &names_us,
-                &[],
-                Some((Role::Master, me.clone())),
-            ),
-            (
-                true,
+                N,
                 false,
                 false,
                 &names_us,
@@ -1332,7 +1384,39 @@ mod tests {
                 Some((Role::Master, me.clone())),
             ),
             (
+                N,
+                true,
                 false,
+                &after_failover,
+                std::slice::from_ref(&promoted),
+                Some((Role::Replica, promoted.clone())),
+            ),
+            (
+                N,
+                true,
+                true,
+                &names_us,
+                &[],
+                Some((Role::Master, me.clone())),
+            ),
+            (
+                C,
+                true,
+                true,
+                &names_us,
+                &[],
+                Some((Role::Master, me.clone())),
+            ),
+            (
+                C,
+                false,
+                false,
+                &names_us,
+                &[],
+                Some((Role::Master, me.clone())),
+            ),
+            (
+                None,
                 true,
                 false,
                 &names_us,
@@ -1340,7 +1424,7 @@ mod tests {
                 Some((Role::Master, me.clone())),
             ),
             (
-                true,
+                C,
                 true,
                 false,
                 &after_failover,
@@ -1349,7 +1433,7 @@ mod tests {
             ),
             // named at an epoch this pod never saw as master: the plain "names this pod" rule
             (
-                true,
+                C,
                 true,
                 false,
                 &[
@@ -1360,7 +1444,7 @@ mod tests {
                 None,
             ),
             (
-                true,
+                C,
                 false,
                 false,
                 &[
@@ -1385,7 +1469,7 @@ mod tests {
             let v = super::verdict(&pod, answers, up, None);
             if want.is_none() {
                 assert!(
-                    matches!(&v, Verdict::AwaitFailover(why) if why.contains("stopped uncleanly")),
+                    matches!(&v, Verdict::AwaitFailover(why) if unclean.is_some_and(|u| why.contains(u.why()))),
                     "case {i}: {v:?}"
                 );
             }
@@ -1404,7 +1488,7 @@ mod tests {
             master: old.clone(),
             old_self: Some(old.clone()),
             known_sentinels: 2,
-            unclean_stop: false,
+            unclean_stop: None,
         };
         let names_old = [
             ans("10.0.0.3:6379", 1, false),
@@ -1429,5 +1513,50 @@ mod tests {
                 v => panic!("{now}: {v:?}"),
             }
         }
+    }
+
+    #[test]
+    fn a_pod_promoted_unknowingly_at_its_old_address_awaits_that_failover() {
+        // Its sentinel file says replica of .1 at epoch 63; it served as .4 (served-as); it is
+        // back as .7; the sentinels name .4 at epoch 64.
+        let me = ep("10.0.0.7:6379");
+        let p = Prior {
+            epoch: 63,
+            master: ep("10.0.0.1:6379"),
+            old_self: Some(ep("10.0.0.4:6379")),
+            known_sentinels: 2,
+            unclean_stop: None,
+        };
+        let names_old = [
+            ans("10.0.0.4:6379", 64, false),
+            ans("10.0.0.4:6379", 64, false),
+        ];
+        let names_other = [
+            ans("10.0.0.2:6379", 64, false),
+            ans("10.0.0.2:6379", 64, false),
+        ];
+        let pod = |replica_up| Pod {
+            role: Role::Replica,
+            me: &me,
+            fallback: None,
+            prior: Some(&p),
+            known: 3,
+            replica_up,
+            unclean_wait_over: false,
+        };
+        let v = super::verdict(&pod(true), &names_old, &[], None);
+        assert!(
+            matches!(&v, Verdict::AwaitFailover(w) if w.contains("old address")),
+            "{v:?}"
+        );
+        // No replica up: nothing to fail over to; it waits as before.
+        let v = super::verdict(&pod(false), &names_old, &[], None);
+        assert!(matches!(&v, Verdict::Retry(_)), "{v:?}");
+        // Another pod named at the newer epoch: the plain rules (follow it once it answers).
+        let v = super::verdict(&pod(true), &names_other, &[ep("10.0.0.2:6379")], None);
+        assert!(
+            matches!(&v, Verdict::Decided(d) if d.role == Role::Replica),
+            "{v:?}"
+        );
     }
 }

@@ -22,6 +22,14 @@
 //! (one INFO per node per second, a hello per peer every 500 ms); Sentinel's timer runs ten
 //! times a second either way. `render` can not set these (they are not
 //! config directives), so they are applied at runtime.
+//!
+//! TILT: a sentinel whose timer ran more than 2 s late (its pod frozen, its process stalled)
+//! acts on nothing for `tilt-period`, 30 s by default, and answers "not down" to the others: with
+//! one of two surviving sentinels in TILT the quorum cannot be reached, and the soak (seed
+//! 20261206) saw a master kill cost 22 s of writes. TILT exists because every down judgement
+//! (no valid reply for down-after) is meaningless right after a time jump; pings go on during
+//! TILT, so after one down-after every live instance has answered again and the usual rule holds.
+//! So the period is down-after (at least 3 s: three pings; at most Sentinel's 30 s).
 
 use std::time::Duration;
 
@@ -38,6 +46,11 @@ use crate::redisio::{self, Repl};
 pub const INFO_PERIOD_MS: u64 = 1000;
 /// Sentinel's hello period (default 2 000 ms): how soon peers and new configurations spread.
 pub const PUBLISH_PERIOD_MS: u64 = 500;
+
+/// Sentinel's TILT period for a down-after (see the module header).
+pub fn tilt_period_ms(down_after_ms: u64) -> u64 {
+    down_after_ms.clamp(3_000, 30_000)
+}
 /// Events are often several in a row (`+switch-master` then `+slave` lines): one check for all.
 const DEBOUNCE: Duration = Duration::from_millis(100);
 /// How often the companion looks at the clock: a tick that comes much later than due means the
@@ -216,6 +229,9 @@ async fn after_stall(cfg: &Config, stalled: Duration) {
 /// sentinel voted in one (it is asked whether or not it finds the master down) or started one.
 const ELECTION_EVENTS: &[&str] = &["+vote-for-leader", "+try-failover"];
 
+/// Our sentinel was not elected (splitvote.rs).
+const NOT_ELECTED: &str = "-failover-abort-not-elected";
+
 /// An election for a failover runs while our data node is master: fence it now. Why: Sentinel
 /// fails over a master a quorum *finds* down, which is not always one that is down (a replica
 /// pod cut off for just over down-after, a slow network), and such a master keeps acknowledging
@@ -223,7 +239,7 @@ const ELECTION_EVENTS: &[&str] = &["+vote-for-leader", "+try-failover"];
 /// 80). The promotion comes after the vote, and replication goes on under a write pause, so the
 /// promoted replica has every write the old master acknowledged. Forced failovers (handover,
 /// switchover) hold no election and pause writes themselves.
-async fn on_election(cfg: &Config, channel: &str) {
+async fn on_election(cfg: &Config, channel: &str, payload: &str) {
     let t = Duration::from_millis(300);
     let me = cfg.own(Server::Redis);
     if !redisio::repl(&cfg.conn, &me, t)
@@ -232,11 +248,57 @@ async fn on_election(cfg: &Config, channel: &str) {
     {
         return;
     }
+    let local = cfg.own(Server::Sentinel);
+    let ours = crate::discover::ask(cfg, &local, &cfg.group, t)
+        .await
+        .ok()
+        .flatten();
+    if !election_targets(channel, payload, &me, ours.as_ref()) {
+        tracing::info!(
+            event = channel,
+            payload,
+            "our sentinel reported an election that is not about this master (it made it, or is about another); no fence"
+        );
+        return;
+    }
     fence(
         cfg,
         &format!("our sentinel reported {channel}: a failover of this master is being elected"),
     )
     .await;
+}
+
+/// Whether an election event of our sentinel can be about failing over `me`, our data node,
+/// which answers as master. `+try-failover` names the master it fails over (`master <group>
+/// <ip> <port>`). `+vote-for-leader` gives only the leader's run id and the election's epoch:
+/// an election at an epoch no newer than the one at which our sentinel already names `me`
+/// master is the one that promoted it (its vote event can be handled after the promotion: the
+/// 30-min bench paused fresh masters for up to 0.6 s in 17 of 21 fences), so it is not about
+/// failing `me` over. Anything unreadable fences: a needless pause costs a slow write, a missing
+/// one can lose writes.
+pub fn election_targets(
+    channel: &str,
+    payload: &str,
+    me: &Endpoint,
+    ours: Option<&Answer>,
+) -> bool {
+    let words: Vec<&str> = payload.split_whitespace().collect();
+    match channel {
+        "+try-failover" => match words.as_slice() {
+            ["master", _, ip, port, ..] => {
+                Endpoint::from_fields(ip, port).map_or(true, |e| e == *me)
+            }
+            _ => true,
+        },
+        "+vote-for-leader" => {
+            let epoch = words.last().and_then(|e| e.parse::<u64>().ok());
+            match (epoch, ours) {
+                (Some(epoch), Some(a)) => !(a.master == *me && epoch <= a.config_epoch),
+                _ => true,
+            }
+        }
+        _ => true,
+    }
 }
 
 /// `CLIENT PAUSE <failover-timeout> WRITE` on our data node (writes wait, nothing is refused or
@@ -431,6 +493,7 @@ async fn looks_consistent(cfg: &Config, local: &Endpoint, cons: &mut Cons) -> bo
 /// (older than 7.0) keeps its defaults: slower, not wrong.
 async fn tune(cfg: &Config, local: &Endpoint) {
     let t = Duration::from_millis(500);
+    let tilt = tilt_period_ms(cfg.down_after_ms);
     let r = async {
         let mut con = redisio::connect(&cfg.conn, local, Server::Sentinel, t).await?;
         redisio::query::<()>(
@@ -440,7 +503,11 @@ async fn tune(cfg: &Config, local: &Endpoint) {
                 .arg("info-period")
                 .arg(INFO_PERIOD_MS)
                 .arg("publish-period")
-                .arg(PUBLISH_PERIOD_MS),
+                .arg(PUBLISH_PERIOD_MS)
+                .arg("tilt-period")
+                .arg(tilt)
+                .arg("election-timeout")
+                .arg(crate::splitvote::ELECTION_TIMEOUT_MS),
             t,
         )
         .await
@@ -449,6 +516,8 @@ async fn tune(cfg: &Config, local: &Endpoint) {
         Ok(()) => tracing::info!(
             info_period_ms = INFO_PERIOD_MS,
             publish_period_ms = PUBLISH_PERIOD_MS,
+            tilt_period_ms = tilt,
+            election_timeout_ms = crate::splitvote::ELECTION_TIMEOUT_MS,
             "sentinel periods set"
         ),
         Err(e) => {
@@ -462,7 +531,7 @@ async fn subscribe(cfg: &Config, local: &Endpoint) -> redis::RedisResult<redis::
     let mut ps = tokio::time::timeout(Duration::from_secs(1), client.get_async_pubsub())
         .await
         .map_err(|_| redis::RedisError::from((redis::ErrorKind::Io, "connect timed out")))??;
-    for ch in EVENTS.iter().chain(ELECTION_EVENTS) {
+    for ch in EVENTS.iter().chain(ELECTION_EVENTS).chain([&NOT_ELECTED]) {
         ps.subscribe(*ch).await?;
     }
     Ok(ps)
@@ -548,7 +617,11 @@ pub async fn run(cfg: Config, cleanup_settings: cleanup::Settings, tx: Tx) {
                         tracing::debug!(channel, "follow: sentinel event");
                         if ELECTION_EVENTS.contains(&channel) {
                             // At once, not debounced: the promotion may follow within 100 ms.
-                            on_election(&cfg, channel).await;
+                            let payload: String = m.get_payload().unwrap_or_default();
+                            on_election(&cfg, channel, &payload).await;
+                            last_tick = Instant::now();
+                        } else if channel == NOT_ELECTED {
+                            crate::splitvote::on_abort(&cfg).await;
                             last_tick = Instant::now();
                         } else {
                             pending = earliest(pending, Some(Instant::now() + DEBOUNCE));
@@ -922,6 +995,97 @@ mod tests {
                 Action::Follow { .. } => 'F',
             };
             assert_eq!(kind, want, "{name}: {got:?}");
+        }
+    }
+
+    #[test]
+    fn tilt_lasts_one_down_after_within_sentinels_bounds() {
+        for (down_after, want) in [
+            (500, 3_000),
+            (2_000, 3_000),
+            (3_000, 3_000),
+            (5_000, 5_000),
+            (30_000, 30_000),
+            (180_000, 30_000),
+        ] {
+            assert_eq!(
+                super::tilt_period_ms(down_after),
+                want,
+                "down-after {down_after}"
+            );
+        }
+    }
+
+    #[test]
+    fn election_events_fence_only_an_election_about_this_master() {
+        let me = crate::config::parse_endpoint("t", "10.0.0.3:6379").unwrap();
+        let me6 = crate::config::parse_endpoint("t", "[fd88::3]:6379").unwrap();
+        let names = |m: &str, epoch| crate::discover::Answer {
+            master: crate::config::parse_endpoint("t", m).unwrap(),
+            config_epoch: epoch,
+            unsettled: false,
+            known_sentinels: 2,
+        };
+        let us5 = names("10.0.0.3:6379", 5);
+        let other5 = names("10.0.0.1:6379", 5);
+        let rows: Vec<(
+            &str,
+            &str,
+            &Endpoint,
+            Option<&crate::discover::Answer>,
+            bool,
+        )> = vec![
+            (
+                "+try-failover",
+                "master mymaster 10.0.0.3 6379",
+                &me,
+                None,
+                true,
+            ),
+            (
+                "+try-failover",
+                "master mymaster 10.0.0.1 6379",
+                &me,
+                None,
+                false,
+            ),
+            (
+                "+try-failover",
+                "master mymaster fd88::3 6379",
+                &me6,
+                None,
+                true,
+            ),
+            (
+                "+try-failover",
+                "master mymaster fd88::4 6379",
+                &me6,
+                None,
+                false,
+            ),
+            ("+try-failover", "garbled", &me, None, true),
+            // the election that made us master (epoch 5), handled after the promotion
+            ("+vote-for-leader", "abc123 5", &me, Some(&us5), false),
+            ("+vote-for-leader", "abc123 4", &me, Some(&us5), false),
+            // a newer election while our sentinel names us: about failing us over
+            ("+vote-for-leader", "abc123 6", &me, Some(&us5), true),
+            // our sentinel names someone else (it has not seen our promotion): fence, to be safe
+            ("+vote-for-leader", "abc123 5", &me, Some(&other5), true),
+            ("+vote-for-leader", "abc123 5", &me, None, true),
+            (
+                "+vote-for-leader",
+                "abc123 notanumber",
+                &me,
+                Some(&us5),
+                true,
+            ),
+        ];
+        for (i, (ch, payload, me, ours, want)) in rows.into_iter().enumerate() {
+            assert_eq!(
+                super::election_targets(ch, payload, me, ours),
+                want,
+                "row {i}: {ch} {payload}"
+            );
         }
     }
 }

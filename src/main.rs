@@ -12,6 +12,7 @@ mod outage;
 mod probe;
 mod redisio;
 mod render;
+mod splitvote;
 mod state;
 mod status;
 mod supervise;
@@ -387,8 +388,10 @@ async fn run(cfg: Config, bases: render::Bases) -> i32 {
     // What this pod knew before (Sentinel's own file): with it, this is no first boot.
     let mut prior = state::read_prior(&cfg);
     if let Some(p) = prior.as_mut() {
-        // With `appendfsync always` the AOF holds every acknowledged write whatever the stop.
-        p.unclean_stop = !cfg.strict_durability && state::data_node_stopped_uncleanly(&cfg);
+        // With `appendfsync always` the AOF holds every acknowledged write whatever the stop;
+        // a master that was not handed over may be being failed over whatever its AOF holds.
+        p.unclean_stop = state::data_node_last_stop(&cfg)
+            .filter(|u| !cfg.strict_durability || *u == discover::UncleanStop::NotHandedOver);
         tracing::info!(prior = %p, "the state directory holds what this pod knew; it decides only with a majority of the sentinels");
         let mut listed: Vec<&config::Endpoint> = Vec::new();
         for s in &cfg.sentinels {

@@ -746,7 +746,7 @@ mod tests {
             master: ep("10.0.0.1:6379"),
             old_self: None,
             known_sentinels: others,
-            unclean_stop: false,
+            unclean_stop: None,
         };
         // (listed, other sentinels known) -> refused?
         for (listed, others, want) in [

@@ -5,6 +5,7 @@
 use std::time::Duration;
 
 use crate::config::Config;
+use crate::config::Endpoint;
 use crate::config::Server;
 use crate::redisio;
 
@@ -117,10 +118,10 @@ pub struct Safety {
     /// Other sentinels known, and those of them not down.
     pub sentinels_known: usize,
     pub sentinels_up: usize,
-    /// Replicas a failover could promote (up, linked, priority > 0), as ip:port.
-    pub promotable: Vec<String>,
+    /// Replicas a failover could promote (up, linked, priority > 0).
+    pub promotable: Vec<Endpoint>,
     /// When this pod's data node is a replica: its address and whether its link is up.
-    pub own_replica: Option<(String, bool)>,
+    pub own_replica: Option<(Endpoint, bool)>,
 }
 
 /// Readiness of the sentinel = failover-safe: it names a master it sees up, it knows at least
@@ -182,34 +183,16 @@ async fn safety(
         }
         Err(e) => return Err(e),
     };
-    let flags = |m: &HashMap<String, String>| -> Vec<String> {
-        m.get("flags")
-            .map(|f| f.split(',').map(str::to_string).collect())
-            .unwrap_or_default()
-    };
-    let down = |f: &[String]| {
-        f.iter()
-            .any(|x| x == "s_down" || x == "o_down" || x == "disconnected")
-    };
     let sentinels: Vec<HashMap<String, String>> =
         redisio::query(con, &mut q("SENTINELS"), t).await?;
     let replicas: Vec<HashMap<String, String>> = redisio::query(con, &mut q("REPLICAS"), t).await?;
-    let promotable = replicas
-        .iter()
-        .filter(|r| {
-            !down(&flags(r))
-                && r.get("master-link-status").map(String::as_str) == Some("ok")
-                && r.get("slave-priority").map(String::as_str) != Some("0")
-        })
-        .filter_map(|r| Some(format!("{}:{}", r.get("ip")?, r.get("port")?)))
-        .collect();
     let own_replica = match redisio::repl(&cfg.conn, &cfg.own(Server::Redis), t).await {
-        Ok(r) if !r.is_master => Some((cfg.own(Server::Redis).to_string(), r.link_up)),
+        Ok(r) if !r.is_master => Some((cfg.own(Server::Redis), r.link_up)),
         _ => None,
     };
     Ok(Safety {
         names_master: true,
-        master_down: down(&flags(&master)),
+        master_down: down(&master),
         // Never above the configured one: the cleanup raises our sentinel's quorum out of reach
         // for a second after a reset so that it cannot lead a failover; the others still can.
         quorum: master
@@ -217,10 +200,33 @@ async fn safety(
             .and_then(|v| v.parse().ok())
             .map_or(cfg.quorum, |q: u32| q.min(cfg.quorum)),
         sentinels_known: sentinels.len(),
-        sentinels_up: sentinels.iter().filter(|m| !down(&flags(m))).count(),
-        promotable,
+        sentinels_up: sentinels.iter().filter(|m| !down(m)).count(),
+        promotable: promotable(&replicas),
         own_replica,
     })
+}
+
+/// An entry of `SENTINEL MASTER/REPLICAS/SENTINELS` flagged down or disconnected.
+fn down(m: &std::collections::HashMap<String, String>) -> bool {
+    m.get("flags").is_some_and(|f| {
+        f.split(',')
+            .any(|x| x == "s_down" || x == "o_down" || x == "disconnected")
+    })
+}
+
+/// The replicas of a `SENTINEL REPLICAS` reply a failover could promote (up, linked, priority
+/// above 0), typed from their `ip`/`port` fields so that they compare with this pod's own
+/// address whatever the family.
+fn promotable(replicas: &[std::collections::HashMap<String, String>]) -> Vec<Endpoint> {
+    replicas
+        .iter()
+        .filter(|r| {
+            !down(r)
+                && r.get("master-link-status").map(String::as_str) == Some("ok")
+                && r.get("slave-priority").map(String::as_str) != Some("0")
+        })
+        .filter_map(redisio::entry_endpoint)
+        .collect()
 }
 
 fn classify(e: &redis::RedisError) -> Ping {
@@ -285,6 +291,10 @@ mod tests {
         }
     }
 
+    fn ep(s: &str) -> Endpoint {
+        Endpoint::parse(s).expect("test address")
+    }
+
     #[test]
     fn failover_safety_table() {
         let base = Safety {
@@ -293,7 +303,7 @@ mod tests {
             quorum: 2,
             sentinels_known: 2,
             sentinels_up: 2,
-            promotable: vec!["10.0.0.2:6379".into(), "10.0.0.3:6379".into()],
+            promotable: vec![ep("10.0.0.2:6379"), ep("10.0.0.3:6379")],
             own_replica: None,
         };
         let rows: Vec<(&str, Safety, bool)> = vec![
@@ -343,7 +353,7 @@ mod tests {
             (
                 "replica pod, own replica known and linked",
                 Safety {
-                    own_replica: Some(("10.0.0.2:6379".into(), true)),
+                    own_replica: Some((ep("10.0.0.2:6379"), true)),
                     ..base.clone()
                 },
                 true,
@@ -351,7 +361,7 @@ mod tests {
             (
                 "replica pod, own replica unknown to its sentinel",
                 Safety {
-                    own_replica: Some(("10.0.0.9:6379".into(), true)),
+                    own_replica: Some((ep("10.0.0.9:6379"), true)),
                     ..base.clone()
                 },
                 false,
@@ -359,7 +369,7 @@ mod tests {
             (
                 "replica pod, link down",
                 Safety {
-                    own_replica: Some(("10.0.0.2:6379".into(), false)),
+                    own_replica: Some((ep("10.0.0.2:6379"), false)),
                     ..base.clone()
                 },
                 false,
@@ -368,6 +378,52 @@ mod tests {
         for (name, s, ok) in rows {
             let got = failover_safe(&s);
             assert_eq!(got.is_ok(), ok, "{name}: {got:?}");
+        }
+    }
+
+    /// Issue 27: on an IPv6 replica pod, the sentinel lists the replica with a bare `ip`
+    /// (`fd88::22`) and the pod knows itself as `[fd88::22]:6379`; it must count as promotable.
+    #[test]
+    fn ipv6_replica_pod_is_ready() {
+        let entry = |ip: &str, port: &str, flags: &str, link: &str, prio: &str| {
+            [
+                ("ip", ip.to_string()),
+                ("port", port.to_string()),
+                ("flags", flags.to_string()),
+                ("master-link-status", link.to_string()),
+                ("slave-priority", prio.to_string()),
+            ]
+            .into_iter()
+            .map(|(k, v)| (k.to_string(), v))
+            .collect::<std::collections::HashMap<_, _>>()
+        };
+        let reply = vec![
+            entry("fd88::22", "6379", "slave", "ok", "100"),
+            entry("fd88::23", "6379", "slave", "ok", "100"),
+            entry("fd88::24", "6379", "s_down,slave", "ok", "100"),
+            entry("fd88::25", "6379", "slave", "err", "100"),
+            entry("fd88::26", "6379", "slave", "ok", "0"),
+        ];
+        let p = promotable(&reply);
+        assert_eq!(p, vec![ep("[fd88::22]:6379"), ep("fd88::23:6379")]);
+        let s = |own: &str, link| Safety {
+            names_master: true,
+            master_down: false,
+            quorum: 2,
+            sentinels_known: 2,
+            sentinels_up: 2,
+            promotable: p.clone(),
+            own_replica: Some((ep(own), link)),
+        };
+        assert_eq!(failover_safe(&s("[fd88::22]:6379", true)), Ok(()));
+        assert_eq!(failover_safe(&s("[fd88:0::22]:6379", true)), Ok(()));
+        for (own, link) in [
+            ("[fd88::24]:6379", true),
+            ("[fd88::26]:6379", true),
+            ("[fd88::22]:6380", true),
+            ("[fd88::22]:6379", false),
+        ] {
+            assert!(failover_safe(&s(own, link)).is_err(), "{own} {link}");
         }
     }
 }

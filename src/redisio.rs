@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use redis::AsyncConnectionConfig;
 
-use crate::config::{parse_host, parse_port, Conn, Endpoint, Server};
+use crate::config::{Conn, Endpoint, Server};
 
 pub fn client(conn: &Conn, e: &Endpoint, target: Server) -> redis::RedisResult<redis::Client> {
     let host = e.host.to_string();
@@ -184,10 +184,7 @@ impl Repl {
             _ => return None,
         };
         let master = match (f("master_host"), f("master_port")) {
-            (Some(h), Some(p)) if !is_master => Some(Endpoint {
-                host: parse_host("INFO", h).ok()?,
-                port: parse_port("INFO", p).ok()?,
-            }),
+            (Some(h), Some(p)) if !is_master => Some(Endpoint::from_fields(h, p)?),
             _ => None,
         };
         Some(Repl {
@@ -273,12 +270,7 @@ async fn master_addr_on(
             .query_async(con),
     )
     .await?;
-    Ok(addr.and_then(|(h, p)| {
-        Some(Endpoint {
-            host: parse_host("sentinel reply", &h).ok()?,
-            port: parse_port("sentinel reply", &p).ok()?,
-        })
-    }))
+    Ok(addr.and_then(|(h, p)| Endpoint::from_fields(&h, &p)))
 }
 
 /// Whether the sentinel at `s` is in TILT (`INFO sentinel`): it then acts on nothing, a failover
@@ -351,10 +343,7 @@ pub async fn replicaof(
 
 /// The address of an entry of `SENTINEL REPLICAS` / `SENTINEL SENTINELS`.
 pub fn entry_endpoint(m: &HashMap<String, String>) -> Option<Endpoint> {
-    Some(Endpoint {
-        host: parse_host("sentinel reply", m.get("ip")?).ok()?,
-        port: parse_port("sentinel reply", m.get("port")?).ok()?,
-    })
+    Endpoint::from_fields(m.get("ip")?, m.get("port")?)
 }
 
 pub async fn is_master(conn: &Conn, e: &Endpoint, timeout: Duration) -> bool {

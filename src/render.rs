@@ -244,7 +244,7 @@ fn kept_state<'a>(prior: &'a str, group: &str, master: &Endpoint) -> Vec<&'a str
                 // A replica entry naming the master itself would make Sentinel track the master
                 // twice; it appears when this pod was a replica before and is master now.
                 ["sentinel", "known-replica", g, h, p] => {
-                    *g == group && !(*h == master.host.to_string() && *p == master.port.to_string())
+                    *g == group && Endpoint::from_fields(h, p).as_ref() != Some(master)
                 }
                 ["sentinel", kind, g, ..] => per_group.contains(kind) && *g == group,
                 _ => false,
@@ -259,9 +259,7 @@ pub fn prior_monitor(prior: &str, group: &str) -> Option<Endpoint> {
         let w: Vec<&str> = l.split_whitespace().collect();
         match w.as_slice() {
             ["sentinel", "monitor", g, host, port, _] if *g == group => {
-                let host = crate::config::parse_host("sentinel.conf", host).ok()?;
-                let port = crate::config::parse_port("sentinel.conf", port).ok()?;
-                Some(Endpoint { host, port })
+                Endpoint::from_fields(host, port)
             }
             _ => None,
         }

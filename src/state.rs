@@ -89,24 +89,41 @@ pub fn read_identity(cfg: &Config) -> Option<crate::config::Endpoint> {
     crate::config::parse_endpoint("served-as", t.trim()).ok()
 }
 
-/// Present while this pod's data node runs: written when it starts, removed when it exits 0 (a
-/// clean shutdown writes and fsyncs its AOF). Found at boot, it says the last data node of this
-/// pod was killed or crashed, so with `appendfsync everysec` its AOF may lack acknowledged writes
-/// that its replicas hold (discover::Prior::unclean_stop).
-fn data_node_running_path(cfg: &Config) -> std::path::PathBuf {
+/// Present while this pod's data node runs, and after it stopped as master without handing the
+/// role over: written when it starts, removed when it exits 0 as a replica or after a handover
+/// (a clean shutdown writes and fsyncs its AOF). Found at boot, it says why the sentinels may
+/// have a failover of this pod to make (discover::UncleanStop).
+fn data_node_marker_path(cfg: &Config) -> std::path::PathBuf {
     cfg.state_dir.join("data-node-running")
 }
 
+/// The marker's text after a clean stop that left the role where it was.
+const NOT_HANDED_OVER: &str = "stopped-as-master-without-handover";
+
 pub fn mark_data_node_running(cfg: &Config) -> io::Result<()> {
-    write_conf(&data_node_running_path(cfg), "1\n")
+    write_conf(&data_node_marker_path(cfg), "running\n")
 }
 
 pub fn clear_data_node_running(cfg: &Config) {
-    let _ = fs::remove_file(data_node_running_path(cfg));
+    let _ = fs::remove_file(data_node_marker_path(cfg));
 }
 
-pub fn data_node_stopped_uncleanly(cfg: &Config) -> bool {
-    data_node_running_path(cfg).exists()
+/// The data node exited 0 during a stop in which no handover moved the master role (failed, off,
+/// or this pod was a replica: a replica's marker is never read, discover looks at it only when
+/// this pod was master).
+pub fn mark_stopped_without_handover(cfg: &Config) -> io::Result<()> {
+    write_conf(&data_node_marker_path(cfg), &format!("{NOT_HANDED_OVER}\n"))
+}
+
+/// How the last data node of this pod ended, if that leaves a failover to make.
+pub fn data_node_last_stop(cfg: &Config) -> Option<crate::discover::UncleanStop> {
+    use crate::discover::UncleanStop;
+    let text = fs::read_to_string(data_node_marker_path(cfg)).ok()?;
+    Some(if text.trim() == NOT_HANDED_OVER {
+        UncleanStop::NotHandedOver
+    } else {
+        UncleanStop::Crashed
+    })
 }
 
 /// What this pod knew before, if anything (discover::Prior).

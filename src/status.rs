@@ -472,7 +472,7 @@ pub fn verdict(sentinels: &[SentinelObs], nodes: &[NodeObs], quorum: u32) -> Ver
                 .replicas
                 .iter()
                 .filter(|r| promotable(r))
-                .map(|r| r.addr.clone())
+                .filter_map(|r| Endpoint::parse(&r.addr))
                 .collect(),
             own_replica: None,
         };
@@ -787,7 +787,7 @@ pub fn parse_node(addr: &str, info: &str) -> NodeObs {
         }
     };
     let master = match (f("master_host"), f("master_port")) {
-        (Some(h), Some(p)) if role == "replica" => Some(canonical(h, p)),
+        (Some(h), Some(p)) if role == "replica" => canonical(h, p),
         _ => None,
     };
     NodeObs {
@@ -816,20 +816,17 @@ pub fn parse_node(addr: &str, info: &str) -> NodeObs {
     }
 }
 
-/// `ip:port` as `Endpoint` prints it (IPv6 in brackets), so every source compares equal.
-fn canonical(host: &str, port: &str) -> String {
-    match (
-        crate::config::parse_host("reply", host),
-        crate::config::parse_port("reply", port),
-    ) {
-        (Ok(h), Ok(p)) => Endpoint { host: h, port: p }.to_string(),
-        _ => format!("{host}:{port}"),
-    }
+/// The address a reply gives in two fields, as `Endpoint` prints it: every address string in
+/// this module is that Display, so comparing two of them compares endpoints (issue 27: IPv6 is
+/// bare in Sentinel's fields and bracketed in ours). A value that is no address is dropped
+/// rather than kept in a form nothing else could equal.
+fn canonical(host: &str, port: &str) -> Option<String> {
+    Endpoint::from_fields(host, port).map(|e| e.to_string())
 }
 
 fn entry(m: &HashMap<String, String>) -> Option<Entry> {
     Some(Entry {
-        addr: canonical(m.get("ip")?, m.get("port")?),
+        addr: canonical(m.get("ip")?, m.get("port")?)?,
         flags: m
             .get("flags")
             .map(|f| f.split(',').map(str::to_string).collect())
@@ -867,7 +864,7 @@ async fn ask_sentinel(cfg: &Config, e: &Endpoint, t: Duration) -> redis::RedisRe
         tilt: redisio::info_field(&server, "sentinel_tilt") == Some("1"),
         addr: e.to_string(),
         error: None,
-        master: addr.map(|(h, p)| canonical(&h, &p)),
+        master: addr.and_then(|(h, p)| canonical(&h, &p)),
         master_flags: m
             .get("flags")
             .map(|f| f.split(',').map(str::to_string).collect())
@@ -1022,13 +1019,7 @@ pub async fn gather(
             }
         });
     };
-    let learned = |s: &str| -> Option<Endpoint> {
-        let (h, p) = s.rsplit_once(':')?;
-        Some(Endpoint {
-            host: crate::config::parse_host("reply", h.trim_matches(['[', ']'])).ok()?,
-            port: crate::config::parse_port("reply", p).ok()?,
-        })
-    };
+    let learned = Endpoint::parse;
     loop {
         let next = match tokio::time::timeout_at(deadline, set.join_next()).await {
             Ok(Some(Ok(g))) => g,
@@ -1550,6 +1541,10 @@ pub(crate) mod tests {
         assert_eq!(n.role, "replica");
         assert_eq!(n.master.as_deref(), Some("10.0.0.1:6379"));
         assert_eq!((n.offset, n.priority, n.link_up), (470, Some(100), true));
+        // IPv6: INFO's bare master_host comes out as every other address string here does.
+        let v6 = info.replace("master_host:10.0.0.1", "master_host:fd88::21");
+        let n6 = parse_node("[fd88::22]:6379", &v6);
+        assert_eq!(n6.master.as_deref(), Some("[fd88::21]:6379"));
         let (s, nodes) = cluster(Shape::ReplicaDown);
         let r = Report::new("mymaster", s, nodes, 2, Duration::from_millis(12));
         let t = r.table();

@@ -189,14 +189,7 @@ fn say(msg: impl fmt::Display) {
 }
 
 fn endpoint(s: &str) -> Result<Endpoint, String> {
-    let (h, p) = s
-        .rsplit_once(':')
-        .ok_or_else(|| format!("{s}: not host:port"))?;
-    Ok(Endpoint {
-        host: crate::config::parse_host("address", h.trim_matches(['[', ']']))
-            .map_err(|e| e.to_string())?,
-        port: crate::config::parse_port("address", p).map_err(|e| e.to_string())?,
-    })
+    crate::config::parse_endpoint("address", s).map_err(|e| e.to_string())
 }
 
 async fn config_priority(

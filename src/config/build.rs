@@ -44,6 +44,15 @@ pub fn build(flags: &Flags, env: &RawEnv) -> Result<Config, ConfigError> {
         }
     };
     let pod_ip = match env.get("MY_POD_IP") {
+        // status.podIPs of a dual-stack pod: Redis announces one address, so the operator must
+        // pick the family (README, "IPv6 and dual stack") rather than us guessing one.
+        Some(v) if v.contains(',') => {
+            return Err(err(
+                "MY_POD_IP",
+                v,
+                "a list: give one address (the downward API's status.podIP, not status.podIPs)",
+            ))
+        }
         Some(v) => Some(parse_ip("MY_POD_IP", v)?),
         None => None,
     };

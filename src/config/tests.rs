@@ -25,6 +25,7 @@ fn bad_values_name_the_variable() {
     let cases: &[(&str, &str, &str)] = &[
         ("MY_POD_IP", "10.0.0.300", "MY_POD_IP"),
         ("MY_POD_IP", "", "MY_POD_IP"),
+        ("MY_POD_IP", "10.0.0.5,fd00::5", "MY_POD_IP"),
         ("MASTER_ANNOUNCE_PORT", "0", "MASTER_ANNOUNCE_PORT"),
         ("MASTER_ANNOUNCE_PORT", "65536", "MASTER_ANNOUNCE_PORT"),
         ("SENTINEL_ANNOUNCE_PORT", "x", "SENTINEL_ANNOUNCE_PORT"),
@@ -82,6 +83,20 @@ fn bad_values_name_the_variable() {
     }
 }
 
+/// A dual-stack pod: one address of either family is taken as the downward API's status.podIP
+/// gives it; status.podIPs (a list) is refused with what to set instead.
+#[test]
+fn pod_ip_either_family_not_a_list() {
+    for ip in ["10.1.2.3", "fd00::5", "2001:db8::7"] {
+        let m = HashMap::from([("MY_POD_IP", ip), ("ALLOW_EMPTY_PASSWORD", "yes")]);
+        let c = build_from_map(&flags_role("master"), &m).expect("one address");
+        assert_eq!(c.pod_ip.map(|a| a.to_string()).as_deref(), Some(ip));
+    }
+    let m = HashMap::from([("MY_POD_IP", "10.1.2.3,fd00::5")]);
+    let e = build_from_map(&flags_role("master"), &m).expect_err("a list");
+    assert!(e.to_string().contains("not status.podIPs"), "{e}");
+}
+
 #[test]
 fn replica_needs_master_host() {
     let e = build_from_map(&flags_role("replica"), &HashMap::new()).expect_err("missing host");
@@ -131,6 +146,89 @@ fn endpoints_parse() {
     assert!(parse_endpoint("X", "a.b").is_err());
     assert!(parse_endpoint("X", "a b:1").is_err());
     assert!(parse_endpoint("X", "a:0").is_err());
+}
+
+/// Every form an address arrives in, one string or two fields, and whether two of them are the
+/// same endpoint. The IPv6 rows are issue 27: Sentinel's fields are bare (`fd88::22`), our Display
+/// is bracketed, and a replica pod compared the two as strings.
+#[test]
+fn address_parsing_and_comparison_table() {
+    // (one string, the endpoint it is, or None when refused)
+    let strings: &[(&str, Option<&str>)] = &[
+        ("10.0.0.2:6379", Some("10.0.0.2:6379")),
+        ("[10.0.0.2]:6379", Some("10.0.0.2:6379")),
+        ("[fd88::22]:6379", Some("[fd88::22]:6379")),
+        ("fd88::22:6379", Some("[fd88::22]:6379")),
+        ("[FD88:0:0:0:0:0:0:22]:6379", Some("[fd88::22]:6379")),
+        ("[::1]:26379", Some("[::1]:26379")),
+        ("::1:26379", Some("[::1]:26379")),
+        ("redis-master:6379", Some("redis-master:6379")),
+        (
+            "redis-0.redis.default.svc.cluster.local.:26379",
+            Some("redis-0.redis.default.svc.cluster.local.:26379"),
+        ),
+        ("fd88::22", None),
+        ("[fd88::22]", None),
+        ("[fd88::22]:", None),
+        ("[fd88::22]:0", None),
+        ("10.0.0.2", None),
+        ("10.0.0.2:65536", None),
+        ("red is:6379", None),
+        ("", None),
+    ];
+    for (s, want) in strings {
+        assert_eq!(
+            Endpoint::parse(s).map(|e| e.to_string()).as_deref(),
+            *want,
+            "{s:?}"
+        );
+    }
+    // (host field, port field, the endpoint): SENTINEL REPLICAS ip/port, INFO master_host,
+    // slaveN ip=, GET-MASTER-ADDR-BY-NAME
+    let fields: &[(&str, &str, Option<&str>)] = &[
+        ("10.0.0.2", "6379", Some("10.0.0.2:6379")),
+        ("fd88::22", "6379", Some("[fd88::22]:6379")),
+        ("[fd88::22]", "6379", Some("[fd88::22]:6379")),
+        ("::1", "16380", Some("[::1]:16380")),
+        ("redis-master", "6379", Some("redis-master:6379")),
+        ("fd88::22", "x", None),
+        ("fd88::22", "0", None),
+        ("?", "6379", None),
+        ("", "6379", None),
+    ];
+    for (h, p, want) in fields {
+        assert_eq!(
+            Endpoint::from_fields(h, p)
+                .map(|e| e.to_string())
+                .as_deref(),
+            *want,
+            "{h:?} {p:?}"
+        );
+    }
+    // Same endpoint whatever the form; different ports, families or names are different.
+    let same: &[(&str, &str)] = &[
+        ("[fd88::22]:6379", "fd88::22:6379"),
+        ("[fd88::22]:6379", "[fd88:0::22]:6379"),
+        ("10.0.0.2:6379", "[10.0.0.2]:6379"),
+        ("redis-master:6379", "redis-master:6379"),
+    ];
+    for (a, b) in same {
+        assert_eq!(Endpoint::parse(a), Endpoint::parse(b), "{a} vs {b}");
+        assert!(Endpoint::parse(a).is_some());
+    }
+    assert_eq!(
+        Endpoint::from_fields("fd88::22", "6379"),
+        Endpoint::parse("[fd88::22]:6379")
+    );
+    let differ: &[(&str, &str)] = &[
+        ("[fd88::22]:6379", "[fd88::22]:6380"),
+        ("[fd88::22]:6379", "[fd88::23]:6379"),
+        ("[::ffff:10.0.0.2]:6379", "10.0.0.2:6379"),
+        ("redis-master:6379", "10.0.0.2:6379"),
+    ];
+    for (a, b) in differ {
+        assert_ne!(Endpoint::parse(a), Endpoint::parse(b), "{a} vs {b}");
+    }
 }
 
 #[test]

@@ -109,6 +109,8 @@ pub struct Supervisor {
     /// The cgroup's OOM-kill count when a child last started or exited: a rise since then that
     /// ends in a SIGKILL is the OOM killer (memory::oom_killed).
     oom_kills: Option<u64>,
+    /// The stop's handover moved the master role to a replica (discover::UncleanStop).
+    handed_over: bool,
 }
 
 /// Registers every signal we act on before anything starts: PID 1 ignores signals it has no
@@ -183,6 +185,7 @@ impl Supervisor {
             task: None,
             companion: None,
             oom_kills: None,
+            handed_over: false,
         }
     }
 
@@ -256,6 +259,7 @@ impl Supervisor {
             Event::Decided(d) => self.on_decided(d),
             Event::HandoverDone(outcome) => {
                 tracing::info!(outcome = %outcome, "handover finished");
+                self.handed_over = matches!(outcome, handover::Outcome::Done { .. });
                 self.step(Input::HandoverDone, None);
             }
             Event::SentinelStale(master) => self.restart_stale_sentinel(master),

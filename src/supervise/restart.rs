@@ -18,8 +18,15 @@ impl Supervisor {
     pub(super) fn on_child_exit(&mut self, i: usize, pid: Pid, how: Exit) {
         let which = self.slots[i].which;
         if which == Server::Redis && how.as_code() == 0 {
-            // A clean shutdown: its AOF holds every write it acknowledged.
-            state::clear_data_node_running(&self.cfg);
+            // A clean shutdown: its AOF holds every write it acknowledged. But a master stopped
+            // without a handover may be failed over in its absence, so the next boot must know.
+            if self.stop.stopping() && !self.handed_over {
+                if let Err(e) = state::mark_stopped_without_handover(&self.cfg) {
+                    tracing::warn!(error = %e, "cannot record in the state directory that the data node stopped without a handover");
+                }
+            } else {
+                state::clear_data_node_running(&self.cfg);
+            }
         }
         let uptime = match self.slots[i].state {
             SlotState::Running { since, .. } => since.elapsed(),

@@ -23,7 +23,7 @@ import redis
 
 import hanet
 from hachecks import Checks
-from hanet import NPODS, REDIS_PORT, SENTINEL_PORT, SUBNET
+from hanet import NPODS, REDIS_PORT, SENTINEL_PORT
 from rhtest import children, log, pid1_under, wait_until
 
 POD_EXIT_TIMEOUT = 15.0  # the orchestrator's grace after SIGTERM (manifests: 15 s)
@@ -347,7 +347,7 @@ class Cluster(Checks):
         return left
 
     def fresh_ip(self) -> str:
-        ip = f"{SUBNET}.{self.next_ip}"
+        ip = hanet.address(self.next_ip)
         self.next_ip += 1
         assert self.next_ip < 250, "address pool exhausted"
         return ip

@@ -12,11 +12,18 @@ Layout (all names start with PREFIX so a leftover of a crashed run is found and 
 The bridge lives in its own namespace on purpose: the host has br_netfilter on and a FORWARD DROP
 policy (docker), which would drop bridged pod-to-pod traffic; an empty namespace has neither, and
 the host's firewall is left untouched.
+
+REDISHA_HA_FAMILY=6 makes every pod IPv6-only (issue 27): the same layout with the /64
+fd88:<b>:<c>::/64 derived from SUBNET 10.<b>.<c> (in hex: 10.79.0 gives fd88:4f::/64, host
+fd88:4f::1), no IPv4 address on any pod, hosts files mapping the names to IPv6 addresses. The
+addresses are added `nodad`: duplicate address detection would leave them "tentative" (unusable)
+for a second or more after every pod start.
 """
 
 from __future__ import annotations
 
 import fcntl
+import ipaddress
 import os
 import re
 import shutil
@@ -36,7 +43,31 @@ if not re.fullmatch(r"[a-z][a-z0-9]{0,7}", PREFIX):
 if not re.fullmatch(r"10\.(\d{1,3})\.(\d{1,3})", SUBNET) or \
         any(int(x) > 255 for x in SUBNET.split(".")[1:]):
     raise ValueError(f"REDISHA_HA_SUBNET={SUBNET!r}: want the first three octets of a 10.x.y.0/24")
-HOST_IP = f"{SUBNET}.1"
+FAMILY = os.environ.get("REDISHA_HA_FAMILY") or "4"
+if FAMILY not in ("4", "6"):
+    raise ValueError(f"REDISHA_HA_FAMILY={FAMILY!r}: want 4 or 6")
+_NET6 = ipaddress.IPv6Network("fd88:{:x}:{:x}::/64".format(*map(int, SUBNET.split(".")[1:])))
+PREFIX_LEN = 64 if FAMILY == "6" else 24
+
+
+def address(n: int) -> str:
+    """Host number `n` of the subnet, as Redis prints it (inet_ntop's compressed IPv6 form, the
+    one INFO and Sentinel replies carry, so the harness can compare strings with them)."""
+    if FAMILY == "6":
+        return str(_NET6.network_address + n)
+    return f"{SUBNET}.{n}"
+
+
+def addr(ip: str, port: int) -> str:
+    """`ip:port` as redisha-init prints and takes it: an IPv6 address in brackets."""
+    return f"[{ip}]:{port}" if ":" in ip else f"{ip}:{port}"
+
+
+def _addr_add(ip: str) -> list[str]:
+    return ["addr", "add", f"{ip}/{PREFIX_LEN}"] + (["nodad"] if FAMILY == "6" else [])
+
+
+HOST_IP = address(1)
 NET_NS = f"{PREFIX}-net"
 BRIDGE = f"{PREFIX}-br"
 HOST_VETH = f"{PREFIX}-host"
@@ -108,7 +139,7 @@ def create_bridge() -> None:
     run(["ip", "-n", NET_NS, "link", "set", BRIDGE, "up"])
     run(["ip", "link", "add", HOST_VETH, "type", "veth", "peer", "name", HOST_PEER,
          "netns", NET_NS])
-    run(["ip", "addr", "add", f"{HOST_IP}/24", "dev", HOST_VETH])
+    run(["ip", *_addr_add(HOST_IP), "dev", HOST_VETH])
     run(["ip", "link", "set", HOST_VETH, "up"])
     run(["ip", "-n", NET_NS, "link", "set", HOST_PEER, "master", BRIDGE, "up"])
 
@@ -121,7 +152,7 @@ def create_pod_net(idx: int, ip: str) -> None:
     run(["ip", "-n", NET_NS, "link", "add", port, "type", "veth",
          "peer", "name", "eth0", "netns", ns])
     run(["ip", "-n", NET_NS, "link", "set", port, "master", BRIDGE, "up"])
-    run(["ip", "-n", ns, "addr", "add", f"{ip}/24", "dev", "eth0"])
+    run(["ip", "-n", ns, *_addr_add(ip), "dev", "eth0"])
     run(["ip", "-n", ns, "link", "set", "eth0", "up"])
     Path(f"/etc/netns/{ns}").mkdir(parents=True, exist_ok=True)
 
@@ -140,7 +171,8 @@ def write_hosts(records: list[tuple[str, str]], idxs: list[int]) -> None:
     """Cluster DNS: `records` (address, names) become the hosts file of every pod namespace in
     `idxs` that exists. Written in place (same inode): `ip netns exec` bind-mounted the file, a
     rename would not be seen."""
-    text = "\n".join(["127.0.0.1 localhost"] + [f"{ip} {names}" for ip, names in records]) + "\n"
+    text = "\n".join(["127.0.0.1 localhost", "::1 localhost"]
+                     + [f"{ip} {names}" for ip, names in records]) + "\n"
     for i in idxs:
         d = Path(f"/etc/netns/{pod_ns(i)}")
         if d.is_dir():

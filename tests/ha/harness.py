@@ -27,18 +27,18 @@ from hacluster import (DEFAULT_SECURITY, DOWN_AFTER, MIN_REPLICAS_MAX_LAG, PASSW
                        POD_EXIT_TIMEOUT, TIMINGS, Cluster, Pod, Security, StopOutcome, Tls,
                        client, client_kwargs, cold_start, info_replication,
                        stop_master_and_watch)
-from hanet import (GROUP, LOCK_PATH, NPODS, PREFIX, REDIS_PORT, SENTINEL_PORT,  # noqa: E402
-                   SUBNET)
+from hanet import (FAMILY, GROUP, LOCK_PATH, NPODS, PREFIX, REDIS_PORT,  # noqa: E402
+                   SENTINEL_PORT, SUBNET, addr, address)
 from hawriter import Writer  # noqa: E402
 from rhtest import WriteResult, log, run, stop_gap, wait_until  # noqa: E402
 
 __all__ = [
-    "DEFAULT_SECURITY", "DOWN_AFTER", "GROUP", "LOCK_PATH", "MIN_REPLICAS_MAX_LAG", "NPODS",
-    "PASSWORD", "POD_EXIT_TIMEOUT", "PREFIX", "RECORDED", "REDIS_PORT", "RESULTS",
+    "DEFAULT_SECURITY", "DOWN_AFTER", "FAMILY", "GROUP", "LOCK_PATH", "MIN_REPLICAS_MAX_LAG",
+    "NPODS", "PASSWORD", "POD_EXIT_TIMEOUT", "PREFIX", "RECORDED", "REDIS_PORT", "RESULTS",
     "SENTINEL_PORT", "SUBNET", "TIMINGS", "Cluster", "Pod", "RoleSampler", "Security",
-    "StopOutcome", "Tls", "WriteResult", "Writer", "client", "client_kwargs", "cold_start",
-    "info_replication", "log", "record", "run", "stop_gap", "stop_master_and_watch",
-    "wait_until",
+    "StopOutcome", "Tls", "WriteResult", "Writer", "addr", "address", "client", "client_kwargs",
+    "cold_start", "info_replication", "log", "record", "run", "stop_gap",
+    "stop_master_and_watch", "wait_until",
 ]
 
 RESULTS = Path(__file__).with_name("results.txt")

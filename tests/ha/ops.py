@@ -1,18 +1,24 @@
 """`redisha-init status` and `redisha-init switchover` run as an operator would: inside a pod (the
 pod's network namespace, hosts file and environment: `kubectl exec`) or from the host with
-`--sentinels` (a laptop). Shared by tests/ha/test_ops.py and benches/switchover.py."""
+`--sentinels` (a laptop); the readiness probe as the kubelet runs it, and the StatefulSet
+controller's readiness-gated rolling update. Shared by tests/ha/test_ops.py, test_ipv6.py and
+benches/switchover.py."""
 
 from __future__ import annotations
 
 import json
 import os
 import random
+import re
 import subprocess
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import harness
-from harness import REDIS_PORT, SENTINEL_PORT, Cluster, Pod, Writer, log, stop_gap
+from harness import REDIS_PORT, SENTINEL_PORT, Cluster, Pod, Writer, addr, log, stop_gap
+
+MANIFEST = Path(__file__).resolve().parents[2] / "k8s" / "production" / "redis.yaml"
 
 
 @dataclass
@@ -57,7 +63,7 @@ def status(cluster: Cluster, pod: Pod | None, *extra: str) -> Run:
 
 
 def laptop_status(cluster: Cluster, sentinel_ip: str, *extra: str) -> Run:
-    return status(cluster, None, "--sentinels", f"{sentinel_ip}:{SENTINEL_PORT}", *extra)
+    return status(cluster, None, "--sentinels", addr(sentinel_ip, SENTINEL_PORT), *extra)
 
 
 def wait_status(cluster: Cluster, pod: Pod, code: int, timeout: float = 60) -> Run:
@@ -131,9 +137,9 @@ def switchover_round(cluster: Cluster, w: Writer, rnd: int, rng: random.Random,
     where = rng.choice(pods + [None])
     args = ["switchover", "--timeout", "10"]
     if wanted:
-        args += ["--to", f"{wanted}:{REDIS_PORT}"]
+        args += ["--to", addr(wanted, REDIS_PORT)]
     if where is None:
-        args += ["--sentinels", f"{rng.choice(pods).ip}:{SENTINEL_PORT}"]
+        args += ["--sentinels", addr(rng.choice(pods).ip, SENTINEL_PORT)]
     marks = cluster.log_marks()
     t0 = time.monotonic()
     r = run_cli(cluster, where, *args, timeout=40)
@@ -169,3 +175,71 @@ def switchover_round(cluster: Cluster, w: Writer, rnd: int, rng: random.Random,
         f"+switch-master {counts}\n{r.out.rstrip()}"
         + (f"\n{r.err.rstrip()}" if res.problems else ""))
     return res
+
+
+# ---- readiness and the rolling update (the kubelet's and the StatefulSet controller's part) ----
+
+def probe_ready(cluster: Cluster, pod: Pod) -> Run:
+    """The manifests' readinessProbe, `probe sentinel --ready` (failover-safe), run in the pod."""
+    return run_cli(cluster, pod, "probe", "sentinel", "--ready", "--timeout-ms", "1000",
+                   timeout=10)
+
+
+def wait_ready(cluster: Cluster, pods: list[Pod], timeout: float = 60) -> float:
+    """Polls the readiness probe of `pods` until every one passes in the same round; returns the
+    seconds it took. Fails naming each pod's last refusal (issue 27: a replica pod on IPv6 was
+    never ready, "... is not known to its sentinel as promotable yet")."""
+    t0 = time.monotonic()
+    last: dict[str, str] = {}
+
+    def all_ready() -> bool:
+        for p in pods:
+            r = probe_ready(cluster, p)
+            last[p.name] = "ready" if r.code == 0 else f"exit {r.code}: {(r.out + r.err).strip()}"
+        return all(v == "ready" for v in last.values())
+    try:
+        harness.wait_until(all_ready, timeout, 0.3, "every pod's readiness probe")
+    except AssertionError:
+        raise AssertionError(f"not every pod ready within {timeout:.0f}s: {last}") from None
+    return time.monotonic() - t0
+
+
+def manifest_min_ready() -> float:
+    """minReadySeconds of k8s/production's StatefulSet (no YAML parser needed for one key)."""
+    m = re.search(r"^\s*minReadySeconds:\s*(\d+)\s*$", MANIFEST.read_text(), re.M)
+    assert m, f"no minReadySeconds in {MANIFEST}"
+    return float(m.group(1))
+
+
+@dataclass
+class RollStep:
+    pod: str
+    was_master: bool
+    stop_s: float        # SIGTERM -> exit
+    exit_code: int | None
+    ready_s: float       # start -> its readiness probe passes
+    gap_s: float         # longest write gap from the SIGTERM to the end of minReadySeconds
+
+
+def rolling_update(cluster: Cluster, w: Writer, min_ready: float,
+                   ready_timeout: float = 60) -> list[RollStep]:
+    """The StatefulSet controller's RollingUpdate with OrderedReady: from the highest ordinal to
+    0, the pod is stopped (SIGTERM, the grace), recreated with its state (its PVC) on a new
+    address (a new pod IP), and the controller goes on only once the new pod's readiness probe
+    passes and minReadySeconds are over. A pod that never gets ready stops the rollout (the
+    controller would wait for good): AssertionError after `ready_timeout`."""
+    steps = []
+    for i in reversed(range(len(cluster.pods))):
+        pod = cluster.pods[i]
+        was_master = pod.ip == cluster.current_master()
+        t0 = time.monotonic()
+        stop_s, code = cluster.stop_pod_gracefully(i)
+        cluster.start_pods([i], new_ip=True)
+        wait_ready(cluster, [pod], ready_timeout)
+        ready_s = time.monotonic() - pod.started_at
+        time.sleep(min_ready)
+        step = RollStep(pod.name, was_master, stop_s, code, ready_s,
+                        stop_gap(list(w.acked), t0, time.monotonic()))
+        log(f"rollout: {step}")
+        steps.append(step)
+    return steps

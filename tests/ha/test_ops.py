@@ -17,7 +17,8 @@ import time
 import pytest
 
 import harness
-from harness import (DOWN_AFTER, REDIS_PORT, SENTINEL_PORT, GROUP, Writer, client, log, record)
+from harness import (DOWN_AFTER, REDIS_PORT, SENTINEL_PORT, GROUP, Writer, addr, client, log,
+                     record)
 from ops import (laptop_status, priorities, run_cli, sentinel_knobs, status, switchover_round,
                  wait_status)
 
@@ -42,7 +43,7 @@ def check(r, health: str, master: str | None) -> dict:
     v = j["verdict"]
     assert v["health"] == health, f"want {health}: {v}"
     assert r.code == EXIT[health] == j["exit_code"], f"exit {r.code} for {v}"
-    want = f"{master}:{REDIS_PORT}" if master else None
+    want = addr(master, REDIS_PORT) if master else None
     assert v["master"] == want, f"master {v['master']}, want {want}: {v}"
     assert r.took < STATUS_BUDGET, f"status took {r.took:.2f}s"
     return v
@@ -56,15 +57,16 @@ def test_status_healthy(healthy):
         v = check(r, "healthy", m)
         assert v["failover_safe"] and not v["reasons"], v
         j = r.json
-        assert sorted(n["addr"] for n in j["nodes"]) == sorted(f"{x.ip}:{REDIS_PORT}" for x in c.live())
+        assert sorted(n["addr"] for n in j["nodes"]) == sorted(
+            addr(x.ip, REDIS_PORT) for x in c.live())
         assert sorted(s["addr"] for s in j["sentinels"]) == sorted(
-            f"{x.ip}:{SENTINEL_PORT}" for x in c.live())
+            addr(x.ip, SENTINEL_PORT) for x in c.live())
     # The human table: every node, every sentinel, the verdict line.
     r = run_cli(c, c.pods[0], "status")
     assert r.code == 0, r.out + r.err
     assert r.out.splitlines()[-1].startswith(f"verdict: healthy, master {m}:{REDIS_PORT}"), r.out
     for x in c.live():
-        assert f"{x.ip}:{REDIS_PORT}" in r.out and f"{x.ip}:{SENTINEL_PORT}" in r.out, r.out
+        assert addr(x.ip, REDIS_PORT) in r.out and addr(x.ip, SENTINEL_PORT) in r.out, r.out
     log("status table:\n" + r.out)
     # A laptop: one sentinel address is enough; the rest is learnt from it.
     replica = next(x for x in c.live() if x.ip != m)
@@ -120,7 +122,7 @@ def test_status_master_down_then_failover(healthy):
         assert r.code == EXIT[v["health"]], v
         assert r.took < STATUS_BUDGET, f"status took {r.took:.2f}s"
         new = c.current_master()
-        if new and v["master"] == f"{new}:{REDIS_PORT}" and not v["failover_running"] \
+        if new and v["master"] == addr(new, REDIS_PORT) and not v["failover_running"] \
                 and v["health"] == "degraded" and ts > DOWN_AFTER:
             break
     for s in samples:
@@ -131,7 +133,7 @@ def test_status_master_down_then_failover(healthy):
     assert any(s[4] for s in samples), "no sample saw the failover in progress"
     last = samples[-1]
     new = c.current_master()
-    assert new and new != m and last[3] == f"{new}:{REDIS_PORT}" and last[1] == 1, last
+    assert new and new != m and last[3] == addr(new, REDIS_PORT) and last[1] == 1, last
     record(f"OPS status after master kill: {len(samples)} samples, "
            f"no_master until {max(s[0] for s in samples if s[2] == 'no_master'):.2f}s, "
            f"failover seen {sum(1 for s in samples if s[4])}x, degraded with {new} at {last[0]:.2f}s")
@@ -176,9 +178,9 @@ def test_switchover_refusals(healthy):
     m, _, _ = c.settle(60)
     a, b = [p for p in c.live() if p.ip != m]
     wait_status(c, a, 0, 30)
-    r = run_cli(c, a, "switchover", "--to", f"{m}:{REDIS_PORT}")
+    r = run_cli(c, a, "switchover", "--to", addr(m, REDIS_PORT))
     assert r.code == 5 and "it is the master" in r.out, r.out + r.err
-    r = run_cli(c, a, "switchover", "--to", f"{harness.SUBNET}.249:{REDIS_PORT}")
+    r = run_cli(c, a, "switchover", "--to", addr(harness.address(249), REDIS_PORT))
     assert r.code == 5 and "not a healthy replica" in r.out, r.out + r.err
     try:
         with client(a.ip, REDIS_PORT) as x:
@@ -187,13 +189,13 @@ def test_switchover_refusals(healthy):
             str(e["slave-priority"]) == "0" or e["ip"] != a.ip
             for p in c.live() for e in client(p.ip, SENTINEL_PORT).sentinel_slaves(GROUP)),
             10, 0.2, "the sentinels see priority 0")
-        r = run_cli(c, b, "switchover", "--to", f"{a.ip}:{REDIS_PORT}")
+        r = run_cli(c, b, "switchover", "--to", addr(a.ip, REDIS_PORT))
         assert r.code == 5 and "replica-priority is 0" in r.out, r.out + r.err
         with client(b.ip, REDIS_PORT) as x:
             x.config_set("replica-priority", 0)
         harness.wait_until(lambda: not status(c, a).json["verdict"]["failover_safe"], 10, 0.2,
                            "not failover-safe")
-        r = run_cli(c, None, "switchover", "--sentinels", f"{b.ip}:{SENTINEL_PORT}")
+        r = run_cli(c, None, "switchover", "--sentinels", addr(b.ip, SENTINEL_PORT))
         assert r.code == 3 and "not failover-safe" in r.out, r.out + r.err
     finally:
         for p in (a, b):
@@ -250,7 +252,7 @@ def frozen_leader_switchover(c, interrupt: bool, timeout: str = "10"):
     # A sentinel frozen by the previous test stays in TILT mode for 30 s (status: degraded).
     wait_status(c, a, 0, 60)
     sentinel_pid = a.child_pid("sentinel")
-    proc = run_cli(c, a, "switchover", "--to", f"{b.ip}:{REDIS_PORT}", "--timeout", timeout,
+    proc = run_cli(c, a, "switchover", "--to", addr(b.ip, REDIS_PORT), "--timeout", timeout,
                    popen=True)
     out = []
     stopped = False
@@ -312,7 +314,7 @@ def test_switchover_timeout_restores(healthy):
     # switchover never picks to lead: it would accept SENTINEL FAILOVER and sit on it).
     r = harness.wait_until(
         lambda: (lambda r: r if any("TILT" in x for x in r.json["verdict"]["reasons"]) else None)(
-            status(healthy, None, "--sentinels", f"{m}:{SENTINEL_PORT}")),
+            status(healthy, None, "--sentinels", addr(m, SENTINEL_PORT))),
         5, 0.2, "status reporting the thawed sentinel in TILT mode")
     assert r.code == 1, r.json["verdict"]
     check_put_back(healthy, text, m)

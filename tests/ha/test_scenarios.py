@@ -13,10 +13,12 @@ import os
 import shutil
 import signal
 import subprocess
+import threading
 import time
 
 import harness
-from harness import DOWN_AFTER, MIN_REPLICAS_MAX_LAG, RoleSampler, Writer, record, wait_until
+from harness import (DOWN_AFTER, MIN_REPLICAS_MAX_LAG, POD_EXIT_TIMEOUT, RoleSampler, Writer, record,
+                     wait_until)
 
 
 def times_to_safety(cluster, pods, timeout=40.0) -> dict[str, float]:
@@ -440,8 +442,16 @@ def test_8b_master_pod_killed_while_a_sentinel_is_in_tilt(healthy):
     w = Writer(c, "ha:s8b")
     s.start()
     w.start()
+    tilt_period = None
     try:
         time.sleep(1.5)
+        # PID 1 shortens TILT to down-after (follow::tilt_period_ms, scenario 8i); the forced
+        # failover is for a sentinel in a TILT as long as Sentinel's own (one not tuned by us).
+        with harness.client(tilted.ip, harness.SENTINEL_PORT, 2) as cl:
+            dbg = cl.execute_command("SENTINEL", "DEBUG")
+            tuned = dict(zip(dbg[::2], dbg[1::2]))
+            tilt_period = tuned.get("TILT-PERIOD", tuned.get(b"TILT-PERIOD"))
+            cl.execute_command("SENTINEL", "DEBUG", "tilt-period", "30000")
         pid = tilted.child_pid("sentinel")
         os.kill(pid, signal.SIGSTOP)
         try:
@@ -462,6 +472,10 @@ def test_8b_master_pod_killed_while_a_sentinel_is_in_tilt(healthy):
     finally:
         s.finish()
         res = w.finish()
+        # The later scenarios meet this sentinel with PID 1's TILT period, as in production.
+        if tilt_period is not None:
+            with harness.client(tilted.ip, harness.SENTINEL_PORT, 2) as cl:
+                cl.execute_command("SENTINEL", "DEBUG", "tilt-period", tilt_period)
     lost = w.count_lost(res, m)
     others = [p.ip for p in c.pods if p is not m0]
     failover_s = next((t - t_kill for t, r in s.samples
@@ -517,8 +531,11 @@ def test_8c_master_pod_frozen_past_down_after(healthy):
            f"failover={m != m0.ip} write_gap={res.max_gap:.2f}s "
            f"max_masters_per_sample={s.max_masters()} acked={len(res.acked)} "
            f"acked_after_thaw={after_thaw}")
-    assert m != m0.ip, "the frozen master should have been failed over"
-    assert fenced, "the thawed master's PID 1 did not fence its writes"
+    # On a loaded machine the others may not have started the failover by the thaw; the master
+    # then simply serves on, which is as valid (issue 30, point 6). The fence is owed only when
+    # they failed it over.
+    if m != m0.ip:
+        assert fenced, "the thawed master's PID 1 did not fence its writes"
     # The writer has one write in flight: the thawed node may acknowledge it before its PID 1 runs.
     assert len(lost) <= 2, f"acknowledged writes lost after the thaw: {lost[:20]}"
 
@@ -617,8 +634,11 @@ def test_8e_master_back_on_a_new_ip_before_any_failover(cluster):
             res = w.finish()
         lost = w.count_lost(res, m)
         as_master = sum(1 for t, r in s.samples if t > t_stop and r.get(m0.ip) == "master")
-        waited = "at another address, which the sentinels will fail over" in \
-            m0.log_path.read_text(errors="replace")
+        # Either reason holds here (a master stopped without a handover, on a new address);
+        # the one that names the stop is logged first (issue 26).
+        log = m0.log_path.read_text(errors="replace")
+        waited = "at another address, which the sentinels will fail over" in log or \
+            "stopped as master without handing over" in log
         record(f"SCENARIO 8e master-back-on-a-new-ip-before-failover: lost={len(lost)} "
                f"old_ip={old_ip} new_ip={m0.ip} samples_as_master_at_new_ip={as_master} "
                f"waited={waited} write_gap={res.max_gap:.2f}s "
@@ -807,3 +827,338 @@ def test_8g_live_master_failed_over_by_a_quorum_that_cannot_reach_it(healthy):
     assert m != m0.ip, "the master should have been failed over"
     assert fenced, f"{m0.name}'s PID 1 did not pause writes when its sentinel voted"
     assert not lost, f"acknowledged writes lost: {lost[:20]}"
+
+
+def sentinel_in_tilt(pod) -> bool:
+    with harness.client(pod.ip, harness.SENTINEL_PORT, 1) as cl:
+        return cl.info("sentinel").get("sentinel_tilt") == 1
+
+
+def test_8h_master_stopped_without_handover_back_before_down_after(healthy):
+    """Issue 26 (benches/soak.py, seed 20261206, episode 43: 94 acknowledged writes lost): a
+    master stopped cleanly but its handover failed, and its pod came back within down-after. It
+    decided master at once (the sentinels still named it), took writes, and the failover its
+    absence had started went on (Sentinel does not abort an elected failover because the master
+    answers again): the promoted replica never got them. Here the handover fails because the
+    master pod's own sentinel is gone (SIGKILLed just before the SIGTERM), and the pod comes back
+    on its address at once. It must not serve as master while a replica is up: it waits for the
+    failover (forcing it if the sentinels do not start it) and joins; nothing acknowledged lost."""
+    c = healthy
+    m0 = c.master_pod()
+    s = RoleSampler(c, 0.1, key="ha:s8h")
+    w = Writer(c, "ha:s8h")
+    s.start()
+    w.start()
+    try:
+        time.sleep(1.5)
+        os.kill(m0.child_pid("sentinel"), signal.SIGKILL)
+        stop_s, _ = m0.terminate()
+        t_stop = time.monotonic()
+        stopped_log = m0.log_path.read_text(errors="replace")
+        c.start_pods([m0.idx], new_ip=False)
+        m, _, _ = c.settle(60, "invariants after the master came back without a handover")
+        back_s = time.monotonic() - t_stop
+        time.sleep(1)
+    finally:
+        s.finish()
+        res = w.finish()
+    lost = w.count_lost(res, m)
+    as_master = sum(1 for t, r in s.samples if t > t_stop and r.get(m0.ip) == "master")
+    handover_failed = "handover finished" in stopped_log and "failed, stopping anyway" in stopped_log
+    waited = "stopped as master without handing over" in m0.log_path.read_text(errors="replace")
+    record(f"SCENARIO 8h master-stopped-without-handover-back-before-down-after: lost={len(lost)} "
+           f"stop={stop_s:.2f}s handover_failed={handover_failed} waited_for_failover={waited} "
+           f"old_master_samples_as_master={as_master} settled_after={back_s:.1f}s "
+           f"write_gap={res.max_gap:.2f}s max_masters_per_sample={s.max_masters()} "
+           f"acked={len(res.acked)} errors={res.errors}")
+    assert handover_failed, "the scenario did not build its state: the handover did not fail"
+    assert not lost, f"acknowledged writes lost: {lost[:20]}"
+    assert as_master == 0, "the pod served as master again while the sentinels failed it over"
+    assert m != m0.ip, "the sentinels should have failed the stopped master over"
+    assert waited, "the pod's log does not say it waited for the failover"
+    assert s.max_masters() <= 1, "two nodes reported role:master at the same sample"
+
+
+def test_8i_master_killed_while_a_stalled_pods_sentinel_is_in_tilt(healthy):
+    """Issue 26 (benches/soak.py, seed 20261206: a master kill cost 22 s of writes): a replica
+    pod stalled (every process SIGSTOPped) for 3 s; its sentinel enters TILT, in which it acts on
+    nothing and tells the others the master is not down; Sentinel's TILT lasts 30 s, and with
+    the master pod's own sentinel gone the quorum (2) cannot be reached. PID 1 sets the TILT
+    period to down-after (follow::tilt_period_ms): the master, killed for good during that TILT,
+    is failed over within down-after + 3 s (asserted with room for a busy machine)."""
+    c = healthy
+    m0 = c.master_pod()
+    stalled = next(p for p in c.live() if p is not m0)
+    others = [p.ip for p in c.live() if p is not m0]
+    s = RoleSampler(c, 0.1, key="ha:s8i")
+    w = Writer(c, "ha:s8i")
+    s.start()
+    w.start()
+    try:
+        time.sleep(1.5)
+        pids = stalled.freeze()
+        assert pids, f"{stalled.name} has no PID 1 to freeze"
+        try:
+            time.sleep(3.0)  # Sentinel enters TILT when its timer sees a gap above 2 s
+        finally:
+            stalled.thaw(pids)
+        wait_until(lambda: sentinel_in_tilt(stalled), 3, what=f"{stalled.name}'s sentinel in TILT")
+        c.kill_pod(m0.idx, keep_ip=True)
+        t_kill = time.monotonic()
+
+        def promoted():
+            for ip in others:
+                try:
+                    if harness.info_replication(ip, 0.3).get("role") == "master":
+                        return True
+                except Exception:
+                    pass
+            return False
+        wait_until(promoted, 40, 0.05, "a replica promoted")
+        failover_s = time.monotonic() - t_kill
+        c.start_pods([m0.idx], new_ip=False)
+        m, _, _ = c.settle(60, "invariants after the master was failed over during a TILT")
+        time.sleep(1)
+    finally:
+        s.finish()
+        res = w.finish()
+    lost = w.count_lost(res, m)
+    record(f"SCENARIO 8i master-killed-while-a-stalled-pods-sentinel-is-in-tilt: "
+           f"failover_after={failover_s:.2f}s (down-after {DOWN_AFTER:.0f}s) "
+           f"write_gap={res.max_gap:.2f}s lost={len(lost)} "
+           f"max_masters_per_sample={s.max_masters()} acked={len(res.acked)}")
+    assert m != m0.ip, "the killed master should have been failed over"
+    # Sentinel's own TILT (30 s) would hold the failover until it ends; down-after + 3 s is the
+    # target, 2 s more is room for a loaded machine.
+    assert failover_s < DOWN_AFTER + 5, f"failover {failover_s:.1f} s after the kill"
+    # The writer's last write before the kill may not have reached a replica (asynchronous
+    # replication, as in scenario 2); more than that is a loss.
+    assert len(lost) <= 2, f"acknowledged writes lost: {lost[:20]}"
+    assert s.max_masters() <= 1, "two nodes reported role:master at the same sample"
+
+
+def test_8j_split_vote_broken_by_one_sentinel(healthy):
+    """Issue 30, point 4 (a test_tls run at d6f1dd6: 12-17 s without a master): Sentinel's split
+    vote. The master pod is killed; each surviving sentinel's vote request is dropped at the other
+    (iptables string match on the request and the candidate's run id, in the receiver's netns;
+    state queries, pings and hellos pass), so each votes for itself in the same epoch and neither
+    is elected. Sentinel would retry after 2 x failover-timeout; PID 1 of the pod whose sentinel
+    has the lowest run id makes it fail over at once (splitvote.rs): a master within down-after +
+    3 s (asserted with room for a busy machine), one failover, nothing acknowledged lost."""
+    c = healthy
+    m0 = c.master_pod()
+    survivors = [p for p in c.live() if p is not m0]
+    ids = {}
+    for p in survivors:
+        with harness.client(p.ip, harness.SENTINEL_PORT, 2) as cl:
+            ids[p.name] = cl.execute_command("SENTINEL", "MYID")
+            if isinstance(ids[p.name], bytes):
+                ids[p.name] = ids[p.name].decode()
+    marks = {p.name: p.log_path.stat().st_size for p in survivors}
+    w = Writer(c, "ha:s8j")
+    w.start()
+    rules: list[tuple[str, list[str]]] = []
+    try:
+        time.sleep(1.5)
+        for p in survivors:
+            other = next(q for q in survivors if q is not p)
+            rule = ["-p", "tcp", "--dport", str(harness.SENTINEL_PORT), "-s", other.ip,
+                    "-m", "string", "--algo", "bm", "--icase",
+                    "--string", "is-master-down-by-addr",
+                    "-m", "string", "--algo", "bm", "--string", ids[other.name], "-j", "DROP"]
+            harness.run(["ip", "netns", "exec", p.ns, "iptables", "-I", "INPUT", *rule],
+                        timeout=10)
+            rules.append((p.ns, rule))
+        c.kill_pod(m0.idx, keep_ip=True)
+        t_kill = time.monotonic()
+
+        def since(p) -> str:
+            with open(p.log_path, "rb") as f:
+                f.seek(marks[p.name])
+                return f.read().decode(errors="replace")
+
+        def promoted():
+            for p in survivors:
+                try:
+                    if harness.info_replication(p.ip, 0.3).get("role") == "master":
+                        return True
+                except Exception:
+                    pass
+            return False
+        # The rules stay until a replica is promoted: while they hold, no election can be won,
+        # so only a failover that needs no votes ends the wait (or Sentinel's own retry, after
+        # 2 x failover-timeout, which fails the bound below).
+        wait_until(promoted, 40, 0.05, "a replica promoted")
+        failover_s = time.monotonic() - t_kill
+        for ns, rule in rules:
+            harness.run(["ip", "netns", "exec", ns, "iptables", "-D", "INPUT", *rule],
+                        timeout=10, check=False)
+        rules.clear()
+        c.start_pods([m0.idx], new_ip=False)
+        m, _, _ = c.settle(60, "invariants after the split vote")
+        time.sleep(1)
+    finally:
+        for ns, rule in rules:
+            harness.run(["ip", "netns", "exec", ns, "iptables", "-D", "INPUT", *rule],
+                        timeout=10, check=False)
+        res = w.finish()
+    lost = w.count_lost(res, m)
+    logs = {p.name: since(p) for p in survivors}
+    split = sum("-failover-abort-not-elected" in t for t in logs.values())
+    broke = [n for n, t in logs.items() if "the up sentinel with the lowest run id fails" in t]
+    epochs = set()
+    for p in c.live():
+        with harness.client(p.ip, harness.SENTINEL_PORT, 2) as cl:
+            epochs.add(int(cl.sentinel_master(harness.GROUP)["config-epoch"]))
+    record(f"SCENARIO 8j split-vote-broken-by-one-sentinel: "
+           f"not_elected={split} forced_by={broke} failover_after={failover_s:.2f}s "
+           f"(down-after {DOWN_AFTER:.0f}s) epochs={sorted(epochs)} write_gap={res.max_gap:.2f}s "
+           f"lost={len(lost)} acked={len(res.acked)}")
+    assert m != m0.ip, "the killed master should have been failed over"
+    assert split >= 1, "no sentinel aborted an election: the scenario built no split vote"
+    assert len(broke) <= 1, f"more than one pod forced the failover: {broke}"
+    # Two elections abort here (the second candidate learns the first's epoch and runs its own),
+    # each after the election timeout (1 s) plus Sentinel's random start delay (< 1 s); then the
+    # forced failover. Sentinel alone: 2 x failover-timeout after the first abort at best (and
+    # never while the votes stay blocked). Room for a loaded machine on top.
+    assert failover_s < DOWN_AFTER + 6, f"failover {failover_s:.1f} s after the kill"
+    assert len(epochs) == 1, f"the sentinels disagree on the epoch: {epochs}"
+    # The writer's last write before the kill may not have reached a replica (scenario 2).
+    assert len(lost) <= 2, f"acknowledged writes lost: {lost[:20]}"
+
+
+def test_8k_master_pod_sigkilled_during_its_handover(healthy):
+    """Issue 30, point 3: SIGTERM of the master pod, then SIGKILL of it 0.1-1.5 s later (a short
+    grace, a node shutting down, an OOM kill mid-handover). The handover's failover was led by
+    the pod's own sentinel, which died with the pod before its hello reached the others: they
+    timed the master out and failed over again (6.1-6.6 s write gap, epoch +2 in 2 of 3 runs).
+    Now another pod's sentinel leads it (handover::Plan::outliving): once the failover was
+    requested, the SIGKILL changes nothing. Asserted for every delay: one master, nothing
+    acknowledged lost beyond the write in flight; when the pod's log shows the failover was
+    requested before the kill, exactly one failover (epoch +1 on every sentinel) and a write gap
+    under down-after (the bound Sentinel's own re-failover cannot meet; 2.5 s is the target,
+    reported)."""
+    c = healthy
+    rows = []
+    for delay in (0.1, 0.3, 0.7, 1.5):
+        c = harness_ready(c)
+        m0 = c.master_pod()
+        others = [p for p in c.live() if p is not m0]
+        with harness.client(others[0].ip, harness.SENTINEL_PORT, 2) as cl:
+            epoch0 = int(cl.sentinel_master(harness.GROUP)["config-epoch"])
+        mark = m0.log_path.stat().st_size
+        w = Writer(c, f"ha:s8k:{delay}")
+        w.start()
+        try:
+            time.sleep(1.5)
+            pid = wait_until(m0.init_pid, 5, 0.02, f"{m0.name}'s PID 1")
+            os.kill(pid, signal.SIGTERM)
+            time.sleep(delay)
+            c.kill_pod(m0.idx, keep_ip=True)
+            with open(m0.log_path, "rb") as f:
+                f.seek(mark)
+                stop_log = f.read().decode(errors="replace")
+            requested = "handover: this node is now a replica" in stop_log or \
+                "asking sentinel to fail over" in stop_log
+            c.start_pods([m0.idx], new_ip=False)
+            m, _, _ = c.settle(60, f"invariants after a SIGKILL {delay} s into the handover")
+            time.sleep(1)
+        finally:
+            res = w.finish()
+        lost = w.count_lost(res, m)
+        epochs = set()
+        for p in c.live():
+            with harness.client(p.ip, harness.SENTINEL_PORT, 2) as cl:
+                epochs.add(int(cl.sentinel_master(harness.GROUP)["config-epoch"]))
+        led_by_peer = "led by another pod's sentinel" in stop_log
+        rows.append((delay, requested, led_by_peer, sorted(e - epoch0 for e in epochs),
+                     res.max_gap, len(lost)))
+        record(f"SCENARIO 8k master-pod-sigkilled-during-its-handover: delay={delay}s "
+               f"failover_requested={requested} led_by_peer={led_by_peer} "
+               f"epoch_steps={sorted(e - epoch0 for e in epochs)} write_gap={res.max_gap:.2f}s "
+               f"lost={len(lost)} acked={len(res.acked)} errors={res.errors}")
+    for delay, requested, led_by_peer, steps, gap, lost in rows:
+        assert lost <= 1, f"delay {delay}: {lost} acknowledged writes lost"
+        assert len(steps) == 1, f"delay {delay}: the sentinels disagree on the epoch: {steps}"
+        if requested:
+            assert led_by_peer, f"delay {delay}: the failover was led by the dying pod's sentinel"
+            assert steps == [1], f"delay {delay}: {steps} failovers after one handover"
+            assert gap < DOWN_AFTER + 1.5, f"delay {delay}: write gap {gap:.2f} s"
+
+
+def harness_ready(c):
+    """Every pod running and the cluster settled (between rounds of one scenario)."""
+    missing = [p.idx for p in c.pods if not p.alive]
+    if missing:
+        c.start_pods(missing, new_ip=False)
+    c.settle(60, "a healthy cluster between rounds")
+    return c
+
+
+def test_8l_new_master_killed_before_its_sentinel_recorded_the_promotion(healthy):
+    """The soak (seed 20261206, bench run at cde1aca, episode 116: no master for > 90 s): a
+    handover promoted B, and B's pod was SIGKILLed 0.4 s later, before its sentinel had written
+    the promotion down; B came back on a new address, the old master's pod after its clean stop.
+    Every sentinel named B's dead old address; the returning pods waited for it with their early
+    sentinels (failovers held off), so the one sentinel left could not reach the quorum. B's PID
+    1 now sees that the sentinels name its own old address at an epoch newer than it knew: that
+    address is dead, and it makes a sentinel fail it over. Built on purpose: B's sentinel frozen
+    (it records nothing), C given replica-priority 0 for the handover (so B is promoted)."""
+    c = healthy
+    a = c.master_pod()
+    b, cc = [p for p in c.live() if p is not a]
+    w = Writer(c, "ha:s8l")
+    w.start()
+    frozen = None
+    prio_set = False
+    try:
+        time.sleep(1.5)
+        with harness.client(cc.ip, harness.REDIS_PORT, 2) as cl:
+            cl.config_set("replica-priority", 0)
+            prio_set = True
+        frozen = b.child_pid("sentinel")
+        os.kill(frozen, signal.SIGSTOP)
+        b_old = b.ip
+        th = threading.Thread(target=lambda: a.terminate(), daemon=True)
+        th.start()
+
+        def b_named():
+            # The promotion is on record with the others (C's sentinel names B), not with B.
+            try:
+                with harness.client(cc.ip, harness.SENTINEL_PORT, 0.3) as cl:
+                    named = cl.sentinel_get_master_addr_by_name(harness.GROUP)
+                return bool(named) and named[0] == b_old and \
+                    harness.info_replication(b_old, 0.3).get("role") == "master"
+            except Exception:
+                return False
+        wait_until(b_named, 15, 0.02, f"{b.name} promoted by the handover and named for it")
+        c.kill_pod(b.idx)
+        frozen = None  # died with the pod
+        t_kill = time.monotonic()
+        with harness.client(cc.ip, harness.REDIS_PORT, 2) as cl:
+            cl.config_set("replica-priority", 100)
+            prio_set = False
+        th.join(POD_EXIT_TIMEOUT + 5)
+        time.sleep(0.5)
+        c.start_pods([b.idx], new_ip=True)
+        c.start_pods([a.idx], new_ip=False)
+        m, _, _ = c.settle(60, "invariants after the new master died unrecorded")
+        settled_s = time.monotonic() - t_kill
+        time.sleep(1)
+    finally:
+        if frozen is not None:
+            os.kill(frozen, signal.SIGCONT)
+        if prio_set:
+            with harness.client(cc.ip, harness.REDIS_PORT, 2) as cl:
+                cl.config_set("replica-priority", 100)
+        res = w.finish()
+    lost = w.count_lost(res, m)
+    log = b.log_path.read_text(errors="replace")
+    forced = "this pod's old address" in log and "forcing the failover" in log
+    record(f"SCENARIO 8l new-master-killed-before-its-sentinel-recorded-the-promotion: "
+           f"settled_after_kill={settled_s:.1f}s forced={forced} write_gap={res.max_gap:.2f}s "
+           f"lost={len(lost)} acked={len(res.acked)}")
+    assert m not in (b_old,), "the dead address is still master"
+    # What B acknowledged in the moment between its promotion and the SIGKILL may be lost
+    # (asynchronous replication, as in scenario 2).
+    assert len(lost) <= 5, f"acknowledged writes lost: {lost[:20]}"
