@@ -149,6 +149,9 @@ pub struct Config {
     /// Passwords and TLS files: all that the I/O layer (`redisio`) gets of the configuration.
     pub conn: Conn,
     pub discovery_timeout_ms: u64,
+    /// After a full outage: how long a returning majority waits for a lost master before it
+    /// elects one of its members (outage.rs); 0 = never.
+    pub outage_elect_ms: u64,
     pub restart: crate::supervise::policy::RestartPolicy,
     /// `REDISHA_MAXMEMORY`.
     pub maxmemory: crate::memory::Setting,

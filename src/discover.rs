@@ -343,7 +343,9 @@ pub fn verdict(pod: &Pod, answers: &[Answer], up: &[Endpoint], refused: Option<&
                     "this pod was master at epoch {} (as {}), the newest epoch a majority of sentinels knows",
                     p.epoch, p.master
                 ),
-                claim_epoch: None,
+                // Back on a new address: the others' sentinels hold the old one at this epoch and
+                // adopt another configuration only from a higher one (issue 28).
+                claim_epoch: p.old_self.as_ref().filter(|o| *o != me).map(|_| p.epoch + 1),
             });
         }
         // The sentinels name this pod's old address at an epoch newer than it wrote down: it was
@@ -691,6 +693,7 @@ pub async fn decide(
     // Since when this pod has awaited its own failover, and when it last forced one.
     let mut awaiting = None::<tokio::time::Instant>;
     let mut forced = None::<tokio::time::Instant>;
+    let mut election = crate::outage::Waiting::default();
     for round in 0u32..u32::MAX {
         let mut sentinels = resolved_all(&cfg.sentinels).await;
         let local = cfg.own(Server::Sentinel);
@@ -795,6 +798,29 @@ pub async fn decide(
                 });
             }
         }
+        // After a full outage whose last master stays away, the majority elects (outage.rs).
+        let v = match (v, prior, patience) {
+            (Verdict::Retry(why), Some(p), Patience::Forever) => {
+                match election
+                    .round(cfg, p, &sentinels, &answers, &up, known, &me)
+                    .await
+                {
+                    Ok(d) => return Ok(d),
+                    Err(note) => Verdict::Retry(format!("{why}; {note}")),
+                }
+            }
+            (v, _, _) => v,
+        };
+        // A master elected while this pod was away may not answer at its epoch yet (outage.rs).
+        let v = match (v, prior) {
+            (Verdict::Decided(d), Some(_)) if d.role == Role::Master => {
+                match crate::outage::vetoed(cfg, &sentinels, &answers).await {
+                    Some(why) => Verdict::Retry(why),
+                    None => Verdict::Decided(d),
+                }
+            }
+            (v, _) => v,
+        };
         match v {
             Verdict::Decided(d) => return Ok(d),
             Verdict::Retry(why) | Verdict::AwaitFailover(why)
@@ -1479,6 +1505,44 @@ mod tests {
                 );
             }
             assert_eq!(role(v), want, "case {i}");
+        }
+    }
+
+    /// Issue 28: the master of the newest epoch back on a new address claims the next epoch, so
+    /// the sentinels that still hold its old address at that epoch adopt the new one; back on
+    /// its old address it claims nothing.
+    #[test]
+    fn master_back_on_a_new_address_claims_the_next_epoch() {
+        let old = ep("10.0.0.3:6379");
+        let p = Prior {
+            epoch: 1,
+            master: old.clone(),
+            old_self: Some(old.clone()),
+            known_sentinels: 2,
+            unclean_stop: None,
+        };
+        let names_old = [
+            ans("10.0.0.3:6379", 1, false),
+            ans("10.0.0.3:6379", 1, false),
+        ];
+        // (this pod's address now) -> claimed epoch
+        for (now, want) in [("10.0.1.3:6379", Some(2)), ("10.0.0.3:6379", None)] {
+            let me = ep(now);
+            let pod = Pod {
+                role: Role::Replica,
+                me: &me,
+                fallback: None,
+                prior: Some(&p),
+                known: 3,
+                replica_up: false,
+                unclean_wait_over: false,
+            };
+            match super::verdict(&pod, &names_old, &[], None) {
+                Verdict::Decided(d) => {
+                    assert_eq!((d.role, d.claim_epoch), (Role::Master, want), "{now}")
+                }
+                v => panic!("{now}: {v:?}"),
+            }
         }
     }
 

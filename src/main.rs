@@ -9,6 +9,7 @@ mod follow;
 mod handover;
 mod logs;
 mod memory;
+mod outage;
 mod probe;
 mod redisio;
 mod render;
@@ -393,11 +394,26 @@ async fn run(cfg: Config, bases: render::Bases) -> i32 {
         p.unclean_stop = state::data_node_last_stop(&cfg)
             .filter(|u| !cfg.strict_durability || *u == discover::UncleanStop::NotHandedOver);
         tracing::info!(prior = %p, "the state directory holds what this pod knew; it decides only with a majority of the sentinels");
+        let mut listed: Vec<&config::Endpoint> = Vec::new();
+        for s in &cfg.sentinels {
+            if !listed.contains(&s) {
+                listed.push(s);
+            }
+        }
+        if let Some(msg) = outage::short_list(listed.len(), p) {
+            tracing::error!(reason = %msg, "refusing to start");
+            logs::drain(std::time::Duration::from_millis(200));
+            let _ = writeln!(std::io::stderr(), "redisha-init: {msg}");
+            return exit::CONFIG;
+        }
     }
     let boot = tokio::select! {
         d = discover::decide(&cfg, false, discover::Patience::Boot, prior.as_ref()) => match (d, prior) {
-            (Ok(d), _) => {
+            (Ok(d), p) => {
                 tracing::info!(role = %d.role, master = %d.master, reason = %d.reason, "role decided");
+                if let Some(p) = p.as_ref() {
+                    outage::report_dropped_tail(&cfg, p, &d).await;
+                }
                 supervise::Boot::Decided(d)
             }
             (Err(discover::Undecided::NeedsOwnSentinel(why)), Some(p)) => {
@@ -425,6 +441,8 @@ async fn run(cfg: Config, bases: render::Bases) -> i32 {
         base_priority,
         chan.0.clone(),
     ));
+    // What an election after a full outage compares (outage.rs): lives as long as PID 1.
+    tokio::spawn(outage::record_offsets(cfg.clone()));
     // A first boot: the sentinel gets every configured pod's data node as a known replica
     // (render::with_known_replicas says why).
     let first_boot_replicas = match &boot {

@@ -367,3 +367,71 @@ pub async fn tcp_reachable(e: &Endpoint, timeout: Duration) -> bool {
         Ok(Ok(_))
     )
 }
+
+/// The names of every group a sentinel monitors (`SENTINEL MASTERS`): a waiting pod's sentinel
+/// carries its outage claim in one of them (outage.rs).
+pub async fn sentinel_group_names(
+    conn: &Conn,
+    s: &Endpoint,
+    timeout: Duration,
+) -> redis::RedisResult<Vec<String>> {
+    let mut con = connect(conn, s, Server::Sentinel, timeout).await?;
+    let all: Vec<HashMap<String, String>> =
+        query(&mut con, redis::cmd("SENTINEL").arg("MASTERS"), timeout).await?;
+    Ok(all
+        .into_iter()
+        .filter_map(|m| m.get("name").cloned())
+        .collect())
+}
+
+/// `SENTINEL IS-MASTER-DOWN-BY-ADDR` with a candidate id: asks the sentinel for its vote at
+/// `epoch` for the master it monitors at `master`. Sentinel gives one vote per epoch and
+/// persists it; the reply is the leader it voted for and that vote's epoch.
+pub async fn sentinel_vote(
+    conn: &Conn,
+    s: &Endpoint,
+    master: &Endpoint,
+    epoch: u64,
+    candidate: &str,
+    timeout: Duration,
+) -> redis::RedisResult<(String, u64)> {
+    let mut con = connect(conn, s, Server::Sentinel, timeout).await?;
+    let (_down, leader, leader_epoch): (i64, String, u64) = query(
+        &mut con,
+        redis::cmd("SENTINEL")
+            .arg("IS-MASTER-DOWN-BY-ADDR")
+            .arg(master.host.to_string())
+            .arg(master.port)
+            .arg(epoch)
+            .arg(candidate),
+        timeout,
+    )
+    .await?;
+    Ok((leader, leader_epoch))
+}
+
+/// Adds a marker group to a sentinel at run time (outage.rs): it monitors a closed port, with an
+/// unreachable quorum and the longest down-after, so it never acts.
+pub async fn sentinel_add_marker(
+    conn: &Conn,
+    s: &Endpoint,
+    name: &str,
+    timeout: Duration,
+) -> redis::RedisResult<()> {
+    let mut con = connect(conn, s, Server::Sentinel, timeout).await?;
+    query::<()>(
+        &mut con,
+        redis::cmd("SENTINEL")
+            .arg("MONITOR")
+            .arg(name)
+            .arg("127.0.0.1")
+            .arg(1)
+            .arg(255),
+        timeout,
+    )
+    .await?;
+    for opt in ["down-after-milliseconds", "failover-timeout"] {
+        sentinel_set_on(&mut con, name, opt, 2_000_000_000, timeout).await?;
+    }
+    Ok(())
+}

@@ -616,6 +616,9 @@ pub struct Report {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub mixed_versions: Option<String>,
     pub took_ms: u64,
+    /// Pods waiting with state after a full outage, and when they elect (outage::describe).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub outage: Option<String>,
 }
 
 /// `redis 7.0.15 on a, b; valkey 8.0.1 on c` when the nodes that answered differ (oldest first),
@@ -657,6 +660,7 @@ impl Report {
             nodes,
             sentinels,
             took_ms: took.as_millis() as u64,
+            outage: None,
         }
     }
 
@@ -774,6 +778,10 @@ impl Report {
         }
         out.push_str(&self.verdict.line());
         out.push('\n');
+        if let Some(o) = &self.outage {
+            out.push_str(o);
+            out.push('\n');
+        }
         out
     }
 }
@@ -1148,7 +1156,29 @@ pub async fn gather(
 pub async fn run(cfg: &Config, json: bool, per_server: Duration) -> i32 {
     let started = Instant::now();
     let (sentinels, nodes) = gather(cfg, per_server, per_server * 3).await;
-    let report = Report::new(&cfg.group, sentinels, nodes, cfg.quorum, started.elapsed());
+    // Waiting pods' sentinels carry claims (outage.rs): one more bounded look, only when no
+    // data node answers as master.
+    let answering: Vec<Endpoint> = sentinels
+        .iter()
+        .filter(|s| s.answered())
+        .filter_map(|s| crate::config::parse_endpoint("status", &s.addr).ok())
+        .collect();
+    let outage = if nodes.iter().any(|n| n.is_master()) || answering.is_empty() {
+        None
+    } else {
+        let seen = crate::outage::gather(cfg, &answering, per_server).await;
+        // The pods a waiting sentinel knew (its file's peers) count, not every address tried.
+        let knew = sentinels
+            .iter()
+            .filter(|s| s.answered())
+            .map(|s| s.sentinels.len() + 1)
+            .max()
+            .unwrap_or(0);
+        let known = cfg.sentinels.len().max(knew);
+        crate::outage::describe(&seen.claims, known, cfg.outage_elect_ms)
+    };
+    let mut report = Report::new(&cfg.group, sentinels, nodes, cfg.quorum, started.elapsed());
+    report.outage = outage;
     let out = if json {
         match serde_json::to_string_pretty(&report) {
             Ok(s) => s + "\n",

@@ -373,3 +373,37 @@ fn operator_exit_codes_are_in_the_readme() {
         assert!(readme.contains(&row), "README.md lacks the row {row}");
     }
 }
+
+/// Issue 28: with state kept, the seed layout's two Service names cannot count a majority after
+/// an outage (Services balance over pods): refused with one line, exit 78, nothing started.
+#[test]
+fn short_sentinel_list_with_state_is_refused() {
+    let dir = tempdir();
+    let state = dir.path().join("kept");
+    std::fs::create_dir_all(state.join("sentinel")).expect("mkdir");
+    std::fs::write(
+        state.join("sentinel/sentinel.conf"),
+        "sentinel monitor mymaster 10.1.0.5 6379 2\n\
+         sentinel config-epoch mymaster 1\n\
+         sentinel known-sentinel mymaster 10.1.0.5 26379 aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa\n\
+         sentinel known-sentinel mymaster 10.1.0.6 26379 bbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbb\n",
+    )
+    .expect("write");
+    let vars = [
+        (s("MY_POD_IP"), s("10.1.0.4")),
+        (s("REDIS_MASTER_SERVICE_HOST"), s("127.0.0.1")),
+        (s("REDISHA_SENTINELS"), s("127.0.0.1:9,127.0.0.2:9")),
+        (s("ALLOW_EMPTY_PASSWORD"), s("yes")),
+        (s("REDISHA_STATE_DIR"), state.as_os_str()),
+    ];
+    let (code, _, err, _) = run(&["--role", "replica"], &vars);
+    assert_eq!(code, 78, "{err}");
+    let line = err
+        .lines()
+        .find(|l| l.starts_with("redisha-init: "))
+        .unwrap_or("");
+    assert!(
+        line.contains("REDISHA_SENTINELS lists 2") && line.contains("knew 3"),
+        "{err}"
+    );
+}

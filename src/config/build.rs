@@ -214,6 +214,12 @@ pub fn build(flags: &Flags, env: &RawEnv) -> Result<Config, ConfigError> {
         Some(v) => parse_num::<u64>("REDISHA_DISCOVERY_TIMEOUT_MS", v, 0, 3_600_000)?,
         None => DEFAULT_DISCOVERY_TIMEOUT_MS,
     };
+    // The time Sentinel itself gives a dead master (down-after) plus a failover's own bound: a
+    // master that comes back within it is followed as before, no election happens.
+    let outage_elect_ms = match env.get("REDISHA_OUTAGE_ELECT_MS") {
+        Some(v) => parse_num::<u64>("REDISHA_OUTAGE_ELECT_MS", v, 0, 86_400_000)?,
+        None => down_after_ms + failover_timeout_ms,
+    };
 
     let env_num = |var: &str, v: Option<&str>, d: u64, min: u64, max: u64| match v {
         Some(v) => parse_num::<u64>(var, v, min, max),
@@ -301,6 +307,7 @@ pub fn build(flags: &Flags, env: &RawEnv) -> Result<Config, ConfigError> {
         handover,
         strict_durability,
         discovery_timeout_ms,
+        outage_elect_ms,
         cleanup_interval_ms,
         stale_after_ms,
         maxmemory,

@@ -64,6 +64,7 @@ pub const VARS: &[Var] = &[
     flag("REDISHA_HANDOVER", "--handover", "yes", "hand the master role over before stopping: yes/no"),
     var("REDISHA_DURABILITY", "replicated in a pod, strict when min-replicas-to-write is 0", "replicated (fsync every second, a crashed master fails over) or strict (fsync every write, restart in place)"),
     var("REDISHA_DISCOVERY_TIMEOUT_MS", "20000", "how long boot waits for a named master to answer"),
+    var("REDISHA_OUTAGE_ELECT_MS", "down-after + failover-timeout", "after a full outage, how long a returning majority waits for a lost master before electing one of its own (0 = never)"),
     var("REDISHA_RESTART_BACKOFF_MS", "500", "first restart delay, doubling"),
     var("REDISHA_RESTART_BUDGET", "5", "restarts in a row before the pod gives up"),
     var("REDISHA_RESTART_STABLE_MS", "60000", "uptime after which a child has its whole budget again"),

@@ -5,7 +5,7 @@ use nix::sys::signal::Signal;
 use tokio::time::Instant;
 
 use super::{child, Server, SlotState, Supervisor, EARLY_DOWN_AFTER_MS};
-use crate::{render, state};
+use crate::{outage, render, state};
 
 impl Supervisor {
     pub(super) fn spawn_now(&mut self, which: Server) {
@@ -51,6 +51,23 @@ impl Supervisor {
             }
             _ => plan.sentinel_conf.clone(),
         };
+        // After an outage: a waiting pod's sentinel shows the others its claim; an elected
+        // master's sentinel keeps where the election started, for the lost master's log.
+        match (&self.early, self.decision.claim_epoch) {
+            (Some(p), _) => {
+                let claim = outage::own_claim(&self.cfg, p);
+                sentinel_conf = outage::with_claim(&sentinel_conf, &self.cfg.group, &claim);
+            }
+            (None, Some(claim)) => {
+                if let Some((epoch, offset)) = outage::read_elected(&self.cfg) {
+                    if epoch == claim {
+                        sentinel_conf =
+                            outage::with_elected(&sentinel_conf, &self.cfg.group, epoch, offset);
+                    }
+                }
+            }
+            (None, None) => {}
+        }
         if prior.is_none() && !self.first_boot_replicas.is_empty() {
             sentinel_conf = render::with_known_replicas(
                 &sentinel_conf,
