@@ -400,7 +400,12 @@ async fn run(cfg: Config, bases: render::Bases) -> i32 {
                 listed.push(s);
             }
         }
-        if let Some(msg) = outage::short_list(listed.len(), p) {
+        // A container restarted inside the same pod keeps its address and its emptyDir (the
+        // seed layout keeps no state across pods, but does across a PID 1 restart: a liveness
+        // kill, a spent restart budget); it decides with the majority it can reach, as before.
+        // Only state carried to a new address (a volume, a rescheduled pod) is refused.
+        let same_pod = p.old_self.as_ref() == Some(&cfg.own(Server::Redis));
+        if let Some(msg) = outage::short_list(listed.len(), p).filter(|_| !same_pod) {
             tracing::error!(reason = %msg, "refusing to start");
             logs::drain(std::time::Duration::from_millis(200));
             let _ = writeln!(std::io::stderr(), "redisha-init: {msg}");
