@@ -106,32 +106,6 @@ impl Plan {
     }
 }
 
-/// Whether a failover led by `sentinel` can end right after the promotion: Sentinel ends it (and
-/// only then gives the new address in `SENTINEL MASTERS`, what redis-py's client reads, and logs
-/// `+switch-master`) once every replica it lists was re-pointed, is down, or failover-timeout
-/// passed. A replica entry that is gone but not yet flagged down (a pod killed a moment ago, an
-/// old address) would hold a surviving leader for up to failover-timeout, sending clients to
-/// the old master meanwhile; a leader that exits with this pod never does (the others learn
-/// from its hello). So a peer leads only when every replica it lists is linked.
-async fn ends_promptly(cfg: &Config, sentinel: &Endpoint, t: Duration) -> bool {
-    let Ok(mut con) = redisio::connect(&cfg.conn, sentinel, Server::Sentinel, t).await else {
-        return false;
-    };
-    let list: redis::RedisResult<Vec<std::collections::HashMap<String, String>>> = redisio::query(
-        &mut con,
-        redis::cmd("SENTINEL").arg("REPLICAS").arg(&cfg.group),
-        t,
-    )
-    .await;
-    list.is_ok_and(|l| {
-        l.iter().all(|m| {
-            !m.get("flags")
-                .is_some_and(|f| f.split(',').any(|x| x == "s_down" || x == "disconnected"))
-                && m.get("master-link-status").map(String::as_str) == Some("ok")
-        })
-    })
-}
-
 /// The SIGTERM path: hand this pod's master role over (see the module header).
 pub async fn run(cfg: &Config, budget: Duration) -> Outcome {
     let plan = Plan::outliving(cfg).await;
@@ -169,10 +143,7 @@ impl Plan {
                 }
                 _ => false,
             };
-            if fits
-                && matches!(redisio::sentinel_tilt(&cfg.conn, &p, t).await, Ok(false))
-                && ends_promptly(cfg, &p, t).await
-            {
+            if fits && matches!(redisio::sentinel_tilt(&cfg.conn, &p, t).await, Ok(false)) {
                 tracing::info!(sentinel = %p, "handover: led by another pod's sentinel, which outlives this pod");
                 return Plan {
                     sentinel: p,
