@@ -108,52 +108,7 @@ impl Plan {
 
 /// The SIGTERM path: hand this pod's master role over (see the module header).
 pub async fn run(cfg: &Config, budget: Duration) -> Outcome {
-    let plan = Plan::outliving(cfg).await;
-    run_on(cfg, &plan, budget).await
-}
-
-impl Plan {
-    /// The SIGTERM path with the failover led by another pod's sentinel, which outlives this
-    /// pod: a leader that dies with the pod (a SIGKILL right after SIGTERM, a short grace, a
-    /// node shutting down) leaves its promotion for the others to undo or redo after
-    /// down-after (measured: 6.1–6.6 s of writes, a second failover in 2 of 3 runs). The peer
-    /// must name this node master at the epoch our own sentinel knows (a peer that lags would
-    /// refuse or race), settled and not in TILT (it would act 30 s later). A peer's view of
-    /// the replicas is checked by the handover's own learn step as our sentinel's was. None
-    /// fits (a single pod, peers down): our own sentinel, as before.
-    pub async fn outliving(cfg: &Config) -> Plan {
-        let local = Plan::local(cfg);
-        let t = Duration::from_millis(300);
-        let ours = crate::discover::ask(cfg, &local.sentinel, &cfg.group, t)
-            .await
-            .ok()
-            .flatten();
-        let peers = match crate::follow::up_sentinels(cfg, &local.sentinel, t).await {
-            Ok((up, _)) => up,
-            Err(_) => Vec::new(),
-        };
-        for p in peers {
-            let fits = match crate::discover::ask(cfg, &p, &cfg.group, t).await {
-                Ok(Some(a)) => {
-                    a.master == local.master
-                        && !a.unsettled
-                        && ours
-                            .as_ref()
-                            .map_or(true, |o| a.config_epoch >= o.config_epoch)
-                }
-                _ => false,
-            };
-            if fits && matches!(redisio::sentinel_tilt(&cfg.conn, &p, t).await, Ok(false)) {
-                tracing::info!(sentinel = %p, "handover: led by another pod's sentinel, which outlives this pod");
-                return Plan {
-                    sentinel: p,
-                    ..local
-                };
-            }
-        }
-        tracing::info!("handover: no other pod's sentinel can lead; our own does");
-        local
-    }
+    run_on(cfg, &Plan::local(cfg), budget).await
 }
 
 /// The handover's steps for any master and sentinel: the SIGTERM path (`run`) and the
