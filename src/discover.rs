@@ -555,7 +555,7 @@ pub fn unclean_master_wait(cfg: &Config) -> Duration {
 /// start it now. Left alone, the sentinels fail a dead master over within about down-after + 2 s
 /// of its death (s_down, the quorum's o_down, an election), and while they do, some of them flag
 /// it o_down or failing over. Once this pod has waited that long and none does, they cannot: a
-/// sentinel in TILT (30 s after any stall of its process) makes the quorum unreachable, and an
+/// sentinel in TILT (after any stall of its process; 30 s unless PID 1 set its period) makes the quorum unreachable, and an
 /// aborted failover is retried only after 2 × failover-timeout. Forcing earlier could race their
 /// own failover with a second one. Again at most once per failover-timeout (a forced failover can
 /// be aborted too).
