@@ -93,6 +93,9 @@ pub struct Plan {
     pub master: Endpoint,
     pub sentinel: Endpoint,
     pub only: Option<Endpoint>,
+    /// The sentinel stops with the master's pod (the SIGTERM path), so it may forget the group
+    /// once the other sentinels name the new master (see `clients_told`).
+    pub leaving: bool,
 }
 
 impl Plan {
@@ -102,6 +105,7 @@ impl Plan {
             master: cfg.own(Server::Redis),
             sentinel: cfg.own(Server::Sentinel),
             only: None,
+            leaving: true,
         }
     }
 }
@@ -214,6 +218,12 @@ pub async fn run_on(cfg: &Config, plan: &Plan, budget: Duration) -> Outcome {
         return Outcome::Failed(format!("CLIENT PAUSE: {e}"));
     }
     tracing::info!(pause_ms, "handover: writes paused");
+    // While paused this node takes no write, but redis checks min-replicas-to-write before the
+    // pause: once its replicas follow the new master, a write sent here would get NOREPLICAS
+    // (an error in the application) instead of waiting in the pause for the move to finish.
+    // Lifted only while paused; set back before the pause lifts, whatever happened.
+    let fence = cfg.min_replicas_to_write;
+    let lifted = fence > 0 && set_min_replicas(&mut con, 0, t).await.is_ok();
     let accepted = AtomicBool::new(false);
     // Every step is bounded by the one deadline, in-flight requests included.
     let result =
@@ -222,6 +232,12 @@ pub async fn run_on(cfg: &Config, plan: &Plan, budget: Duration) -> Outcome {
             Err(_) => Err("handover budget spent".into()),
         };
     let unpause_limit = Duration::from_millis(300);
+    if lifted {
+        if let Err(e) = set_min_replicas(&mut con, fence, unpause_limit).await {
+            tracing::error!(error = %e, min_replicas_to_write = fence, "handover: could not set min-replicas-to-write back; writes stay paused until redis stops");
+            return Outcome::Failed(format!("min-replicas-to-write not restored: {e}"));
+        }
+    }
     if result.is_ok() || !accepted.load(Ordering::SeqCst) {
         // On success clients get READONLY and follow Sentinel at once; before any failover the
         // master simply serves again until redis stops.
@@ -236,8 +252,16 @@ pub async fn run_on(cfg: &Config, plan: &Plan, budget: Duration) -> Outcome {
         tracing::warn!("handover: failover under way, writes stay paused until redis stops");
     }
     match result {
-        Ok((new_master, caught_up)) => {
-            let cluster = finish(cfg, &plan.sentinel, &new_master, &caught_up, deadline).await;
+        Ok((new_master, caught_up, peers)) => {
+            let cluster = finish(
+                cfg,
+                &plan.sentinel,
+                peers,
+                &new_master,
+                &caught_up,
+                deadline,
+            )
+            .await;
             Outcome::Done {
                 new_master,
                 took_ms: started.elapsed().as_millis() as u64,
@@ -246,6 +270,22 @@ pub async fn run_on(cfg: &Config, plan: &Plan, budget: Duration) -> Outcome {
         }
         Err(why) => Outcome::Failed(why),
     }
+}
+
+async fn set_min_replicas(
+    con: &mut redis::aio::MultiplexedConnection,
+    n: u32,
+    t: Duration,
+) -> redis::RedisResult<()> {
+    redisio::query::<()>(
+        con,
+        redis::cmd("CONFIG")
+            .arg("SET")
+            .arg("min-replicas-to-write")
+            .arg(n),
+        t,
+    )
+    .await
 }
 
 /// Replicas our sentinel could promote right now: known, reachable, linked, priority > 0, and
@@ -287,6 +327,8 @@ async fn sentinel_replicas(
 async fn finish(
     cfg: &Config,
     sentinel: &Endpoint,
+    // Set when our sentinel forgot the group (clients_told): the others are asked instead.
+    peers: Option<Vec<Endpoint>>,
     new_master: &Endpoint,
     caught_up: &[Endpoint],
     deadline: Instant,
@@ -294,28 +336,21 @@ async fn finish(
     let t = Duration::from_millis(500);
     let started = Instant::now();
     let others: Vec<&Endpoint> = caught_up.iter().filter(|r| *r != new_master).collect();
-    for r in &others {
-        let already = matches!(redisio::repl(&cfg.conn, r, t).await, Ok(x) if x.master.as_ref() == Some(new_master));
-        if already {
-            continue;
-        }
-        match redisio::replicaof(&cfg.conn, r, new_master, t).await {
-            Ok(()) => {
-                tracing::info!(replica = %r, new_master = %new_master, "handover: re-pointed a replica at the new master")
-            }
-            Err(e) => {
-                tracing::warn!(replica = %r, error = %e, "handover: could not re-point a replica")
-            }
-        }
-    }
+    repoint(cfg, new_master, caught_up, t).await;
     let sentinel = sentinel.clone();
     let mut missing = String::from("nothing checked");
     for _ in 0..10_000 {
-        let mut sentinels = match crate::follow::up_sentinels(cfg, &sentinel, t).await {
-            Ok((up, _)) => up,
-            Err(_) => Vec::new(),
+        let sentinels = match &peers {
+            Some(p) => p.clone(),
+            None => {
+                let mut up = match crate::follow::up_sentinels(cfg, &sentinel, t).await {
+                    Ok((up, _)) => up,
+                    Err(_) => Vec::new(),
+                };
+                up.insert(0, sentinel.clone());
+                up
+            }
         };
-        sentinels.insert(0, sentinel.clone());
         let mut lagging = Vec::new();
         for s in &sentinels {
             if redisio::master_addr(&cfg.conn, s, &cfg.group, t)
@@ -371,6 +406,122 @@ async fn finish(
     format!("budget spent: {missing}")
 }
 
+/// Points every caught-up replica but the new master at it, skipping those already there.
+async fn repoint(cfg: &Config, new_master: &Endpoint, caught_up: &[Endpoint], t: Duration) {
+    for r in caught_up.iter().filter(|r| *r != new_master) {
+        let already = matches!(redisio::repl(&cfg.conn, r, t).await, Ok(x) if x.master.as_ref() == Some(new_master));
+        if already {
+            continue;
+        }
+        match redisio::replicaof(&cfg.conn, r, new_master, t).await {
+            Ok(()) => {
+                tracing::info!(replica = %r, new_master = %new_master, "handover: re-pointed a replica at the new master")
+            }
+            Err(e) => {
+                tracing::warn!(replica = %r, error = %e, "handover: could not re-point a replica")
+            }
+        }
+    }
+}
+
+/// How long the old master may stay paused after the promotion for the sentinels' answers to
+/// catch up: Sentinel's failover leader names the new master in `SENTINEL MASTERS` only when its
+/// failover ends (one or two of its fixed once-a-second INFO rounds), the others when its hello
+/// reaches them. Past this the handover demotes anyway, trading a few READONLY rounds for a
+/// shorter write gap (measured: with our leaving sentinel forgetting the group, the others name the
+/// new master within this in most stops); a replica that is gone but not yet flagged down would hold the leader's
+/// failover open until failover-timeout.
+const CLIENTS_TOLD_CAP: Duration = Duration::from_millis(1500);
+
+/// What `clients_told` saw.
+struct Told {
+    seen: String,
+    /// Our leaving sentinel forgot the group (`SENTINEL REMOVE`).
+    forgot: bool,
+    /// The other sentinels that were up.
+    peers: Vec<Endpoint>,
+}
+
+/// Waits until every reachable sentinel answers `SENTINEL MASTER` (the entry `SENTINEL MASTERS`
+/// lists, which is what redis-py, Jedis and go-redis read; `GET-MASTER-ADDR-BY-NAME` names the
+/// promoted replica earlier on the leader) with `new_master`, or until the cap.
+///
+/// Our sentinel leads the failover and names the new master there last, when its failover ends
+/// (its INFO of every re-pointed replica, up to a second or two). On the SIGTERM path it stops
+/// with this pod moments later anyway, so once every other sentinel names the new master (they
+/// took the leader's new configuration from its hello: no second failover can follow) it forgets
+/// the group: clients that ask it first find no entry and ask the next sentinel at once.
+async fn clients_told(cfg: &Config, plan: &Plan, new_master: &Endpoint, deadline: Instant) -> Told {
+    let t = Duration::from_millis(300);
+    let started = Instant::now();
+    let until = deadline.min(started + CLIENTS_TOLD_CAP);
+    let own = &plan.sentinel;
+    let peers = match crate::follow::up_sentinels(cfg, own, t).await {
+        Ok((up, _)) => up,
+        Err(_) => Vec::new(),
+    };
+    let mut pending: Vec<Endpoint> = std::iter::once(own.clone())
+        .chain(peers.iter().cloned())
+        .collect();
+    let told = |seen: String, forgot: bool, peers: &[Endpoint]| Told {
+        seen,
+        forgot,
+        peers: peers.to_vec(),
+    };
+    loop {
+        let mut set = tokio::task::JoinSet::new();
+        for s in pending.iter().cloned() {
+            let conn = cfg.conn.clone();
+            let group = cfg.group.clone();
+            set.spawn(async move {
+                let entry = redisio::sentinel_master(&conn, &s, &group, t).await;
+                (s, entry)
+            });
+        }
+        let mut still = Vec::new();
+        while let Some(joined) = set.join_next().await {
+            let Ok((s, entry)) = joined else { continue };
+            match entry {
+                Ok(Some(e)) if &e.addr == new_master => {}
+                // A sentinel that does not answer is not asked by clients either.
+                Err(_) => {}
+                _ => still.push(s),
+            }
+        }
+        pending = still;
+        let ms = started.elapsed().as_millis() as u64;
+        if pending.is_empty() {
+            return told(
+                format!("every sentinel names it after {ms} ms"),
+                false,
+                &peers,
+            );
+        }
+        if plan.leaving && !peers.is_empty() && pending.as_slice() == std::slice::from_ref(own) {
+            return match redisio::sentinel_remove(&cfg.conn, own, &cfg.group, t).await {
+                Ok(()) => told(
+                    format!("the other sentinels name it after {ms} ms; ours, the failover's leader, forgot the group"),
+                    true,
+                    &peers,
+                ),
+                Err(e) => told(format!("the other sentinels name it after {ms} ms; ours could not forget the group: {e}"), false, &peers),
+            };
+        }
+        if Instant::now() >= until {
+            let names: Vec<String> = pending.iter().map(|e| e.to_string()).collect();
+            return told(
+                format!(
+                    "after {ms} ms still naming the old master: [{}]",
+                    names.join(",")
+                ),
+                false,
+                &peers,
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
 /// `accepted` is set once Sentinel accepted the failover: from then on this node must not take
 /// writes again, even if a later step fails.
 async fn steps(
@@ -378,7 +529,7 @@ async fn steps(
     plan: &Plan,
     deadline: Instant,
     accepted: &AtomicBool,
-) -> Result<(Endpoint, Vec<Endpoint>), String> {
+) -> Result<(Endpoint, Vec<Endpoint>, Option<Vec<Endpoint>>), String> {
     let me = &plan.master;
     let t = Duration::from_millis(500);
     // 1. A replica has everything the master acknowledged. Writes are paused, so the master's
@@ -497,13 +648,29 @@ async fn steps(
         }
         tokio::time::sleep(STEP).await;
     };
-    // 4. Become its replica now rather than when Sentinel gets round to it (seconds later), so
+    // 4. The other caught-up replicas follow the new master now: Sentinel re-points them one
+    //    INFO round at a time, and its failover (and so its SENTINEL MASTERS answer) ends only
+    //    once they are linked.
+    repoint(cfg, &new_master, &candidates, t).await;
+    // 5. Stay paused, and master, until the sentinels clients ask name the new master (issue
+    //    30): a client told the old address meanwhile waits in the pause instead of getting
+    //    READONLY, asking again and being sent back here, a failed request each round. (Demoted,
+    //    this node would answer READONLY at once: redis checks that before the pause.) Only
+    //    while another replica keeps the new master above min-replicas-to-write: otherwise this
+    //    node is its only replica and must link at once.
+    let mut peers = None;
+    if candidates.len() > 1 {
+        let told = clients_told(cfg, plan, &new_master, deadline).await;
+        tracing::info!(new_master = %new_master, told = %told.seen, "handover: what clients read");
+        peers = told.forgot.then_some(told.peers);
+    }
+    // 6. Become its replica now rather than when Sentinel gets round to it (seconds later), so
     //    no client can write here once the pause lifts.
     redisio::replicaof(&cfg.conn, me, &new_master, t)
         .await
         .map_err(|e| format!("REPLICAOF: {e}"))?;
     tracing::info!(new_master = %new_master, "handover: this node is now a replica of the new master");
-    Ok((new_master, candidates))
+    Ok((new_master, candidates, peers))
 }
 
 /// The data node of this pod died unexpectedly (REDISHA_DURABILITY=replicated). If it was the

@@ -410,6 +410,23 @@ pub async fn sentinel_vote(
     Ok((leader, leader_epoch))
 }
 
+/// `SENTINEL REMOVE <group>`: the sentinel stops monitoring the group (handover.rs, on a
+/// sentinel that stops with its pod).
+pub async fn sentinel_remove(
+    conn: &Conn,
+    s: &Endpoint,
+    group: &str,
+    timeout: Duration,
+) -> redis::RedisResult<()> {
+    let mut con = connect(conn, s, Server::Sentinel, timeout).await?;
+    query(
+        &mut con,
+        redis::cmd("SENTINEL").arg("REMOVE").arg(group),
+        timeout,
+    )
+    .await
+}
+
 /// Adds a marker group to a sentinel at run time (outage.rs): it monitors a closed port, with an
 /// unreachable quorum and the longest down-after, so it never acts.
 pub async fn sentinel_add_marker(

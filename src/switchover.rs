@@ -664,6 +664,7 @@ async fn switch(
         master: master.clone(),
         sentinel,
         only: to.map(endpoint).and_then(Result::ok),
+        leaving: false,
     };
     let budget = deadline.saturating_duration_since(Instant::now());
     // The handover itself is not cancelled halfway (writes are paused, a failover may be under

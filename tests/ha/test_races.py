@@ -31,9 +31,11 @@ import pytest
 import harness
 from harness import (DOWN_AFTER, Writer, cold_start, info_replication, record, stop_gap,
                      stop_master_and_watch)
+from rhtest import AppWriter
 
 EARLY_OFFSET = 0.5   # s after first_answering: "early" (the issue: within 1 s)
 MAX_GAP = 2.0        # s without an acknowledged write around a graceful stop
+APP_FAILED_MAX = 1   # failed requests of a no-retry application (one connection) in a stop
 FAILOVER_MARGIN = 2.0  # s beyond down-after for a SIGKILL failover
 REPLICAS_FOLLOW = 2.0  # s from the sentinels naming the new master to every replica linked to it
 ASYNC_LOSS_MAX = 5   # writes a SIGKILL may lose from the asynchronous-replication window
@@ -102,6 +104,10 @@ def test_graceful_stop_of_master(cluster, when):
     w, t_fa = start_and_reach(c, when, f"race:stop:{when}")
     fails: list[str] = []
     m = None
+    # The application as users run it (issue 30): redis-py 8.2's Sentinel client as documented,
+    # with timeouts and the library's defaults (tests/app/appwriter.py).
+    apps = {mode: AppWriter(c.sentinel_addrs(), f"race:stop:{when}:app:{mode}", mode,
+                            password=c.security.password) for mode in ("default",)}
     try:
         # No extra watch: settle() below outlasts it, and the lines are counted after it.
         out = stop_master_and_watch(c, watch=0)
@@ -113,6 +119,38 @@ def test_graceful_stop_of_master(cluster, when):
         t_end = time.monotonic()
     finally:
         res = w.finish()
+        app = {}
+        for mode, a in apps.items():
+            try:
+                app[mode] = a.finish()
+            finally:
+                a.close()
+    for mode, r in app.items():
+        failed = r.failed_between(out.t_stop, t_end)
+        app_gap = stop_gap(r.acked, out.t_stop, t_end)
+        try:
+            app_lost = None if m is None else w.lost_on(m, r.acked, key=r.key)
+        except Exception as e:
+            harness.log(f"could not read the app's writes back from {m}: {e}")
+            app_lost = None
+        record(f"RACE graceful-stop {when} app(redis-py {r.redis_py}, {mode}): "
+               f"gap={app_gap:.2f}s failed={len(failed)} "
+               f"lost={'?' if app_lost is None else len(app_lost)} acked={len(r.acked)} "
+               f"inflight_for={'-' if r.inflight is None else f'{t_end - r.inflight[1]:.1f}s'} "
+               f"failures_at={[(round(f[1] - out.t_stop, 2), f[2][:40]) for f in failed[:8]]}")
+        if app_lost:
+            fails.append(f"app(retry={mode}): {len(app_lost)} acknowledged writes lost: "
+                         f"{app_lost[:10]}")
+        # redis-py's master_for retries nothing by default, so the write in flight when this
+        # node is demoted fails (READONLY, or a reset): one per connection is the floor. More
+        # means the application was sent to the old master after the pause lifted.
+        if len(failed) > APP_FAILED_MAX:
+            fails.append(f"app: {len(failed)} failed requests during the stop (> "
+                         f"{APP_FAILED_MAX}): {[f[2] for f in failed[:4]]}")
+        if r.inflight is not None and t_end - r.inflight[1] > MAX_GAP:
+            fails.append(f"app: a request still under way after {t_end - r.inflight[1]:.1f}s")
+        if app_gap >= MAX_GAP:
+            fails.append(f"app: write gap {app_gap:.2f}s >= {MAX_GAP}s")
     counts = c.count_switch_master(out.survivors, since=out.marks)  # up to the end of settle
     gap = stop_gap(res.acked, out.t_stop, t_end)
     lost = lost_on(c, w, res, m)

@@ -9,6 +9,7 @@ the system python3, which has no redis-py.
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -226,13 +227,78 @@ class AckWriter(threading.Thread):
                 worst = max(worst, b - a)
         return worst
 
-    def lost_on(self, ip: str, acked: list[tuple[int, float]] | None = None) -> list[int]:
+    def lost_on(self, ip: str, acked: list[tuple[int, float]] | None = None,
+                key: str | None = None) -> list[int]:
         """Acknowledged values (default: all so far) missing from node `ip` (the final master,
-        or a synced replica)."""
+        or a synced replica); `key`: another writer's list (AppWriter), read the same way."""
         with self.connect(ip, self.REDIS_PORT, 5) as c:
-            present = {int(v) for v in c.lrange(self.key, 0, -1)}
+            present = {int(v) for v in c.lrange(key or self.key, 0, -1)}
         return [v for v, _ in (self.acked if acked is None else acked) if v not in present]
 
     def count_lost(self, res: WriteResult, ip: str) -> list[int]:
         """lost_on for the values of `res` (what finish() returned)."""
         return self.lost_on(ip, res.acked)
+
+
+APP_PYTHON = Path(__file__).resolve().parents[2] / ".venv-app" / "bin" / "python"
+APP_SCRIPT = Path(__file__).resolve().parents[1] / "app" / "appwriter.py"
+
+
+@dataclass
+class AppResult:
+    """What the application saw: acknowledged values and the requests that raised."""
+    key: str
+    acked: list[tuple[int, float]]
+    failed: list[tuple[int, float, str]]
+    redis_py: str
+    inflight: tuple[int, float] | None = None  # a request still under way at the end
+
+    def failed_between(self, t0: float, t1: float) -> list[tuple[int, float, str]]:
+        return [f for f in self.failed if t0 <= f[1] <= t1]
+
+
+class AppWriter:
+    """tests/app/appwriter.py in its own process and venv (a current redis-py, its default retry
+    policy): the failed requests an application meets, beside the harness's own writer."""
+
+    def __init__(self, sentinels: list[tuple[str, int]], key: str, mode: str = "default",
+                 rate: float = 100, password: str | None = None, workdir: Path | None = None):
+        if not APP_PYTHON.exists():
+            raise AssertionError(f"{APP_PYTHON} is missing: run scripts/setup test")
+        self.key = key
+        self.out = Path(workdir or "/tmp") / f"app-{key.replace(':', '_')}-{mode}-{os.getpid()}.json"
+        self.out.unlink(missing_ok=True)
+        env = dict(os.environ, APP_REDIS_PASSWORD=password or "")
+        self.proc = subprocess.Popen(
+            [str(APP_PYTHON), str(APP_SCRIPT), str(self.out), key, str(rate), mode]
+            + [f"{h}:{p}" for h, p in sentinels],
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+            env=env)
+        assert self.proc.stdout is not None
+        line = self.proc.stdout.readline()
+        if line.strip() != "ready":
+            self.proc.kill()
+            raise AssertionError(f"app writer did not start: {line!r} {self.proc.stderr.read()[-2000:]}")
+
+    def finish(self) -> AppResult:
+        try:
+            self.proc.send_signal(15)
+            self.proc.wait(timeout=15)
+        finally:
+            if self.proc.poll() is None:
+                self.proc.kill()
+                self.proc.wait(timeout=5)
+        assert self.out.exists(), f"app writer left no result: {self.proc.stderr.read()[-2000:]}"
+        d = json.loads(self.out.read_text())
+        self.out.unlink(missing_ok=True)
+        if d.get("inflight"):
+            log(f"app writer {self.key}: a request still under way; its threads:\n"
+                f"{self.proc.stderr.read()[-6000:]}")
+        return AppResult(self.key, [tuple(a) for a in d["acked"]], [tuple(f) for f in d["failed"]],
+                         d["redis_py"], tuple(d["inflight"]) if d.get("inflight") else None)
+
+    def close(self) -> None:
+        """Teardown on failure: never leave the process behind."""
+        if self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait(timeout=5)

@@ -1,0 +1,84 @@
+"""The application a user runs (issue 30): redis-py's Sentinel client as its documentation shows
+it, `Sentinel(...).master_for(...)` with only timeouts set, and the same with
+redis-py's own retry policy turned on (see MODE). READONLY from a demoted master becomes a
+connection error and a fresh question to Sentinel. It RPUSHes an increasing counter at a fixed
+rate; a request that raises counts as failed and its value is not acknowledged.
+
+Run in its own venv (.venv-app, tests/app/requirements.txt), under the harness's control:
+    appwriter.py OUT.json KEY RATE MODE HOST:PORT [HOST:PORT ...]
+MODE: `default` (master_for with only timeouts: no retry in redis-py 8.2) or `retry` (redis-py's
+default policy for a plain client: 10 retries, exponential backoff with jitter 10 ms..1 s).
+It writes until SIGTERM or stdin closes, then writes OUT.json: acked [[n, monotonic]], failed
+[[n, monotonic, error]], and the redis-py version. CLOCK_MONOTONIC is the machine's, so the
+harness compares the times with its own."""
+
+import faulthandler
+import json
+import os
+import signal
+import sys
+import threading
+import time
+
+import redis
+from redis.backoff import ExponentialWithJitterBackoff
+from redis.retry import Retry
+from redis.sentinel import Sentinel
+
+
+def main() -> int:
+    out, key, rate, mode = sys.argv[1], sys.argv[2], float(sys.argv[3]), sys.argv[4]
+    sentinels = [(h, int(p)) for h, _, p in (a.rpartition(":") for a in sys.argv[5:])]
+    password = os.environ.get("APP_REDIS_PASSWORD") or None
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    threading.Thread(target=lambda: (sys.stdin.read(), stop.set()), daemon=True).start()
+    # A paused write must be able to wait out a handover (~1-2 s) instead of timing out: the
+    # data connection waits up to 2 s, the questions to Sentinel 0.5 s (a dead one is skipped).
+    timeouts = {"socket_timeout": 0.5, "socket_connect_timeout": 0.5}
+    data_timeouts = {"socket_timeout": 2.0, "socket_connect_timeout": 0.5}
+    # `default`: master_for as documented, nothing but timeouts. redis-py 8.2 then retries
+    # nothing (its connections get Retry(NoBackoff(), 0); the 10-retry policy of a plain
+    # Redis() does not reach a pool's connections), so every failed attempt is a failed request.
+    # `retry`: that plain-Redis() default policy, given explicitly, as an application that
+    # turns retries on would.
+    extra = {} if mode == "default" else {
+        "retry": Retry(ExponentialWithJitterBackoff(base=0.01, cap=1), 10)}
+    s = Sentinel(sentinels, sentinel_kwargs={**timeouts, "password": password},
+                 password=password, **data_timeouts)
+    master = s.master_for("mymaster", password=password, **data_timeouts, **extra)
+    acked, failed = [], []
+    inflight = [None]  # (n, start) of the request under way
+
+    def write() -> None:
+        period, n = 1.0 / rate, 1
+        while not stop.is_set():
+            t = time.monotonic()
+            inflight[0] = (n, t)
+            try:
+                master.rpush(key, n)
+                acked.append([n, time.monotonic()])
+            except (redis.RedisError, OSError) as e:
+                failed.append([n, time.monotonic(), type(e).__name__ + ": " + str(e)[:120]])
+            inflight[0] = None
+            n += 1
+            stop.wait(max(0.0, period - (time.monotonic() - t)))
+
+    worker = threading.Thread(target=write, daemon=True)
+    worker.start()
+    print("ready", flush=True)
+    while not stop.wait(0.1):
+        pass
+    # A request still retrying is reported, not waited for without end.
+    worker.join(timeout=3)
+    if worker.is_alive():
+        faulthandler.dump_traceback(all_threads=True)
+    with open(out + ".tmp", "w") as f:
+        json.dump({"acked": list(acked), "failed": list(failed), "redis_py": redis.__version__,
+                   "inflight": inflight[0]}, f)
+    os.replace(out + ".tmp", out)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
