@@ -498,6 +498,15 @@ async fn clients_told(cfg: &Config, plan: &Plan, new_master: &Endpoint, deadline
             );
         }
         if plan.leaving && !peers.is_empty() && pending.as_slice() == std::slice::from_ref(own) {
+            // The next start reads what this pod knew from sentinel.conf, which loses its
+            // monitor line here: it is kept aside first, or the group is not forgotten.
+            if let Err(e) = crate::state::keep_before_forget(cfg) {
+                return told(
+                    format!("the other sentinels name it after {ms} ms; sentinel.conf could not be kept ({e}), ours keeps the group"),
+                    false,
+                    &peers,
+                );
+            }
             return match redisio::sentinel_remove(&cfg.conn, own, &cfg.group, t).await {
                 Ok(()) => told(
                     format!("the other sentinels name it after {ms} ms; ours, the failover's leader, forgot the group"),

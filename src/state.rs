@@ -47,9 +47,28 @@ pub fn write_conf(path: &Path, text: &str) -> io::Result<()> {
     fs::rename(&tmp, path)
 }
 
-/// What Sentinel last wrote, if anything.
+/// What Sentinel last wrote, if anything. When a handover made our sentinel forget the group
+/// (handover::clients_told) the file lost its monitor line: what it held just before counts.
 pub fn read_prior_sentinel(cfg: &Config) -> Option<String> {
-    fs::read_to_string(cfg.sentinel_conf_path()).ok()
+    let live = fs::read_to_string(cfg.sentinel_conf_path()).ok();
+    if live
+        .as_deref()
+        .is_some_and(|t| crate::render::prior_monitor(t, &cfg.group).is_some())
+    {
+        return live;
+    }
+    fs::read_to_string(before_forget_path(cfg)).ok().or(live)
+}
+
+/// sentinel.conf as it was before the handover's `SENTINEL REMOVE`.
+pub fn before_forget_path(cfg: &Config) -> std::path::PathBuf {
+    cfg.sentinel_dir().join("sentinel.conf.before-handover")
+}
+
+/// Keeps sentinel.conf aside before our sentinel forgets the group (read_prior_sentinel).
+pub fn keep_before_forget(cfg: &Config) -> io::Result<()> {
+    let text = fs::read_to_string(cfg.sentinel_conf_path())?;
+    write_conf(&before_forget_path(cfg), &text)
 }
 
 /// `redisha-init promote --force` leaves this file; a role decision that waits for a majority
