@@ -203,6 +203,39 @@ pub async fn run_on(cfg: &Config, plan: &Plan, budget: Duration) -> Outcome {
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
+    // One move per rollout (issue 30): Sentinel is steered to the replica that started last.
+    let steered = match &plan.only {
+        None => {
+            steer(
+                cfg,
+                &me,
+                &sentinel,
+                Instant::now() + Duration::from_millis(1500).min(budget / 4),
+            )
+            .await
+        }
+        Some(_) => None,
+    };
+    let outcome = pause_and_move(cfg, plan, &me, started, deadline, budget).await;
+    if let Some((node, was)) = steered {
+        if let Err(e) = set_priority(cfg, &node, was, Duration::from_millis(500)).await {
+            tracing::warn!(replica = %node, replica_priority = was, error = %e, "handover: could not set replica-priority back; a restart of that pod renders it again");
+        }
+    }
+    outcome
+}
+
+/// The pause, the failover and the demotion (see the module header); `run_on` around it.
+async fn pause_and_move(
+    cfg: &Config,
+    plan: &Plan,
+    me: &Endpoint,
+    started: Instant,
+    deadline: Instant,
+    budget: Duration,
+) -> Outcome {
+    let me = me.clone();
+    let t = Duration::from_millis(1000);
     let pause_ms = budget.as_millis().max(1000) as u64;
     let mut con = match redisio::connect(&cfg.conn, &me, Server::Redis, t).await {
         Ok(c) => c,
@@ -286,6 +319,155 @@ async fn set_min_replicas(
         t,
     )
     .await
+}
+
+/// A caught-up replica as the rollout preference sees it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Candidate {
+    pub addr: Endpoint,
+    /// `replica-priority` (0: never promoted; lower wins in Sentinel's choice).
+    pub priority: u32,
+    /// Its data node's uptime: a pod the rollout already replaced started after the others.
+    pub uptime_s: u64,
+}
+
+/// How much later the youngest replica must have started than every other one to count as
+/// replaced by the rollout under way: a StatefulSet replaces one pod at a time and waits for it
+/// to be ready (tens of seconds); pods started together differ by a second or two.
+pub const YOUNGER_BY_S: u64 = 5;
+
+/// Which replica Sentinel should promote so that a rolling update moves the master once
+/// (issue 30): the StatefulSet replaces pods from the highest ordinal down, so a replica that
+/// started after the others was already replaced, and promoting a pod not yet replaced costs a
+/// second move when its turn comes. Among the replicas Sentinel ranks first (lowest priority
+/// above 0: the version rule of engine.rs keeps newer engines behind, and wins), the one that
+/// started at least `YOUNGER_BY_S` after every other; None when none did (no rollout under way,
+/// or none replaced yet: any choice costs the same) or when the priority has no room below.
+pub fn prefer(cands: &[Candidate]) -> Option<&Candidate> {
+    let best = cands
+        .iter()
+        .filter(|c| c.priority > 0)
+        .map(|c| c.priority)
+        .min()?;
+    let group: Vec<&Candidate> = cands.iter().filter(|c| c.priority == best).collect();
+    let youngest = group.iter().min_by_key(|c| c.uptime_s)?;
+    let replaced = group.len() > 1
+        && group
+            .iter()
+            .filter(|c| c.addr != youngest.addr)
+            .all(|c| c.uptime_s >= youngest.uptime_s.saturating_add(YOUNGER_BY_S));
+    (replaced && best > 1).then_some(*youngest)
+}
+
+/// Gives the preferred replica (see `prefer`) a priority one below the others' and waits until
+/// our sentinel has read it (its INFO of the replica, once a second), before writes are paused.
+/// Returns the node and the priority to put back, or None when nothing was changed.
+async fn steer(
+    cfg: &Config,
+    me: &Endpoint,
+    sentinel: &Endpoint,
+    until: Instant,
+) -> Option<(Endpoint, u32)> {
+    let t = Duration::from_millis(500);
+    let info = redisio::info(&cfg.conn, me, "replication", t).await.ok()?;
+    let mut cands = Vec::new();
+    for r in replicas(&info).into_iter().filter(healthy) {
+        let Ok(server) = redisio::info(&cfg.conn, &r.addr, "server", t).await else {
+            continue;
+        };
+        let Some(uptime_s) =
+            redisio::info_field(&server, "uptime_in_seconds").and_then(|v| v.parse().ok())
+        else {
+            continue;
+        };
+        let Ok(priority) = get_priority(cfg, &r.addr, t).await else {
+            continue;
+        };
+        cands.push(Candidate {
+            addr: r.addr,
+            priority,
+            uptime_s,
+        });
+    }
+    let chosen = prefer(&cands)?.clone();
+    let want = chosen.priority - 1;
+    if let Err(e) = set_priority(cfg, &chosen.addr, want, t).await {
+        tracing::warn!(replica = %chosen.addr, error = %e, "handover: could not steer Sentinel to the replica the rollout replaced");
+        return None;
+    }
+    let steered = Some((chosen.addr.clone(), chosen.priority));
+    loop {
+        if let Ok(list) = sentinel_replica_priorities(cfg, sentinel, t).await {
+            if list.iter().any(|(a, p)| *a == chosen.addr && *p == want) {
+                tracing::info!(replica = %chosen.addr, uptime_s = chosen.uptime_s, others = cands.len() - 1, "handover: Sentinel is steered to the replica the rollout replaced (it started last)");
+                return steered;
+            }
+        }
+        if Instant::now() >= until {
+            tracing::warn!(replica = %chosen.addr, "handover: our sentinel did not read the steered priority in time; Sentinel chooses");
+            let _ = set_priority(cfg, &chosen.addr, chosen.priority, t).await;
+            return None;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+async fn get_priority(cfg: &Config, node: &Endpoint, t: Duration) -> redis::RedisResult<u32> {
+    let mut con = redisio::connect(&cfg.conn, node, Server::Redis, t).await?;
+    let got: std::collections::HashMap<String, String> = redisio::query(
+        &mut con,
+        redis::cmd("CONFIG").arg("GET").arg("replica-priority"),
+        t,
+    )
+    .await?;
+    got.get("replica-priority")
+        .and_then(|v| v.parse().ok())
+        .ok_or_else(|| {
+            redis::RedisError::from((
+                redis::ErrorKind::Parse,
+                "CONFIG GET replica-priority: no number",
+            ))
+        })
+}
+
+async fn set_priority(
+    cfg: &Config,
+    node: &Endpoint,
+    p: u32,
+    t: Duration,
+) -> redis::RedisResult<()> {
+    let mut con = redisio::connect(&cfg.conn, node, Server::Redis, t).await?;
+    redisio::query::<()>(
+        &mut con,
+        redis::cmd("CONFIG")
+            .arg("SET")
+            .arg("replica-priority")
+            .arg(p),
+        t,
+    )
+    .await
+}
+
+/// Every replica our sentinel lists, with the priority it last read from it.
+async fn sentinel_replica_priorities(
+    cfg: &Config,
+    sentinel: &Endpoint,
+    t: Duration,
+) -> redis::RedisResult<Vec<(Endpoint, u32)>> {
+    let mut con = redisio::connect(&cfg.conn, sentinel, Server::Sentinel, t).await?;
+    let list: Vec<std::collections::HashMap<String, String>> = redisio::query(
+        &mut con,
+        redis::cmd("SENTINEL").arg("REPLICAS").arg(&cfg.group),
+        t,
+    )
+    .await?;
+    Ok(list
+        .iter()
+        .filter_map(|m| {
+            let p = m.get("slave-priority")?.parse().ok()?;
+            Some((redisio::entry_endpoint(m)?, p))
+        })
+        .collect())
 }
 
 /// Replicas our sentinel could promote right now: known, reachable, linked, priority > 0, and
@@ -808,6 +990,62 @@ async fn hide_old_master_until_end(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn cand(n: u8, priority: u32, uptime_s: u64) -> Candidate {
+        Candidate {
+            addr: Endpoint::from_fields(&format!("10.0.0.{n}"), "6379").expect("endpoint"),
+            priority,
+            uptime_s,
+        }
+    }
+
+    #[test]
+    fn prefers_the_replica_the_rollout_replaced() {
+        // (candidates, the address expected, why)
+        let rows: Vec<(Vec<Candidate>, Option<u8>, &str)> = vec![
+            (
+                vec![cand(2, 100, 20), cand(0, 100, 9000)],
+                Some(2),
+                "one replaced, one not",
+            ),
+            (
+                vec![cand(1, 100, 15), cand(2, 100, 40)],
+                Some(1),
+                "both replaced: the youngest",
+            ),
+            (
+                vec![cand(0, 100, 9000), cand(1, 100, 9001)],
+                None,
+                "none replaced: Sentinel chooses",
+            ),
+            (
+                vec![cand(1, 100, 10), cand(2, 100, 13)],
+                None,
+                "started together: no rollout",
+            ),
+            (
+                vec![cand(2, 200, 20), cand(0, 100, 9000)],
+                None,
+                "the version rule ranks the young one behind",
+            ),
+            (
+                vec![cand(2, 100, 20), cand(0, 0, 9000)],
+                None,
+                "the only promotable one: nothing to steer",
+            ),
+            (
+                vec![cand(2, 1, 20), cand(0, 1, 9000)],
+                None,
+                "no room below priority 1",
+            ),
+            (vec![cand(2, 100, 20)], None, "a single replica"),
+        ];
+        for (cands, want, why) in rows {
+            let got = prefer(&cands).map(|c| c.addr.to_string());
+            let want = want.map(|n| format!("10.0.0.{n}:6379"));
+            assert_eq!(got, want, "{why}");
+        }
+    }
 
     #[test]
     fn parses_replica_lines() {
