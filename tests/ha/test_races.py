@@ -346,3 +346,72 @@ def test_graceful_stop_repeated(cluster):
         if probs:
             fails.append(f"round {r} (offset {offset:.2f}s): " + ", ".join(probs))
     assert not fails, f"seed {seed}: " + "; ".join(fails)
+
+
+KILL_GAP_MAX = 2.5  # s: write gap when the SIGKILL came after the failover was requested
+
+
+@pytest.mark.skipif(not os.environ.get("REDISHA_RACE_TERMKILL"),
+                    reason="opt-in (REDISHA_RACE_TERMKILL=1): issue 30 point 3 is open, see "
+                           "BENCHMARKS.md; the early kills fail its targets")
+@pytest.mark.parametrize("kill_after", [0.1, 0.3, 0.7, 1.5])
+def test_sigkill_during_the_handover(cluster, kill_after):
+    """Issue 30 point 3: SIGTERM to the master pod, SIGKILL `kill_after` s later (a short
+    terminationGracePeriodSeconds, a node shutting down, an OOM kill mid-handover). One failover
+    (the survivors' config epoch +1, one +switch-master each), 0 acknowledged writes lost, and a
+    write gap under 2.5 s whenever the pod had asked Sentinel to fail over before it died."""
+    c = cluster
+    w, _ = start_and_reach(c, "steady", f"race:termkill:{kill_after}")
+    fails: list[str] = []
+    new = None
+    try:
+        old = c.current_master()
+        assert old, f"no single master: {c.roles()}"
+        pod = c.pod_by_ip(old)
+        survivors = [p for p in c.live() if p is not pod]
+        sips = [p.ip for p in survivors]
+        before = {p.name: int(c.sentinel_master(p.ip)["config-epoch"]) for p in survivors}
+        marks = c.log_marks()
+        log_path = pod.log_path
+        t_stop = time.monotonic()
+        exit_s, code = c.stop_pod_gracefully(pod.idx, timeout=kill_after)
+        requested = log_path is not None and "asking sentinel to fail over" in \
+            log_path.read_text(errors="replace")
+        deadline = t_stop + 25
+        while time.monotonic() < deadline:
+            n = c.named_master(sips)
+            if n and n != old:
+                new = n
+                break
+            time.sleep(0.05)
+        time.sleep(DOWN_AFTER + 3)  # a second failover would show by now
+        new = c.named_master(sips) or new
+        t_end = time.monotonic()
+        after = {}
+        for p in survivors:
+            try:
+                after[p.name] = int(c.sentinel_master(p.ip)["config-epoch"])
+            except Exception as e:
+                after[p.name] = f"? ({e})"
+        counts = c.count_switch_master(survivors, since=marks)
+    finally:
+        res = w.finish()
+    lost = lost_on(c, w, res, new)
+    gap = stop_gap(res.acked, t_stop, t_end)
+    record(f"RACE sigkill {kill_after}s after SIGTERM: exit={code} after {exit_s:.2f}s "
+           f"requested={requested} new={new} epochs {before} -> {after} "
+           f"switch_master={counts} gap={gap:.2f}s lost={'?' if lost is None else len(lost)} "
+           f"acked={len(res.acked)} errors={res.errors}")
+    if new is None or new == old:
+        fails.append("the survivors never named a new master")
+    bumped = {k: (before[k], v) for k, v in after.items() if v != before[k] + 1}
+    if bumped:
+        fails.append(f"config epoch not +1 on every survivor (one failover): {bumped}")
+    fails += switch_problems(counts)
+    if lost is None:
+        fails.append("no master to read the writes back from")
+    elif lost:
+        fails.append(f"{len(lost)} acknowledged writes lost: {lost[:10]}")
+    if requested and gap >= KILL_GAP_MAX:
+        fails.append(f"write gap {gap:.2f}s >= {KILL_GAP_MAX}s after the failover was requested")
+    assert not fails, "; ".join(fails)
