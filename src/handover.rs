@@ -331,18 +331,19 @@ pub struct Candidate {
     pub uptime_s: u64,
 }
 
-/// How much later the youngest replica must have started than every other one to count as
-/// replaced by the rollout under way: a StatefulSet replaces one pod at a time and waits for it
-/// to be ready (tens of seconds); pods started together differ by a second or two.
-pub const YOUNGER_BY_S: u64 = 5;
+/// How much later the youngest replica must have started than every other one to be preferred:
+/// uptime counts whole seconds, and pods started in the same second are not told apart. Any
+/// caught-up replica is as good a master as another, so preferring the youngest costs nothing
+/// when no rollout runs; when one runs, the youngest is a pod it already replaced.
+pub const YOUNGER_BY_S: u64 = 1;
 
 /// Which replica Sentinel should promote so that a rolling update moves the master once
 /// (issue 30): the StatefulSet replaces pods from the highest ordinal down, so a replica that
 /// started after the others was already replaced, and promoting a pod not yet replaced costs a
 /// second move when its turn comes. Among the replicas Sentinel ranks first (lowest priority
 /// above 0: the version rule of engine.rs keeps newer engines behind, and wins), the one that
-/// started at least `YOUNGER_BY_S` after every other; None when none did (no rollout under way,
-/// or none replaced yet: any choice costs the same) or when the priority has no room below.
+/// started at least `YOUNGER_BY_S` after every other; None when none did (started together:
+/// any choice costs the same) or when the priority has no room below.
 pub fn prefer(cands: &[Candidate]) -> Option<&Candidate> {
     let best = cands
         .iter()
@@ -389,7 +390,14 @@ async fn steer(
             uptime_s,
         });
     }
-    let chosen = prefer(&cands)?.clone();
+    let Some(chosen) = prefer(&cands).cloned() else {
+        let seen: Vec<String> = cands
+            .iter()
+            .map(|c| format!("{} priority {} up {} s", c.addr, c.priority, c.uptime_s))
+            .collect();
+        tracing::info!(replicas = %seen.join(", "), "handover: no replica the rollout replaced to steer Sentinel to");
+        return None;
+    };
     let want = chosen.priority - 1;
     if let Err(e) = set_priority(cfg, &chosen.addr, want, t).await {
         tracing::warn!(replica = %chosen.addr, error = %e, "handover: could not steer Sentinel to the replica the rollout replaced");
@@ -1014,14 +1022,14 @@ mod tests {
                 "both replaced: the youngest",
             ),
             (
-                vec![cand(0, 100, 9000), cand(1, 100, 9001)],
+                vec![cand(0, 100, 9000), cand(1, 100, 9000)],
                 None,
-                "none replaced: Sentinel chooses",
+                "started in the same second: Sentinel chooses",
             ),
             (
-                vec![cand(1, 100, 10), cand(2, 100, 13)],
-                None,
-                "started together: no rollout",
+                vec![cand(0, 100, 8), cand(2, 100, 4)],
+                Some(2),
+                "a test's short lives: still the one started last",
             ),
             (
                 vec![cand(2, 200, 20), cand(0, 100, 9000)],

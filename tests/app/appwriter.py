@@ -1,13 +1,14 @@
 """The application a user runs (issue 30): redis-py's Sentinel client as its documentation shows
-it, `Sentinel(...).master_for(...)` with only timeouts set, and the same with
-redis-py's own retry policy turned on (see MODE). READONLY from a demoted master becomes a
+it, `Sentinel(...).master_for(...)` with only timeouts set, . READONLY from a demoted master becomes a
 connection error and a fresh question to Sentinel. It RPUSHes an increasing counter at a fixed
 rate; a request that raises counts as failed and its value is not acknowledged.
 
 Run in its own venv (.venv-app, tests/app/requirements.txt), under the harness's control:
-    appwriter.py OUT.json KEY RATE MODE HOST:PORT [HOST:PORT ...]
-MODE: `default` (master_for with only timeouts: no retry in redis-py 8.2) or `retry` (redis-py's
-default policy for a plain client: 10 retries, exponential backoff with jitter 10 ms..1 s).
+    appwriter.py OUT.json KEY RATE MODE HOST:PORT [HOST:PORT ...]   (or @FILE of them)
+MODE: `default`, master_for with only timeouts. redis-py 8.2 then retries nothing: its pool's
+connections get Retry(NoBackoff(), 0) (the 10-retry policy of a plain Redis() does not reach
+them), so every failed attempt is a failed request. (Giving master_for that 10-retry policy
+explicitly left a request stuck in connect for over 12 s in a graceful stop: not measured here.)
 It writes until SIGTERM or stdin closes, then writes OUT.json: acked [[n, monotonic]], failed
 [[n, monotonic, error]], and the redis-py version. CLOCK_MONOTONIC is the machine's, so the
 harness compares the times with its own."""
@@ -21,14 +22,24 @@ import threading
 import time
 
 import redis
-from redis.backoff import ExponentialWithJitterBackoff
-from redis.retry import Retry
 from redis.sentinel import Sentinel
 
 
 def main() -> int:
     out, key, rate, mode = sys.argv[1], sys.argv[2], float(sys.argv[3]), sys.argv[4]
-    sentinels = [(h, int(p)) for h, _, p in (a.rpartition(":") for a in sys.argv[5:])]
+    if mode != "default":
+        print(f"MODE {mode!r}: only `default` (see the module header)", file=sys.stderr)
+        return 2
+
+    def sentinels() -> list[tuple[str, int]]:
+        # `@FILE`: the addresses a headless Service's DNS name would give now (pods come back on
+        # new addresses in a rollout); read again whenever a request fails.
+        args = sys.argv[5:]
+        if len(args) == 1 and args[0].startswith("@"):
+            with open(args[0][1:]) as f:
+                args = f.read().split()
+        return [(h, int(p)) for h, _, p in (a.rpartition(":") for a in args)]
+
     password = os.environ.get("APP_REDIS_PASSWORD") or None
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
@@ -37,20 +48,19 @@ def main() -> int:
     # data connection waits up to 2 s, the questions to Sentinel 0.5 s (a dead one is skipped).
     timeouts = {"socket_timeout": 0.5, "socket_connect_timeout": 0.5}
     data_timeouts = {"socket_timeout": 2.0, "socket_connect_timeout": 0.5}
-    # `default`: master_for as documented, nothing but timeouts. redis-py 8.2 then retries
-    # nothing (its connections get Retry(NoBackoff(), 0); the 10-retry policy of a plain
-    # Redis() does not reach a pool's connections), so every failed attempt is a failed request.
-    # `retry`: that plain-Redis() default policy, given explicitly, as an application that
-    # turns retries on would.
-    extra = {} if mode == "default" else {
-        "retry": Retry(ExponentialWithJitterBackoff(base=0.01, cap=1), 10)}
-    s = Sentinel(sentinels, sentinel_kwargs={**timeouts, "password": password},
-                 password=password, **data_timeouts)
-    master = s.master_for("mymaster", password=password, **data_timeouts, **extra)
+
+    def client(addrs):
+        s = Sentinel(addrs, sentinel_kwargs={**timeouts, "password": password},
+                     password=password, **data_timeouts)
+        return s.master_for("mymaster", password=password, **data_timeouts)
+
+    known = sentinels()
+    master = client(known)
     acked, failed = [], []
     inflight = [None]  # (n, start) of the request under way
 
     def write() -> None:
+        nonlocal known, master
         period, n = 1.0 / rate, 1
         while not stop.is_set():
             t = time.monotonic()
@@ -60,6 +70,12 @@ def main() -> int:
                 acked.append([n, time.monotonic()])
             except (redis.RedisError, OSError) as e:
                 failed.append([n, time.monotonic(), type(e).__name__ + ": " + str(e)[:120]])
+                try:
+                    now = sentinels()
+                except (OSError, ValueError):
+                    now = known
+                if now and now != known:
+                    known, master = now, client(now)
             inflight[0] = None
             n += 1
             stop.wait(max(0.0, period - (time.monotonic() - t)))

@@ -106,7 +106,7 @@ def test_graceful_stop_of_master(cluster, when):
     m = None
     # The application as users run it (issue 30): redis-py 8.2's Sentinel client as documented,
     # with timeouts and the library's defaults (tests/app/appwriter.py).
-    apps = {mode: AppWriter(c.sentinel_addrs(), f"race:stop:{when}:app:{mode}", mode,
+    apps = {mode: AppWriter(c.sentinel_addrs, f"race:stop:{when}:app:{mode}", mode,
                             password=c.security.password) for mode in ("default",)}
     try:
         # No extra watch: settle() below outlasts it, and the lines are counted after it.

@@ -261,17 +261,27 @@ class AppWriter:
     """tests/app/appwriter.py in its own process and venv (a current redis-py, its default retry
     policy): the failed requests an application meets, beside the harness's own writer."""
 
-    def __init__(self, sentinels: list[tuple[str, int]], key: str, mode: str = "default",
-                 rate: float = 100, password: str | None = None, workdir: Path | None = None):
+    def __init__(self, sentinels: Callable[[], list[tuple[str, int]]], key: str,
+                 mode: str = "default", rate: float = 100, password: str | None = None,
+                 workdir: Path | None = None):
+        """`sentinels()` is what a headless Service's DNS name would resolve to now: written to a
+        file every 0.2 s, which the application reads again whenever a request fails."""
         if not APP_PYTHON.exists():
             raise AssertionError(f"{APP_PYTHON} is missing: run scripts/setup test")
         self.key = key
-        self.out = Path(workdir or "/tmp") / f"app-{key.replace(':', '_')}-{mode}-{os.getpid()}.json"
+        stem = f"app-{key.replace(':', '_')}-{mode}-{os.getpid()}"
+        self.out = Path(workdir or "/tmp") / f"{stem}.json"
+        self.addrs = Path(workdir or "/tmp") / f"{stem}.sentinels"
         self.out.unlink(missing_ok=True)
+        self.sentinels = sentinels
+        self._write_addrs()
+        self.done = threading.Event()
+        self.refresher = threading.Thread(target=self._refresh, daemon=True)
+        self.refresher.start()
         env = dict(os.environ, APP_REDIS_PASSWORD=password or "")
         self.proc = subprocess.Popen(
-            [str(APP_PYTHON), str(APP_SCRIPT), str(self.out), key, str(rate), mode]
-            + [f"{h}:{p}" for h, p in sentinels],
+            [str(APP_PYTHON), str(APP_SCRIPT), str(self.out), key, str(rate), mode,
+             f"@{self.addrs}"],
             stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
             env=env)
         assert self.proc.stdout is not None
@@ -280,7 +290,20 @@ class AppWriter:
             self.proc.kill()
             raise AssertionError(f"app writer did not start: {line!r} {self.proc.stderr.read()[-2000:]}")
 
+    def _write_addrs(self) -> None:
+        tmp = self.addrs.with_suffix(".tmp")
+        tmp.write_text(" ".join(f"{h}:{p}" for h, p in self.sentinels()))
+        os.replace(tmp, self.addrs)
+
+    def _refresh(self) -> None:
+        while not self.done.wait(0.2):
+            try:
+                self._write_addrs()
+            except OSError:
+                pass
+
     def finish(self) -> AppResult:
+        self.done.set()
         try:
             self.proc.send_signal(15)
             self.proc.wait(timeout=15)
@@ -299,6 +322,8 @@ class AppWriter:
 
     def close(self) -> None:
         """Teardown on failure: never leave the process behind."""
+        self.done.set()
+        self.addrs.unlink(missing_ok=True)
         if self.proc.poll() is None:
             self.proc.kill()
             self.proc.wait(timeout=5)
