@@ -12,6 +12,7 @@ use std::time::Duration;
 use crate::config::Server;
 use crate::config::{Config, Endpoint, Host, Role};
 use crate::redisio;
+use crate::sentinel::{Flag, MasterView};
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Decision {
@@ -39,11 +40,11 @@ pub struct Answer {
 /// (`reconf_slaves`, `update_config`) the new master is chosen: GET-MASTER-ADDR-BY-NAME names it
 /// although SENTINEL MASTER still shows the old address until the failover ends. Before that, or
 /// while the master is objectively down and no failover runs yet, the answer may still change.
-pub fn judge_entry(e: &redisio::MasterEntry) -> Answer {
-    let has = |f: &str| e.flags.iter().any(|x| x == f);
-    let promoted = has("failover_in_progress")
-        && matches!(e.failover_state.as_str(), "reconf_slaves" | "update_config");
-    let unsettled = !promoted && (has("o_down") || has("failover_in_progress"));
+pub fn judge_entry(e: &MasterView) -> Answer {
+    let running = e.flags.has(Flag::FailoverInProgress);
+    let promoted =
+        running && matches!(e.failover_state.as_str(), "reconf_slaves" | "update_config");
+    let unsettled = !promoted && (e.flags.has(Flag::ODown) || running);
     let master = match (&e.named, promoted) {
         (Some(n), true) => n.clone(),
         _ => e.addr.clone(),
@@ -867,12 +868,15 @@ mod tests {
             host: Host::Ip("10.0.0.1".parse().expect("ip")),
             port: p,
         };
-        let entry = |flags: &str, state: &str, named: Option<u16>| redisio::MasterEntry {
+        let entry = |flags: &str, state: &str, named: Option<u16>| MasterView {
             addr: ep(1),
-            flags: flags.split(',').map(String::from).collect(),
+            flags: crate::sentinel::FlagSet::parse(flags),
+            role_reported: "master".into(),
             failover_state: state.into(),
             config_epoch: 7,
             known_sentinels: 2,
+            quorum: None,
+            parallel_syncs: None,
             named: named.map(ep),
         };
         // (flags, failover-state, GET-MASTER-ADDR-BY-NAME) -> (master port, unsettled)

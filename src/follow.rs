@@ -350,31 +350,6 @@ async fn fence(cfg: &Config, why: &str) {
     tracing::warn!(outcome = %outcome, unpaused = lifted.is_ok(), "write fence lifted");
 }
 
-/// The up sentinels our own sentinel knows, and how many it knows in all (ours included).
-pub async fn up_sentinels(
-    cfg: &Config,
-    local: &Endpoint,
-    t: Duration,
-) -> redis::RedisResult<(Vec<Endpoint>, usize)> {
-    let mut con = redisio::connect(&cfg.conn, local, Server::Sentinel, t).await?;
-    let list: Vec<std::collections::HashMap<String, String>> = redisio::query(
-        &mut con,
-        redis::cmd("SENTINEL").arg("SENTINELS").arg(&cfg.group),
-        t,
-    )
-    .await?;
-    let known = list.len() + 1;
-    let up = list
-        .iter()
-        .filter(|m| {
-            !m.get("flags")
-                .is_some_and(|f| f.split(',').any(|x| x == "s_down" || x == "disconnected"))
-        })
-        .filter_map(redisio::entry_endpoint)
-        .collect();
-    Ok((up, known))
-}
-
 /// Every answer of `sentinels`, asked in parallel.
 pub async fn answers(cfg: &Config, sentinels: &[Endpoint], t: Duration) -> Vec<Answer> {
     let mut set = tokio::task::JoinSet::new();
@@ -402,7 +377,7 @@ async fn look(cfg: &Config) -> (Action, Option<Endpoint>) {
     let t = Duration::from_millis(500);
     let local = cfg.own(Server::Sentinel);
     let me = cfg.own(Server::Redis);
-    let (mut others, known) = match up_sentinels(cfg, &local, t).await {
+    let (mut others, known) = match redisio::up_sentinels(&cfg.conn, &local, &cfg.group, t).await {
         Ok(p) => p,
         Err(e) => {
             return (

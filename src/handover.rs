@@ -18,6 +18,7 @@ use tokio::time::Instant;
 use crate::config::Server;
 use crate::config::{Config, Endpoint};
 use crate::redisio;
+use crate::sentinel::{Flag, ReplicaView};
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Outcome {
@@ -256,26 +257,14 @@ async fn sentinel_replicas(
     sentinel: &Endpoint,
     t: Duration,
 ) -> redis::RedisResult<Vec<Endpoint>> {
-    let mut con = redisio::connect(&cfg.conn, sentinel, Server::Sentinel, t).await?;
-    let list: Vec<std::collections::HashMap<String, String>> = redisio::query(
-        &mut con,
-        redis::cmd("SENTINEL").arg("REPLICAS").arg(&cfg.group),
-        t,
+    Ok(
+        redisio::sentinel_replicas(&cfg.conn, sentinel, &cfg.group, t)
+            .await?
+            .into_iter()
+            .filter(ReplicaView::is_promotable_now)
+            .map(|r| r.addr)
+            .collect(),
     )
-    .await?;
-    Ok(list
-        .iter()
-        .filter(|m| {
-            !m.get("flags")
-                .is_some_and(|f| f.split(',').any(|x| x == "s_down" || x == "disconnected"))
-                && m.get("master-link-status").map(String::as_str) == Some("ok")
-                && m.get("slave-priority").map(String::as_str) != Some("0")
-                && m.get("info-refresh")
-                    .and_then(|v| v.parse::<u64>().ok())
-                    .is_some_and(|ms| ms < 2000)
-        })
-        .filter_map(redisio::entry_endpoint)
-        .collect())
 }
 
 /// The handover is finished when the cluster knows, not when our sentinel does: every other
@@ -311,7 +300,7 @@ async fn finish(
     let sentinel = sentinel.clone();
     let mut missing = String::from("nothing checked");
     for _ in 0..10_000 {
-        let mut sentinels = match crate::follow::up_sentinels(cfg, &sentinel, t).await {
+        let mut sentinels = match redisio::up_sentinels(&cfg.conn, &sentinel, &cfg.group, t).await {
             Ok((up, _)) => up,
             Err(_) => Vec::new(),
         };
@@ -598,7 +587,7 @@ async fn hide_old_master_until_end(
     while Instant::now() < until {
         // SENTINEL MASTER's own flags: the raw entry, not discover's judgement of it.
         if let Ok(Some(e)) = redisio::sentinel_master_on(scon, &cfg.group, t).await {
-            if !e.flags.iter().any(|f| f == "failover_in_progress") {
+            if !e.flags.has(Flag::FailoverInProgress) {
                 ended = true;
                 break;
             }

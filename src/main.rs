@@ -13,6 +13,7 @@ mod outage;
 mod probe;
 mod redisio;
 mod render;
+mod sentinel;
 mod splitvote;
 mod state;
 mod status;

@@ -6,6 +6,7 @@ use std::time::Duration;
 use redis::AsyncConnectionConfig;
 
 use crate::config::{Conn, Endpoint, Server};
+use crate::sentinel::{Flag, MasterView, PeerView, ReplicaView};
 
 pub fn client(conn: &Conn, e: &Endpoint, target: Server) -> redis::RedisResult<redis::Client> {
     let host = e.host.to_string();
@@ -88,77 +89,139 @@ async fn bounded<T>(
     }
 }
 
-/// One sentinel's entry for the group, as it reports it (`SENTINEL MASTER`), plus the address
-/// `GET-MASTER-ADDR-BY-NAME` gives: during a failover the two differ (see discover::judge_entry).
-/// No judgement here; discover.rs turns it into an answer.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct MasterEntry {
-    pub addr: Endpoint,
-    pub flags: Vec<String>,
-    pub failover_state: String,
-    pub config_epoch: u64,
-    pub known_sentinels: u64,
-    /// `GET-MASTER-ADDR-BY-NAME`, asked only while a failover is in progress.
-    pub named: Option<Endpoint>,
-}
-
 /// `SENTINEL MASTER <group>`: Ok(None) when the sentinel answers but does not know the group.
 pub async fn sentinel_master(
     conn: &Conn,
     s: &Endpoint,
     group: &str,
     timeout: Duration,
-) -> redis::RedisResult<Option<MasterEntry>> {
+) -> redis::RedisResult<Option<MasterView>> {
     let mut con = connect(conn, s, Server::Sentinel, timeout).await?;
     sentinel_master_on(&mut con, group, timeout).await
 }
 
-/// `SENTINEL MASTER` on an open connection.
+/// `SENTINEL MASTER` on an open connection, with `named` filled in while a failover runs.
 pub async fn sentinel_master_on(
     con: &mut redis::aio::MultiplexedConnection,
     group: &str,
     timeout: Duration,
-) -> redis::RedisResult<Option<MasterEntry>> {
+) -> redis::RedisResult<Option<MasterView>> {
     let mut con = con.clone();
-    let reply: redis::RedisResult<HashMap<String, String>> = bounded(
-        timeout,
-        redis::cmd("SENTINEL")
-            .arg("MASTER")
-            .arg(group)
-            .query_async(&mut con),
-    )
-    .await;
-    let m = match reply {
+    let m = match master_reply_on(&mut con, group, timeout).await {
         Ok(m) => m,
         Err(e) if e.kind() == redis::ErrorKind::Server(redis::ServerErrorKind::ResponseError) => {
             return Ok(None)
         }
         Err(e) => return Err(e),
     };
-    let Some(addr) = entry_endpoint(&m) else {
+    let Some(mut v) = MasterView::parse(&m) else {
         return Ok(None);
     };
-    let flags: Vec<String> = m
-        .get("flags")
-        .map(|f| f.split(',').map(String::from).collect())
-        .unwrap_or_default();
-    let named = if flags.iter().any(|f| f == "failover_in_progress") {
-        master_addr_on(&mut con, group, timeout).await?
-    } else {
-        None
-    };
-    let num = |k: &str| m.get(k).and_then(|v| v.parse().ok()).unwrap_or(0);
-    Ok(Some(MasterEntry {
-        addr,
-        failover_state: m
-            .get("failover-state")
-            .cloned()
-            .unwrap_or_else(|| "none".into()),
-        config_epoch: num("config-epoch"),
-        known_sentinels: num("num-other-sentinels"),
-        flags,
-        named,
-    }))
+    if v.flags.has(Flag::FailoverInProgress) {
+        v.named = master_addr_on(&mut con, group, timeout).await?;
+    }
+    Ok(Some(v))
+}
+
+/// `SENTINEL MASTER` as it is: an unknown group is the server's error, an entry without an
+/// address a parse error; `named` is not asked.
+pub async fn sentinel_master_view_on(
+    con: &mut redis::aio::MultiplexedConnection,
+    group: &str,
+    timeout: Duration,
+) -> redis::RedisResult<MasterView> {
+    let m = master_reply_on(con, group, timeout).await?;
+    MasterView::parse(&m).ok_or_else(|| {
+        redis::RedisError::from((
+            redis::ErrorKind::Parse,
+            "SENTINEL MASTER without a usable ip/port",
+        ))
+    })
+}
+
+async fn master_reply_on(
+    con: &mut redis::aio::MultiplexedConnection,
+    group: &str,
+    timeout: Duration,
+) -> redis::RedisResult<HashMap<String, String>> {
+    query(
+        con,
+        redis::cmd("SENTINEL").arg("MASTER").arg(group),
+        timeout,
+    )
+    .await
+}
+
+/// `SENTINEL REPLICAS <group>`, parsed; an entry without an address is left out.
+pub async fn sentinel_replicas_on(
+    con: &mut redis::aio::MultiplexedConnection,
+    group: &str,
+    timeout: Duration,
+) -> redis::RedisResult<Vec<ReplicaView>> {
+    let list: Vec<HashMap<String, String>> = query(
+        con,
+        redis::cmd("SENTINEL").arg("REPLICAS").arg(group),
+        timeout,
+    )
+    .await?;
+    Ok(list.iter().filter_map(ReplicaView::parse).collect())
+}
+
+/// `SENTINEL SENTINELS <group>`, parsed; an entry without an address is left out.
+pub async fn sentinel_peers_on(
+    con: &mut redis::aio::MultiplexedConnection,
+    group: &str,
+    timeout: Duration,
+) -> redis::RedisResult<Vec<PeerView>> {
+    let list: Vec<HashMap<String, String>> = query(
+        con,
+        redis::cmd("SENTINEL").arg("SENTINELS").arg(group),
+        timeout,
+    )
+    .await?;
+    Ok(list.iter().filter_map(PeerView::parse).collect())
+}
+
+/// `SENTINEL REPLICAS` of the sentinel at `s`.
+pub async fn sentinel_replicas(
+    conn: &Conn,
+    s: &Endpoint,
+    group: &str,
+    timeout: Duration,
+) -> redis::RedisResult<Vec<ReplicaView>> {
+    let mut con = connect(conn, s, Server::Sentinel, timeout).await?;
+    sentinel_replicas_on(&mut con, group, timeout).await
+}
+
+/// `SENTINEL SENTINELS` of the sentinel at `s`.
+pub async fn sentinel_peers(
+    conn: &Conn,
+    s: &Endpoint,
+    group: &str,
+    timeout: Duration,
+) -> redis::RedisResult<Vec<PeerView>> {
+    let mut con = connect(conn, s, Server::Sentinel, timeout).await?;
+    sentinel_peers_on(&mut con, group, timeout).await
+}
+
+/// The up sentinels the sentinel at `s` knows, and how many it knows in all (itself included).
+pub async fn up_sentinels(
+    conn: &Conn,
+    s: &Endpoint,
+    group: &str,
+    timeout: Duration,
+) -> redis::RedisResult<(Vec<Endpoint>, usize)> {
+    Ok(crate::sentinel::up_peers(
+        &sentinel_peers(conn, s, group, timeout).await?,
+    ))
+}
+
+/// `SENTINEL MYID`.
+pub async fn sentinel_myid_on(
+    con: &mut redis::aio::MultiplexedConnection,
+    timeout: Duration,
+) -> redis::RedisResult<String> {
+    query(con, redis::cmd("SENTINEL").arg("MYID"), timeout).await
 }
 
 /// What a data node reports about its replication (`INFO replication`).
@@ -257,7 +320,7 @@ pub async fn master_addr(
     master_addr_on(&mut con, group, timeout).await
 }
 
-async fn master_addr_on(
+pub async fn master_addr_on(
     con: &mut redis::aio::MultiplexedConnection,
     group: &str,
     timeout: Duration,
@@ -339,11 +402,6 @@ pub async fn replicaof(
         timeout,
     )
     .await
-}
-
-/// The address of an entry of `SENTINEL REPLICAS` / `SENTINEL SENTINELS`.
-pub fn entry_endpoint(m: &HashMap<String, String>) -> Option<Endpoint> {
-    Endpoint::from_fields(m.get("ip")?, m.get("port")?)
 }
 
 pub async fn is_master(conn: &Conn, e: &Endpoint, timeout: Duration) -> bool {

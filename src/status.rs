@@ -23,6 +23,7 @@ use crate::engine::ServerVersion;
 use crate::handover;
 use crate::probe;
 use crate::redisio;
+use crate::sentinel::{self, FlagSet, PeerView, ReplicaView};
 
 /// A replica whose last acknowledgement is older than this is lagging (Redis's `lag=` counts
 /// seconds since the replica's last REPLCONF ACK, sent every second).
@@ -46,9 +47,7 @@ pub struct Entry {
 
 impl Entry {
     pub fn down(&self) -> bool {
-        self.flags
-            .iter()
-            .any(|f| f == "s_down" || f == "o_down" || f == "disconnected")
+        FlagSet::of(&self.flags).is_down()
     }
 }
 
@@ -83,10 +82,7 @@ impl SentinelObs {
     }
 
     pub fn failover_running(&self) -> bool {
-        self.master_flags
-            .iter()
-            .any(|f| f == "failover_in_progress")
-            || !matches!(self.failover_state.as_str(), "none" | "")
+        sentinel::failover_running(&FlagSet::of(&self.master_flags), &self.failover_state)
     }
 
     /// It answers, and it would act: not in TILT mode.
@@ -95,9 +91,7 @@ impl SentinelObs {
     }
 
     pub fn sees_master_down(&self) -> bool {
-        self.master_flags
-            .iter()
-            .any(|f| f == "s_down" || f == "o_down" || f == "disconnected")
+        FlagSet::of(&self.master_flags).is_down()
     }
 }
 
@@ -524,7 +518,7 @@ pub fn verdict(sentinels: &[SentinelObs], nodes: &[NodeObs], quorum: u32) -> Ver
 
 /// A replica Sentinel could promote: up, linked, priority above 0.
 pub fn promotable(r: &Entry) -> bool {
-    !r.down() && r.link_ok == Some(true) && r.priority != Some(0)
+    sentinel::promotable(&FlagSet::of(&r.flags), r.link_ok, r.priority)
 }
 
 fn named_by(named: &[(&str, Vec<&str>)]) -> Vec<String> {
@@ -871,33 +865,39 @@ fn canonical(host: &str, port: &str) -> Option<String> {
     Endpoint::from_fields(host, port).map(|e| e.to_string())
 }
 
-fn entry(m: &HashMap<String, String>) -> Option<Entry> {
-    Some(Entry {
-        addr: canonical(m.get("ip")?, m.get("port")?)?,
-        flags: m
-            .get("flags")
-            .map(|f| f.split(',').map(str::to_string).collect())
-            .unwrap_or_default(),
-        priority: m.get("slave-priority").and_then(|v| v.parse().ok()),
-        link_ok: m.get("master-link-status").map(|v| v == "ok"),
-        run_id: m.get("runid").cloned(),
-    })
+impl Entry {
+    fn of(addr: &Endpoint, flags: &FlagSet, run_id: &Option<String>) -> Entry {
+        Entry {
+            addr: addr.to_string(),
+            flags: flags.names().to_vec(),
+            run_id: run_id.clone(),
+            ..Entry::default()
+        }
+    }
+}
+
+impl From<&ReplicaView> for Entry {
+    fn from(r: &ReplicaView) -> Entry {
+        Entry {
+            priority: r.priority,
+            link_ok: r.link_ok,
+            ..Entry::of(&r.addr, &r.flags, &r.run_id)
+        }
+    }
+}
+
+impl From<&PeerView> for Entry {
+    fn from(p: &PeerView) -> Entry {
+        Entry::of(&p.addr, &p.flags, &p.run_id)
+    }
 }
 
 async fn ask_sentinel(cfg: &Config, e: &Endpoint, t: Duration) -> redis::RedisResult<SentinelObs> {
     let mut con = redisio::connect(&cfg.conn, e, Server::Sentinel, t).await?;
-    let q = |sub: &str| {
-        let mut c = redis::cmd("SENTINEL");
-        c.arg(sub).arg(&cfg.group);
-        c
-    };
-    let m: HashMap<String, String> = redisio::query(&mut con, &mut q("MASTER"), t).await?;
-    let addr: Option<(String, String)> =
-        redisio::query(&mut con, &mut q("GET-MASTER-ADDR-BY-NAME"), t).await?;
-    let replicas: Vec<HashMap<String, String>> =
-        redisio::query(&mut con, &mut q("REPLICAS"), t).await?;
-    let sentinels: Vec<HashMap<String, String>> =
-        redisio::query(&mut con, &mut q("SENTINELS"), t).await?;
+    let m = redisio::sentinel_master_view_on(&mut con, &cfg.group, t).await?;
+    let named = redisio::master_addr_on(&mut con, &cfg.group, t).await?;
+    let replicas = redisio::sentinel_replicas_on(&mut con, &cfg.group, t).await?;
+    let sentinels = redisio::sentinel_peers_on(&mut con, &cfg.group, t).await?;
     let server: String = redisio::query(
         &mut con,
         redis::cmd("INFO").arg("server").arg("sentinel"),
@@ -911,22 +911,13 @@ async fn ask_sentinel(cfg: &Config, e: &Endpoint, t: Duration) -> redis::RedisRe
         tilt: redisio::info_field(&server, "sentinel_tilt") == Some("1"),
         addr: e.to_string(),
         error: None,
-        master: addr.and_then(|(h, p)| canonical(&h, &p)),
-        master_flags: m
-            .get("flags")
-            .map(|f| f.split(',').map(str::to_string).collect())
-            .unwrap_or_default(),
-        config_epoch: m
-            .get("config-epoch")
-            .and_then(|v| v.parse().ok())
-            .unwrap_or(0),
-        failover_state: m
-            .get("failover-state")
-            .cloned()
-            .unwrap_or_else(|| "none".into()),
-        quorum: m.get("quorum").and_then(|v| v.parse().ok()).unwrap_or(0),
-        replicas: replicas.iter().filter_map(entry).collect(),
-        sentinels: sentinels.iter().filter_map(entry).collect(),
+        master: named.map(|n| n.to_string()),
+        master_flags: m.flags.names().to_vec(),
+        config_epoch: m.config_epoch,
+        failover_state: m.failover_state,
+        quorum: m.quorum.unwrap_or(0),
+        replicas: replicas.iter().map(Entry::from).collect(),
+        sentinels: sentinels.iter().map(Entry::from).collect(),
     })
 }
 
