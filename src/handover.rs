@@ -17,7 +17,7 @@ use tokio::time::Instant;
 
 use crate::config::Server;
 use crate::config::{Config, Endpoint};
-use crate::redisio;
+use crate::redisio::{self, healthy, replicas};
 use crate::sentinel::{Flag, ReplicaView};
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -45,40 +45,6 @@ impl fmt::Display for Outcome {
             Outcome::Failed(why) => write!(f, "failed, stopping anyway: {why}"),
         }
     }
-}
-
-/// One replica as the master lists it in `INFO replication`.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ReplicaInfo {
-    pub addr: Endpoint,
-    pub online: bool,
-    pub offset: u64,
-    pub lag: u64,
-}
-
-/// Parses `slaveN:ip=..,port=..,state=online,offset=..,lag=..` lines.
-pub fn replicas(info: &str) -> Vec<ReplicaInfo> {
-    info.lines()
-        .filter(|l| l.starts_with("slave") && l.contains(":ip="))
-        .filter_map(|l| {
-            let (_, kv) = l.split_once(':')?;
-            let get = |k: &str| {
-                kv.split(',')
-                    .find_map(|p| p.strip_prefix(k).and_then(|v| v.strip_prefix('=')))
-            };
-            Some(ReplicaInfo {
-                addr: Endpoint::from_fields(get("ip")?, get("port")?)?,
-                online: get("state")? == "online",
-                offset: get("offset")?.parse().ok()?,
-                lag: get("lag").and_then(|v| v.parse().ok()).unwrap_or(u64::MAX),
-            })
-        })
-        .collect()
-}
-
-/// A replica worth promoting: online and heard from within the last 2 s.
-pub fn healthy(r: &ReplicaInfo) -> bool {
-    r.online && r.lag <= 2
 }
 
 const STEP: Duration = Duration::from_millis(20);
@@ -615,35 +581,5 @@ async fn hide_old_master_until_end(
         format!("our sentinel ended the failover {waited} ms later")
     } else {
         format!("our sentinel had not ended the failover after {waited} ms")
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn parses_replica_lines() {
-        let info = "# Replication\r\nrole:master\r\nconnected_slaves:2\r\nslave0:ip=10.0.0.2,port=6379,state=online,offset=420,lag=0\r\nslave1:ip=10.0.0.3,port=6379,state=wait_bgsave,offset=0,lag=5\r\nmaster_repl_offset:420\r\n";
-        let r = replicas(info);
-        assert_eq!(r.len(), 2);
-        assert_eq!(r[0].addr.to_string(), "10.0.0.2:6379");
-        assert!(healthy(&r[0]));
-        assert!(!healthy(&r[1]));
-        assert_eq!(r[0].offset, 420);
-    }
-
-    /// INFO writes IPv6 replicas bare (`ip=fd88::22,port=6379`); they come out as the same
-    /// Endpoint this pod and Sentinel's fields give.
-    #[test]
-    fn parses_ipv6_replica_lines() {
-        let info = "role:master\r\nslave0:ip=fd88::22,port=6379,state=online,offset=9,lag=0\r\n";
-        let r = replicas(info);
-        assert_eq!(r.len(), 1);
-        assert_eq!(r[0].addr.to_string(), "[fd88::22]:6379");
-        assert_eq!(
-            Some(&r[0].addr),
-            Endpoint::from_fields("fd88::22", "6379").as_ref()
-        );
     }
 }

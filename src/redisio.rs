@@ -266,6 +266,40 @@ impl Repl {
     }
 }
 
+/// One replica as the master lists it in `INFO replication`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReplicaInfo {
+    pub addr: Endpoint,
+    pub online: bool,
+    pub offset: u64,
+    pub lag: u64,
+}
+
+/// Parses `slaveN:ip=..,port=..,state=online,offset=..,lag=..` lines.
+pub fn replicas(info: &str) -> Vec<ReplicaInfo> {
+    info.lines()
+        .filter(|l| l.starts_with("slave") && l.contains(":ip="))
+        .filter_map(|l| {
+            let (_, kv) = l.split_once(':')?;
+            let get = |k: &str| {
+                kv.split(',')
+                    .find_map(|p| p.strip_prefix(k).and_then(|v| v.strip_prefix('=')))
+            };
+            Some(ReplicaInfo {
+                addr: Endpoint::from_fields(get("ip")?, get("port")?)?,
+                online: get("state")? == "online",
+                offset: get("offset")?.parse().ok()?,
+                lag: get("lag").and_then(|v| v.parse().ok()).unwrap_or(u64::MAX),
+            })
+        })
+        .collect()
+}
+
+/// A replica worth promoting: online and heard from within the last 2 s.
+pub fn healthy(r: &ReplicaInfo) -> bool {
+    r.online && r.lag <= 2
+}
+
 /// `INFO replication` of `e`, parsed.
 pub async fn repl(conn: &Conn, e: &Endpoint, timeout: Duration) -> redis::RedisResult<Repl> {
     let mut con = connect(conn, e, Server::Redis, timeout).await?;
@@ -492,4 +526,34 @@ pub async fn sentinel_add_marker(
         sentinel_set_on(&mut con, name, opt, 2_000_000_000, timeout).await?;
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_replica_lines() {
+        let info = "# Replication\r\nrole:master\r\nconnected_slaves:2\r\nslave0:ip=10.0.0.2,port=6379,state=online,offset=420,lag=0\r\nslave1:ip=10.0.0.3,port=6379,state=wait_bgsave,offset=0,lag=5\r\nmaster_repl_offset:420\r\n";
+        let r = replicas(info);
+        assert_eq!(r.len(), 2);
+        assert_eq!(r[0].addr.to_string(), "10.0.0.2:6379");
+        assert!(healthy(&r[0]));
+        assert!(!healthy(&r[1]));
+        assert_eq!(r[0].offset, 420);
+    }
+
+    /// INFO writes IPv6 replicas bare (`ip=fd88::22,port=6379`); they come out as the same
+    /// Endpoint this pod and Sentinel's fields give.
+    #[test]
+    fn parses_ipv6_replica_lines() {
+        let info = "role:master\r\nslave0:ip=fd88::22,port=6379,state=online,offset=9,lag=0\r\n";
+        let r = replicas(info);
+        assert_eq!(r.len(), 1);
+        assert_eq!(r[0].addr.to_string(), "[fd88::22]:6379");
+        assert_eq!(
+            Some(&r[0].addr),
+            Endpoint::from_fields("fd88::22", "6379").as_ref()
+        );
+    }
 }

@@ -20,7 +20,6 @@ use tokio::time::Instant;
 use crate::config::Server;
 use crate::config::{Config, Endpoint, Host};
 use crate::engine::ServerVersion;
-use crate::handover;
 use crate::probe;
 use crate::redisio;
 use crate::sentinel::{self, FlagSet, PeerView, ReplicaView};
@@ -845,7 +844,7 @@ pub fn parse_node(addr: &str, info: &str) -> NodeObs {
         },
         priority: f("slave_priority").and_then(|v| v.parse().ok()),
         server: ServerVersion::parse(info),
-        replicas: handover::replicas(info)
+        replicas: redisio::replicas(info)
             .into_iter()
             .map(|r| Listed {
                 addr: r.addr.to_string(),
