@@ -10,9 +10,11 @@ use std::fmt;
 use std::time::Duration;
 
 use crate::config::Server;
-use crate::config::{Config, Endpoint, Host, Role};
+use crate::config::{Config, Endpoint, Role};
 use crate::redisio;
-use crate::sentinel::{Flag, MasterView};
+use crate::redisio::{resolved, resolved_all};
+use crate::sentinel::{judge_entry, Answer};
+use crate::state::Prior;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Decision {
@@ -22,39 +24,6 @@ pub struct Decision {
     /// A config epoch this pod's sentinel must claim (a forced promotion outranks every epoch
     /// seen, so the others follow it).
     pub claim_epoch: Option<u64>,
-}
-
-/// One sentinel's view of the group.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Answer {
-    pub master: Endpoint,
-    pub config_epoch: u64,
-    /// The master is objectively down or a failover has not promoted anyone yet: the answer may
-    /// change. (Once the promoted replica answers as master, `master` names it and this is false.)
-    pub unsettled: bool,
-    /// How many other sentinels this sentinel knows (`num-other-sentinels`).
-    pub known_sentinels: u64,
-}
-
-/// What one sentinel's entry means. Once the promoted replica answers as master
-/// (`reconf_slaves`, `update_config`) the new master is chosen: GET-MASTER-ADDR-BY-NAME names it
-/// although SENTINEL MASTER still shows the old address until the failover ends. Before that, or
-/// while the master is objectively down and no failover runs yet, the answer may still change.
-pub fn judge_entry(e: &MasterView) -> Answer {
-    let running = e.flags.has(Flag::FailoverInProgress);
-    let promoted =
-        running && matches!(e.failover_state.as_str(), "reconf_slaves" | "update_config");
-    let unsettled = !promoted && (e.flags.has(Flag::ODown) || running);
-    let master = match (&e.named, promoted) {
-        (Some(n), true) => n.clone(),
-        _ => e.addr.clone(),
-    };
-    Answer {
-        master,
-        config_epoch: e.config_epoch,
-        unsettled,
-        known_sentinels: e.known_sentinels,
-    }
 }
 
 /// `SENTINEL MASTER <group>` on the sentinel at `s`, judged.
@@ -114,101 +83,6 @@ pub fn top_candidates(answers: &[Answer]) -> Vec<Endpoint> {
         }
     }
     out
-}
-
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Prior {
-    pub epoch: u64,
-    pub master: Endpoint,
-    /// This pod's data node as the others knew it last time.
-    pub old_self: Option<Endpoint>,
-    /// Other sentinels it knew.
-    pub known_sentinels: usize,
-    /// How its data node ended last time, when that leaves the sentinels a failover to make
-    /// (`None`: a clean stop, or a node that was handed over). Set at boot (main.rs); a restart
-    /// of a crashed data node inside a running pod is handover::after_crash's.
-    pub unclean_stop: Option<UncleanStop>,
-}
-
-/// Why a master that comes back must not take its role back while a replica is up.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum UncleanStop {
-    /// Killed or crashed, and the AOF is fsynced only every second: it may lack acknowledged
-    /// writes its replicas hold.
-    Crashed,
-    /// Stopped cleanly as master but no handover moved the role (it failed, or is off). Its
-    /// absence may already have started the others' failover of it, and Sentinel does not
-    /// abort an elected failover because the master answers again: serving at once would
-    /// acknowledge writes that failover then discards (the soak, seed 20261206: 94 lost).
-    NotHandedOver,
-}
-
-impl UncleanStop {
-    fn why(self) -> &'static str {
-        match self {
-            UncleanStop::Crashed => {
-                "this pod stopped uncleanly as master: its AOF may lack acknowledged writes a \
-                 live replica holds"
-            }
-            UncleanStop::NotHandedOver => {
-                "this pod stopped as master without handing over: the sentinels may already be \
-                 failing it over"
-            }
-        }
-    }
-}
-
-impl Prior {
-    /// `None` when the file holds no monitor line for the group: nothing was learned (first boot).
-    pub fn parse(text: &str, group: &str, redis_port: u16) -> Option<Prior> {
-        let master = crate::render::prior_monitor(text, group)?;
-        let mut epoch = 0;
-        let mut old_ip = None;
-        let mut known = 0;
-        for l in text.lines() {
-            let w: Vec<&str> = l.split_whitespace().collect();
-            match w.as_slice() {
-                ["sentinel", "config-epoch", g, e] if *g == group => epoch = e.parse().unwrap_or(0),
-                // Sentinel rewrites it quoted (sdscatrepr).
-                ["sentinel", "announce-ip", ip] => old_ip = Some(ip.trim_matches('"')),
-                ["sentinel", "known-sentinel", g, ..] if *g == group => known += 1,
-                _ => {}
-            }
-        }
-        let old_self = old_ip.and_then(|ip| {
-            Some(Endpoint {
-                host: crate::config::parse_host("sentinel.conf", ip).ok()?,
-                port: redis_port,
-            })
-        });
-        Some(Prior {
-            epoch,
-            master,
-            old_self,
-            known_sentinels: known,
-            unclean_stop: None,
-        })
-    }
-
-    pub fn was_master(&self) -> bool {
-        self.old_self.as_ref() == Some(&self.master)
-    }
-}
-
-impl fmt::Display for Prior {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        if self.was_master() {
-            write!(f, "master at epoch {} (as {})", self.epoch, self.master)?;
-            match self.unclean_stop {
-                Some(UncleanStop::Crashed) => write!(f, ", stopped uncleanly")?,
-                Some(UncleanStop::NotHandedOver) => write!(f, ", stopped without handing over")?,
-                None => {}
-            }
-            Ok(())
-        } else {
-            write!(f, "replica of {} at epoch {}", self.master, self.epoch)
-        }
-    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -483,26 +357,6 @@ async fn ask_all(cfg: &Config, sentinels: &[Endpoint], timeout: Duration) -> Rou
     round
 }
 
-/// Resolves a Service name to an address once, so Sentinel never mixes names and IPs.
-async fn resolved(e: &Endpoint) -> Endpoint {
-    if let Host::Name(n) = &e.host {
-        if let Ok(Ok(mut it)) = tokio::time::timeout(
-            Duration::from_secs(2),
-            tokio::net::lookup_host((n.as_str(), e.port)),
-        )
-        .await
-        {
-            if let Some(sa) = it.next() {
-                return Endpoint {
-                    host: Host::Ip(sa.ip()),
-                    port: e.port,
-                };
-            }
-        }
-    }
-    e.clone()
-}
-
 /// How long `decide` may look before it reports back.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Patience {
@@ -530,18 +384,6 @@ impl fmt::Display for Undecided {
             Undecided::GaveUp(w) | Undecided::NeedsOwnSentinel(w) => f.write_str(w),
         }
     }
-}
-
-/// The sentinels to ask, resolved (names to addresses) and without duplicates.
-pub async fn resolved_all(list: &[Endpoint]) -> Vec<Endpoint> {
-    let mut out: Vec<Endpoint> = Vec::new();
-    for e in list {
-        let r = resolved(e).await;
-        if !out.contains(&r) {
-            out.push(r);
-        }
-    }
-    out
 }
 
 /// How long a master that stopped uncleanly waits for the sentinels to fail it over before it
@@ -806,7 +648,14 @@ pub async fn decide(
                     .round(cfg, p, &sentinels, &answers, &up, known, &me)
                     .await
                 {
-                    Ok(d) => return Ok(d),
+                    Ok((epoch, reason)) => {
+                        return Ok(Decision {
+                            role: Role::Master,
+                            master: me.clone(),
+                            reason,
+                            claim_epoch: Some(epoch),
+                        })
+                    }
                     Err(note) => Verdict::Retry(format!("{why}; {note}")),
                 }
             }
@@ -861,80 +710,7 @@ pub async fn decide(
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn entries_are_judged_by_flags_and_failover_state() {
-        let ep = |p: u16| Endpoint {
-            host: Host::Ip("10.0.0.1".parse().expect("ip")),
-            port: p,
-        };
-        let entry = |flags: &str, state: &str, named: Option<u16>| MasterView {
-            addr: ep(1),
-            flags: crate::sentinel::FlagSet::parse(flags),
-            role_reported: "master".into(),
-            failover_state: state.into(),
-            config_epoch: 7,
-            known_sentinels: 2,
-            quorum: None,
-            parallel_syncs: None,
-            named: named.map(ep),
-        };
-        // (flags, failover-state, GET-MASTER-ADDR-BY-NAME) -> (master port, unsettled)
-        let table = [
-            ("master", "none", None, 1, false),
-            ("master,s_down", "none", None, 1, false),
-            ("master,s_down,o_down", "none", None, 1, true),
-            (
-                "master,failover_in_progress",
-                "wait_start",
-                Some(1),
-                1,
-                true,
-            ),
-            (
-                "master,failover_in_progress",
-                "wait_promotion",
-                Some(1),
-                1,
-                true,
-            ),
-            (
-                "master,failover_in_progress",
-                "reconf_slaves",
-                Some(2),
-                2,
-                false,
-            ),
-            (
-                "master,o_down,failover_in_progress",
-                "update_config",
-                Some(2),
-                2,
-                false,
-            ),
-            // Promoted, but the second query failed to name anyone: the old address, settled.
-            (
-                "master,failover_in_progress",
-                "reconf_slaves",
-                None,
-                1,
-                false,
-            ),
-        ];
-        for (flags, state, named, port, unsettled) in table {
-            let a = judge_entry(&entry(flags, state, named));
-            assert_eq!(
-                (
-                    a.master.port,
-                    a.unsettled,
-                    a.config_epoch,
-                    a.known_sentinels
-                ),
-                (port, unsettled, 7, 2),
-                "{flags} {state} {named:?}"
-            );
-        }
-    }
+    use crate::state::UncleanStop;
 
     #[allow(clippy::too_many_arguments)]
     fn verdict(

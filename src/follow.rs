@@ -39,8 +39,8 @@ use tokio::time::Instant;
 use crate::cleanup;
 use crate::config::Server;
 use crate::config::{Config, Endpoint};
-use crate::discover::Answer;
 use crate::redisio::{self, Repl};
+use crate::sentinel::Answer;
 
 /// Sentinel's INFO period (default 10 000 ms): how soon a linked replica becomes promotable.
 pub const INFO_PERIOD_MS: u64 = 1000;
@@ -202,7 +202,7 @@ async fn after_stall(cfg: &Config, stalled: Duration) {
     let t = Duration::from_millis(300);
     let me = cfg.own(Server::Redis);
     let local = cfg.own(Server::Sentinel);
-    let peers: Vec<Endpoint> = crate::discover::resolved_all(&cfg.sentinels)
+    let peers: Vec<Endpoint> = crate::redisio::resolved_all(&cfg.sentinels)
         .await
         .into_iter()
         .filter(|s| *s != local)
@@ -388,7 +388,7 @@ async fn look(cfg: &Config) -> (Action, Option<Endpoint>) {
     };
     // The configured list too: a pod whose sentinel knows no peer (it crowned itself on a first
     // boot while the others were away) must still hear the majority.
-    for s in crate::discover::resolved_all(&cfg.sentinels).await {
+    for s in crate::redisio::resolved_all(&cfg.sentinels).await {
         if !others.contains(&s) && s != local {
             others.push(s);
         }
@@ -542,7 +542,12 @@ async fn sleep_until_opt(d: Option<Instant>) {
 }
 
 /// Runs for the life of the pod; dropped when a stop begins (a handover must not race it).
-pub async fn run(cfg: Config, cleanup_settings: cleanup::Settings, base_priority: u32, tx: Tx) {
+pub async fn run(
+    cfg: Config,
+    cleanup_settings: cleanup::Settings,
+    base_priority: u32,
+    restart_sentinel: RestartSentinel,
+) {
     let local = cfg.own(Server::Sentinel);
     let every = (cleanup_settings.interval_ms > 0)
         .then(|| Duration::from_millis(cleanup_settings.interval_ms));
@@ -551,7 +556,7 @@ pub async fn run(cfg: Config, cleanup_settings: cleanup::Settings, base_priority
     let mut watch = Watch {
         last: None,
         stale: None,
-        tx,
+        restart_sentinel,
     };
     let mut cons = Cons::default();
     // The version rule (engine.rs) is looked at after every follow look and cleanup tick (the
@@ -636,7 +641,10 @@ pub async fn run(cfg: Config, cleanup_settings: cleanup::Settings, base_priority
     }
 }
 
-type Tx = tokio::sync::mpsc::UnboundedSender<crate::supervise::Event>;
+/// How the companion asks its owner (the supervisor, which owns the sentinel process) to restart
+/// our sentinel monitoring the given master. A callback rather than the supervisor's event
+/// type, so that this module does not import the one that runs it.
+pub type RestartSentinel = Box<dyn Fn(Endpoint) + Send + Sync>;
 
 /// What the companion remembers between looks.
 struct Watch {
@@ -645,8 +653,7 @@ struct Watch {
     /// Since when our own sentinel has named another master than the majority, and which one
     /// the majority names.
     stale: Option<(Endpoint, Instant)>,
-    /// To the supervisor, which owns the sentinel process.
-    tx: Tx,
+    restart_sentinel: RestartSentinel,
 }
 
 impl Watch {
@@ -678,9 +685,7 @@ impl Watch {
                 stale_ms = now.duration_since(since).as_millis() as u64,
                 "our sentinel alone still names another master: restarting it to monitor the majority's"
             );
-            let _ = self
-                .tx
-                .send(crate::supervise::Event::SentinelStale(master.clone()));
+            (self.restart_sentinel)(master.clone());
             self.stale = Some((master, now));
         }
         Some(now + STALE_RECHECK)
@@ -1002,7 +1007,7 @@ mod tests {
     fn election_events_fence_only_an_election_about_this_master() {
         let me = crate::config::parse_endpoint("t", "10.0.0.3:6379").unwrap();
         let me6 = crate::config::parse_endpoint("t", "[fd88::3]:6379").unwrap();
-        let names = |m: &str, epoch| crate::discover::Answer {
+        let names = |m: &str, epoch| crate::sentinel::Answer {
             master: crate::config::parse_endpoint("t", m).unwrap(),
             config_epoch: epoch,
             unsettled: false,
@@ -1014,7 +1019,7 @@ mod tests {
             &str,
             &str,
             &Endpoint,
-            Option<&crate::discover::Answer>,
+            Option<&crate::sentinel::Answer>,
             bool,
         )> = vec![
             (

@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use redis::AsyncConnectionConfig;
 
-use crate::config::{Conn, Endpoint, Server};
+use crate::config::{Conn, Endpoint, Host, Server};
 use crate::sentinel::{Flag, MasterView, PeerView, ReplicaView};
 
 pub fn client(conn: &Conn, e: &Endpoint, target: Server) -> redis::RedisResult<redis::Client> {
@@ -440,6 +440,38 @@ pub async fn replicaof(
 
 pub async fn is_master(conn: &Conn, e: &Endpoint, timeout: Duration) -> bool {
     matches!(info(conn, e, "replication", timeout).await, Ok(i) if info_field(&i, "role") == Some("master"))
+}
+
+/// Resolves a Service name to an address once, so Sentinel never mixes names and IPs.
+pub async fn resolved(e: &Endpoint) -> Endpoint {
+    if let Host::Name(n) = &e.host {
+        if let Ok(Ok(mut it)) = tokio::time::timeout(
+            Duration::from_secs(2),
+            tokio::net::lookup_host((n.as_str(), e.port)),
+        )
+        .await
+        {
+            if let Some(sa) = it.next() {
+                return Endpoint {
+                    host: Host::Ip(sa.ip()),
+                    port: e.port,
+                };
+            }
+        }
+    }
+    e.clone()
+}
+
+/// The sentinels to ask, resolved (names to addresses) and without duplicates.
+pub async fn resolved_all(list: &[Endpoint]) -> Vec<Endpoint> {
+    let mut out: Vec<Endpoint> = Vec::new();
+    for e in list {
+        let r = resolved(e).await;
+        if !out.contains(&r) {
+            out.push(r);
+        }
+    }
+    out
 }
 
 /// One command on an open connection, bounded.

@@ -264,6 +264,39 @@ pub fn stale_for_ms(flags: &FlagSet, s_down_ms: Option<u64>) -> Option<u64> {
     flags.has(Flag::SDown).then(|| s_down_ms.unwrap_or(0))
 }
 
+/// One sentinel's view of the group.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Answer {
+    pub master: Endpoint,
+    pub config_epoch: u64,
+    /// The master is objectively down or a failover has not promoted anyone yet: the answer may
+    /// change. (Once the promoted replica answers as master, `master` names it and this is false.)
+    pub unsettled: bool,
+    /// How many other sentinels this sentinel knows (`num-other-sentinels`).
+    pub known_sentinels: u64,
+}
+
+/// What one sentinel's entry means. Once the promoted replica answers as master
+/// (`reconf_slaves`, `update_config`) the new master is chosen: GET-MASTER-ADDR-BY-NAME names it
+/// although SENTINEL MASTER still shows the old address until the failover ends. Before that, or
+/// while the master is objectively down and no failover runs yet, the answer may still change.
+pub fn judge_entry(e: &MasterView) -> Answer {
+    let running = e.flags.has(Flag::FailoverInProgress);
+    let promoted =
+        running && matches!(e.failover_state.as_str(), "reconf_slaves" | "update_config");
+    let unsettled = !promoted && (e.flags.has(Flag::ODown) || running);
+    let master = match (&e.named, promoted) {
+        (Some(n), true) => n.clone(),
+        _ => e.addr.clone(),
+    };
+    Answer {
+        master,
+        config_epoch: e.config_epoch,
+        unsettled,
+        known_sentinels: e.known_sentinels,
+    }
+}
+
 /// The reply of `SENTINEL DEBUG` without arguments: name, value, name, value…; names lowercased
 /// (Sentinel prints them in capitals), a value that is no number left out.
 pub fn debug_params(reply: &[String]) -> HashMap<String, u64> {
@@ -277,6 +310,7 @@ pub fn debug_params(reply: &[String]) -> HashMap<String, u64> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::config::Host;
 
     fn reply(kv: &[(&str, &str)]) -> HashMap<String, String> {
         kv.iter()
@@ -439,5 +473,79 @@ mod tests {
         assert_eq!(known, 5);
         assert_eq!(peers[2].s_down_ms, Some(0));
         assert_eq!(peers[1].s_down_ms, None);
+    }
+
+    #[test]
+    fn entries_are_judged_by_flags_and_failover_state() {
+        let ep = |p: u16| Endpoint {
+            host: Host::Ip("10.0.0.1".parse().expect("ip")),
+            port: p,
+        };
+        let entry = |flags: &str, state: &str, named: Option<u16>| MasterView {
+            addr: ep(1),
+            flags: FlagSet::parse(flags),
+            role_reported: "master".into(),
+            failover_state: state.into(),
+            config_epoch: 7,
+            known_sentinels: 2,
+            quorum: None,
+            parallel_syncs: None,
+            named: named.map(ep),
+        };
+        // (flags, failover-state, GET-MASTER-ADDR-BY-NAME) -> (master port, unsettled)
+        let table = [
+            ("master", "none", None, 1, false),
+            ("master,s_down", "none", None, 1, false),
+            ("master,s_down,o_down", "none", None, 1, true),
+            (
+                "master,failover_in_progress",
+                "wait_start",
+                Some(1),
+                1,
+                true,
+            ),
+            (
+                "master,failover_in_progress",
+                "wait_promotion",
+                Some(1),
+                1,
+                true,
+            ),
+            (
+                "master,failover_in_progress",
+                "reconf_slaves",
+                Some(2),
+                2,
+                false,
+            ),
+            (
+                "master,o_down,failover_in_progress",
+                "update_config",
+                Some(2),
+                2,
+                false,
+            ),
+            // Promoted, but the second query failed to name anyone: the old address, settled.
+            (
+                "master,failover_in_progress",
+                "reconf_slaves",
+                None,
+                1,
+                false,
+            ),
+        ];
+        for (flags, state, named, port, unsettled) in table {
+            let a = judge_entry(&entry(flags, state, named));
+            assert_eq!(
+                (
+                    a.master.port,
+                    a.unsettled,
+                    a.config_epoch,
+                    a.known_sentinels
+                ),
+                (port, unsettled, 7, 2),
+                "{flags} {state} {named:?}"
+            );
+        }
     }
 }

@@ -406,7 +406,7 @@ async fn failover_ended(cfg: &Config, sentinel: &Endpoint, until: Instant) -> Re
 /// Resolves `--to` (a name is looked up once, like every configured address).
 async fn resolve_to(to: &str) -> Result<String, String> {
     let e = crate::config::parse_endpoint("--to", to).map_err(|e| e.to_string())?;
-    let r = crate::discover::resolved_all(std::slice::from_ref(&e)).await;
+    let r = crate::redisio::resolved_all(std::slice::from_ref(&e)).await;
     match r.into_iter().next() {
         Some(Endpoint {
             host: crate::config::Host::Name(n),

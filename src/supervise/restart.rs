@@ -11,7 +11,8 @@ use tokio::time::Instant;
 use super::machine::Input;
 use super::policy::{self, Exit, OnExit};
 use super::{child, Event, Server, SlotState, Supervisor};
-use crate::discover::{self, Decision, Patience, Prior, Undecided};
+use crate::discover::{self, Decision, Patience, Undecided};
+use crate::state::Prior;
 use crate::{handover, state};
 
 impl Supervisor {
