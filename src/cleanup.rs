@@ -33,9 +33,6 @@ use crate::config::{Config, Endpoint};
 use crate::redisio;
 use crate::sentinel::{self, FlagSet};
 
-pub const DEFAULT_INTERVAL_MS: u64 = 30_000;
-pub const DEFAULT_STALE_AFTER_MS: u64 = 60_000;
-
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Settings {
     /// 0: no cleanup.

@@ -225,8 +225,8 @@ pub fn build(flags: &Flags, env: &RawEnv) -> Result<Config, ConfigError> {
         Some(v) => parse_num::<u64>(var, v, min, max),
         None => Ok(d),
     };
-    let dflt = crate::supervise::policy::RestartPolicy::default();
-    let restart = crate::supervise::policy::RestartPolicy {
+    let dflt = RestartPolicy::default();
+    let restart = RestartPolicy {
         initial_backoff: std::time::Duration::from_millis(env_num(
             "REDISHA_RESTART_BACKOFF_MS",
             env.get("REDISHA_RESTART_BACKOFF_MS"),
@@ -256,12 +256,12 @@ pub fn build(flags: &Flags, env: &RawEnv) -> Result<Config, ConfigError> {
     let cleanup_interval_ms = match env.get("REDISHA_CLEANUP_INTERVAL_MS") {
         Some("0") => 0,
         Some(v) => parse_num::<u64>("REDISHA_CLEANUP_INTERVAL_MS", v, 1_000, 86_400_000)?,
-        None => crate::cleanup::DEFAULT_INTERVAL_MS,
+        None => DEFAULT_CLEANUP_INTERVAL_MS,
     };
     let stale_after_ms = env_num(
         "REDISHA_STALE_AFTER_MS",
         env.get("REDISHA_STALE_AFTER_MS"),
-        crate::cleanup::DEFAULT_STALE_AFTER_MS,
+        DEFAULT_STALE_AFTER_MS,
         1_000,
         86_400_000,
     )?;
