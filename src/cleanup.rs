@@ -366,7 +366,7 @@ pub async fn rediscover(cfg: Config, reset: Reset) {
     let Reset { before, mut con } = reset;
     let (me, con) = (&before, &mut con);
     // Sentinels come back through hello messages, replicas through the master's INFO.
-    let bound = Duration::from_millis((cfg.down_after_ms * 4).max(20_000));
+    let bound = cfg.timings().rediscovery_bound;
     let started = tokio::time::Instant::now();
     let mut held = true;
     // A replica is listed as soon as the master's INFO names it, and promotable once its own

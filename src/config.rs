@@ -317,8 +317,11 @@ mod build;
 mod parse;
 #[cfg(test)]
 mod tests;
+mod timings;
 
 pub use build::build;
 #[cfg(test)]
 pub use build::build_from_map;
 pub use parse::*;
+#[cfg(test)]
+pub use timings::tilt_period_ms;

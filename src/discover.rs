@@ -386,14 +386,6 @@ impl fmt::Display for Undecided {
     }
 }
 
-/// How long a master that stopped uncleanly waits for the sentinels to fail it over before it
-/// takes the role back with what its AOF holds: the time a failover takes (down-after, then the
-/// failover timeout), and at least Sentinel's TILT period (30 s: a sentinel whose process was
-/// stalled acts on nothing for that long).
-pub fn unclean_master_wait(cfg: &Config) -> Duration {
-    Duration::from_millis((2 * cfg.down_after_ms + cfg.failover_timeout_ms).max(30_000))
-}
-
 /// Whether a pod awaiting its own failover (`Verdict::AwaitFailover`) should make a sentinel
 /// start it now. Left alone, the sentinels fail a dead master over within about down-after + 2 s
 /// of its death (s_down, the quorum's o_down, an election), and while they do, some of them flag
@@ -560,7 +552,7 @@ pub async fn decide(
                 up.push(c);
             }
         }
-        let unclean_wait_over = started.elapsed() >= unclean_master_wait(cfg);
+        let unclean_wait_over = started.elapsed() >= cfg.timings().unclean_master_wait;
         let replica_up = match prior {
             // A pod back on a new address may have been promoted at its old one unknowingly.
             Some(p)

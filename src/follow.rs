@@ -47,10 +47,9 @@ pub const INFO_PERIOD_MS: u64 = 1000;
 /// Sentinel's hello period (default 2 000 ms): how soon peers and new configurations spread.
 pub const PUBLISH_PERIOD_MS: u64 = 500;
 
-/// Sentinel's TILT period for a down-after (see the module header).
-pub fn tilt_period_ms(down_after_ms: u64) -> u64 {
-    down_after_ms.clamp(3_000, 30_000)
-}
+/// Sentinel's TILT period for a down-after: see the module header and config::Timings.
+#[cfg(test)]
+use crate::config::tilt_period_ms;
 /// Events are often several in a row (`+switch-master` then `+slave` lines): one check for all.
 const DEBOUNCE: Duration = Duration::from_millis(100);
 /// How often the companion looks at the clock: a tick that comes much later than due means the
@@ -468,7 +467,7 @@ async fn looks_consistent(cfg: &Config, local: &Endpoint, cons: &mut Cons) -> bo
 /// (older than 7.0) keeps its defaults: slower, not wrong.
 async fn tune(cfg: &Config, local: &Endpoint) {
     let t = Duration::from_millis(500);
-    let tilt = tilt_period_ms(cfg.down_after_ms);
+    let tilt = cfg.timings().tilt_period.as_millis() as u64;
     let r = async {
         let mut con = redisio::connect(&cfg.conn, local, Server::Sentinel, t).await?;
         redisio::query::<()>(

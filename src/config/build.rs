@@ -173,9 +173,7 @@ pub fn build(flags: &Flags, env: &RawEnv) -> Result<Config, ConfigError> {
     let min_rep_default = if pod_ip.is_some() { 1 } else { 0 };
     let min_replicas_to_write =
         num("REDISHA_MIN_REPLICAS_TO_WRITE", min_rep_default, 0..=64)? as u32;
-    // An isolated master must stop accepting writes no later than the majority starts a
-    // failover (down-after): writes it takes after that are lost when it is demoted.
-    let lag_default = (down_after_ms / 1000).saturating_sub(1).clamp(2, 3600);
+    let lag_default = timings::default_max_lag_s(down_after_ms);
     let min_replicas_max_lag = num("REDISHA_MIN_REPLICAS_MAX_LAG", lag_default, 1..=3600)? as u32;
     let log_format = match src.pick("REDISHA_LOG_FORMAT") {
         Some((_, "text")) | None => LogFormat::Text,
@@ -214,11 +212,9 @@ pub fn build(flags: &Flags, env: &RawEnv) -> Result<Config, ConfigError> {
         Some(v) => parse_num::<u64>("REDISHA_DISCOVERY_TIMEOUT_MS", v, 0, 3_600_000)?,
         None => DEFAULT_DISCOVERY_TIMEOUT_MS,
     };
-    // The time Sentinel itself gives a dead master (down-after) plus a failover's own bound: a
-    // master that comes back within it is followed as before, no election happens.
     let outage_elect_ms = match env.get("REDISHA_OUTAGE_ELECT_MS") {
         Some(v) => parse_num::<u64>("REDISHA_OUTAGE_ELECT_MS", v, 0, 86_400_000)?,
-        None => down_after_ms + failover_timeout_ms,
+        None => timings::default_outage_elect_ms(down_after_ms, failover_timeout_ms),
     };
 
     let env_num = |var: &str, v: Option<&str>, d: u64, min: u64, max: u64| match v {
