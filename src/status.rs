@@ -204,21 +204,78 @@ impl Verdict {
 /// sentinel reports one.
 pub fn verdict(sentinels: &[SentinelObs], nodes: &[NodeObs], quorum: u32) -> Verdict {
     let answering: Vec<&SentinelObs> = sentinels.iter().filter(|s| s.answered()).collect();
-    let mut reasons = Vec::new();
-    let mut unsafe_because = Vec::new();
     let failover_running = answering.iter().any(|s| s.failover_running());
-    let masters_up: Vec<&NodeObs> = nodes.iter().filter(|n| n.is_master()).collect();
-    let node = |a: &str| nodes.iter().find(|n| n.addr == a);
-    let no_master = |reasons: Vec<String>, epoch| Verdict {
-        health: Health::NoMaster,
+    let epoch = answering.iter().map(|s| s.config_epoch).max().unwrap_or(0);
+    let m = match one_master(&answering, nodes, epoch, failover_running) {
+        Ok(m) => m,
+        Err(v) => return v,
+    };
+    let master = nodes
+        .iter()
+        .find(|n| n.addr == m)
+        .cloned()
+        .unwrap_or_default();
+    // From here on there is one master; everything else only degrades.
+    let mut reasons = Vec::new();
+    if failover_running {
+        reasons.push(format!(
+            "failover in progress ({})",
+            failover_states(&answering)
+        ));
+    }
+    sentinel_reasons(sentinels, m, epoch, &mut reasons);
+    let replicas: Vec<&NodeObs> = nodes.iter().filter(|n| n.addr != m).collect();
+    replica_reasons(&replicas, &master, &mut reasons);
+    view_reasons(&answering, &replicas, &mut reasons);
+    let unsafe_because = unsafe_reasons(&answering, m, epoch, quorum, failover_running);
+    let failover_safe = unsafe_because.is_empty();
+    if !failover_safe && reasons.is_empty() {
+        reasons.push("not failover-safe".into());
+    }
+    Verdict {
+        health: if reasons.is_empty() {
+            Health::Healthy
+        } else {
+            Health::Degraded
+        },
+        master: Some(m.to_string()),
+        epoch,
+        reasons,
+        failover_running,
+        failover_safe,
+        unsafe_because,
+    }
+}
+
+/// A verdict without a master: split (someone serves writes the sentinels do not send clients
+/// to, or the sentinels disagree) or none at all.
+fn masterless(health: Health, epoch: u64, reasons: Vec<String>, failover_running: bool) -> Verdict {
+    let why = match health {
+        Health::Split => "the cluster is split",
+        _ => "there is no master",
+    };
+    Verdict {
+        health,
         master: None,
         epoch,
         reasons,
         failover_running,
         failover_safe: false,
-        unsafe_because: vec!["there is no master".into()],
-    };
-    let epoch = answering.iter().map(|s| s.config_epoch).max().unwrap_or(0);
+        unsafe_because: vec![why.into()],
+    }
+}
+
+/// The one master the sentinels name at the highest epoch and that answers as master, or the
+/// split / no-master verdict that stands instead.
+fn one_master<'a>(
+    answering: &[&'a SentinelObs],
+    nodes: &'a [NodeObs],
+    epoch: u64,
+    failover_running: bool,
+) -> Result<&'a str, Verdict> {
+    let masters_up: Vec<&NodeObs> = nodes.iter().filter(|n| n.is_master()).collect();
+    let split = |r| masterless(Health::Split, epoch, r, failover_running);
+    let none = |r| masterless(Health::NoMaster, epoch, r, failover_running);
     // The masters named at the highest epoch (the latest failover), and by whom.
     let mut named: Vec<(&str, Vec<&str>)> = Vec::new();
     for s in answering.iter().filter(|s| s.config_epoch == epoch) {
@@ -241,28 +298,12 @@ pub fn verdict(sentinels: &[SentinelObs], nodes: &[NodeObs], quorum: u32) -> Ver
                 .join(", ")
         )];
         r.extend(named_by(&named));
-        return Verdict {
-            health: Health::Split,
-            master: None,
-            epoch,
-            reasons: r,
-            failover_running,
-            failover_safe: false,
-            unsafe_because: vec!["the cluster is split".into()],
-        };
+        return Err(split(r));
     }
     if named.len() >= 2 {
         let mut r = vec![format!("sentinels disagree at epoch {epoch}")];
         r.extend(named_by(&named));
-        return Verdict {
-            health: Health::Split,
-            master: None,
-            epoch,
-            reasons: r,
-            failover_running,
-            failover_safe: false,
-            unsafe_because: vec!["the cluster is split".into()],
-        };
+        return Err(split(r));
     }
     let Some(m) = named.first().map(|(m, _)| *m) else {
         let why = if answering.is_empty() {
@@ -274,59 +315,43 @@ pub fn verdict(sentinels: &[SentinelObs], nodes: &[NodeObs], quorum: u32) -> Ver
         if let Some(n) = masters_up.first() {
             r.push(format!("{} answers as master", n.addr));
         }
-        return no_master(r, epoch);
+        return Err(none(r));
     };
-    match node(m) {
-        Some(n) if n.is_master() => {}
-        other => {
-            let what = match other {
-                Some(NodeObs { error: Some(e), .. }) => format!("does not answer ({e})"),
-                Some(n) => format!(
-                    "answers as {} of {}",
-                    n.role,
-                    n.master.as_deref().unwrap_or("nothing")
-                ),
-                None => "was not asked".to_string(),
-            };
-            let mut r = vec![format!("the sentinels name {m}, which {what}")];
-            if failover_running {
-                r.push(format!(
-                    "failover in progress ({})",
-                    failover_states(&answering)
-                ));
-            } else if answering.iter().any(|s| s.sees_master_down()) {
-                r.push(
-                    "the sentinels see it down; a failover follows once it is objectively down"
-                        .into(),
-                );
-            }
-            if let Some(other) = masters_up.first() {
-                if !failover_running {
-                    // A node serves writes that the sentinels do not send clients to.
-                    r.push(format!("{} answers as master", other.addr));
-                    return Verdict {
-                        health: Health::Split,
-                        master: None,
-                        epoch,
-                        reasons: r,
-                        failover_running,
-                        failover_safe: false,
-                        unsafe_because: vec!["the cluster is split".into()],
-                    };
-                }
-                r.push(format!("{} answers as master (being promoted)", other.addr));
-            }
-            return no_master(r, epoch);
-        }
-    }
-    let master = node(m).cloned().unwrap_or_default();
-    // From here on there is one master; everything else only degrades.
+    let other = match nodes.iter().find(|n| n.addr == m) {
+        Some(n) if n.is_master() => return Ok(m),
+        other => other,
+    };
+    let what = match other {
+        Some(NodeObs { error: Some(e), .. }) => format!("does not answer ({e})"),
+        Some(n) => format!(
+            "answers as {} of {}",
+            n.role,
+            n.master.as_deref().unwrap_or("nothing")
+        ),
+        None => "was not asked".to_string(),
+    };
+    let mut r = vec![format!("the sentinels name {m}, which {what}")];
     if failover_running {
-        reasons.push(format!(
+        r.push(format!(
             "failover in progress ({})",
-            failover_states(&answering)
+            failover_states(answering)
         ));
+    } else if answering.iter().any(|s| s.sees_master_down()) {
+        r.push("the sentinels see it down; a failover follows once it is objectively down".into());
     }
+    if let Some(other) = masters_up.first() {
+        if !failover_running {
+            // A node serves writes that the sentinels do not send clients to.
+            r.push(format!("{} answers as master", other.addr));
+            return Err(split(r));
+        }
+        r.push(format!("{} answers as master (being promoted)", other.addr));
+    }
+    Err(none(r))
+}
+
+/// What each sentinel's own answer degrades: silent, behind, in TILT, seeing the master down.
+fn sentinel_reasons(sentinels: &[SentinelObs], m: &str, epoch: u64, reasons: &mut Vec<String>) {
     for s in sentinels {
         match &s.error {
             Some(e) => reasons.push(format!("sentinel {}: {e}", s.addr)),
@@ -350,8 +375,13 @@ pub fn verdict(sentinels: &[SentinelObs], nodes: &[NodeObs], quorum: u32) -> Ver
             None => {}
         }
     }
-    let replicas: Vec<&NodeObs> = nodes.iter().filter(|n| n.addr != m).collect();
-    for n in &replicas {
+}
+
+/// What each other data node degrades: silent, too old, following another, syncing, unlinked,
+/// not listed online by the master, lagging.
+fn replica_reasons(replicas: &[&NodeObs], master: &NodeObs, reasons: &mut Vec<String>) {
+    let m = master.addr.as_str();
+    for n in replicas {
         if let Some(e) = &n.error {
             reasons.push(format!("node {}: {e}", n.addr));
             continue;
@@ -391,13 +421,17 @@ pub fn verdict(sentinels: &[SentinelObs], nodes: &[NodeObs], quorum: u32) -> Ver
             }
         }
     }
+}
+
+/// What the sentinels' lists degrade: entries down or unlinked, live servers they do not know.
+fn view_reasons(answering: &[&SentinelObs], replicas: &[&NodeObs], reasons: &mut Vec<String>) {
     let live_replicas: Vec<&str> = replicas
         .iter()
         .filter(|n| n.is_replica())
         .map(|n| n.addr.as_str())
         .collect();
     let sentinel_addrs: Vec<&str> = answering.iter().map(|s| s.addr.as_str()).collect();
-    for s in &answering {
+    for s in answering {
         for r in &s.replicas {
             if r.down() {
                 reasons.push(format!(
@@ -436,9 +470,19 @@ pub fn verdict(sentinels: &[SentinelObs], nodes: &[NodeObs], quorum: u32) -> Ver
             }
         }
     }
-    // Failover-safe: a majority of the sentinels answers and names this master, and at least
-    // `quorum` of them each pass the probe's own test (probe::failover_safe: sees the master up,
-    // knows quorum − 1 live peers, knows a replica it could promote).
+}
+
+/// Failover-safe: a majority of the sentinels answers and names this master, and at least
+/// `quorum` of them each pass the probe's own test (probe::failover_safe: sees the master up,
+/// knows quorum − 1 live peers, knows a replica it could promote). Empty when safe.
+fn unsafe_reasons(
+    answering: &[&SentinelObs],
+    m: &str,
+    epoch: u64,
+    quorum: u32,
+    failover_running: bool,
+) -> Vec<String> {
+    let mut unsafe_because = Vec::new();
     if failover_running {
         unsafe_because.push("a failover is already running".into());
     }
@@ -496,23 +540,7 @@ pub fn verdict(sentinels: &[SentinelObs], nodes: &[NodeObs], quorum: u32) -> Ver
             format!("{safe_ones} sentinels could fail over, quorum is {quorum} ({last_why})")
         });
     }
-    let failover_safe = unsafe_because.is_empty();
-    if !failover_safe && reasons.is_empty() {
-        reasons.push("not failover-safe".into());
-    }
-    Verdict {
-        health: if reasons.is_empty() {
-            Health::Healthy
-        } else {
-            Health::Degraded
-        },
-        master: Some(m.to_string()),
-        epoch,
-        reasons,
-        failover_running,
-        failover_safe,
-        unsafe_because,
-    }
+    unsafe_because
 }
 
 /// A replica Sentinel could promote: up, linked, priority above 0.
