@@ -525,9 +525,7 @@ pub async fn decide(
     // sentinel is down, and then nothing better than the configured role is known).
     let mut silent_rounds = 0;
     let mut last_log = None::<tokio::time::Instant>;
-    // Since when this pod has awaited its own failover, and when it last forced one.
-    let mut awaiting = None::<tokio::time::Instant>;
-    let mut forced = None::<tokio::time::Instant>;
+    let mut pacing = Forcing::default();
     let mut election = crate::outage::Waiting::default();
     for round in 0u32..u32::MAX {
         let mut sentinels = resolved_all(&cfg.sentinels).await;
@@ -553,16 +551,7 @@ pub async fn decide(
             }
         }
         let unclean_wait_over = started.elapsed() >= cfg.timings().unclean_master_wait;
-        let replica_up = match prior {
-            // A pod back on a new address may have been promoted at its old one unknowingly.
-            Some(p)
-                if (p.was_master() && p.unclean_stop.is_some() && !unclean_wait_over)
-                    || p.old_self.as_ref().is_some_and(|o| *o != me) =>
-            {
-                any_replica_up(cfg, &me, p.old_self.as_ref(), per_try).await
-            }
-            _ => false,
-        };
+        let replica_up = replica_up(cfg, &me, prior, unclean_wait_over, per_try).await;
         let pod = Pod {
             role: cfg.role,
             me: &me,
@@ -573,130 +562,237 @@ pub async fn decide(
             unclean_wait_over,
         };
         let v = verdict(&pod, &answers, &up, refused.as_deref());
-        if let Verdict::AwaitFailover(_) = &v {
-            let since = *awaiting.get_or_insert_with(tokio::time::Instant::now);
-            if patience != Patience::Boot
-                && force_failover_due(
-                    since.elapsed(),
-                    forced.map(|t| t.elapsed()),
-                    Duration::from_millis(cfg.down_after_ms),
-                    Duration::from_millis(cfg.failover_timeout_ms),
-                    &answers,
-                )
-            {
-                // Spaced by failover-timeout only once one started (it can be aborted); an
-                // attempt that found no sentinel able to start one (a peer pod down, TILT) is
-                // tried again next round (the soak, seed 20261206: a 10 s wait after such an
-                // attempt, a 15.6 s write gap).
-                let named = pick(&answers, &up).map(|a| a.master.clone());
-                let (started, outcome) =
-                    force_failover(cfg, &sentinels, &local, named.as_ref()).await;
-                if started {
-                    forced = Some(tokio::time::Instant::now());
-                }
-                tracing::warn!(waited_ms = since.elapsed().as_millis() as u64, %outcome, "no sentinel fails this pod over by itself: forcing the failover");
-            }
-        } else {
-            awaiting = None;
+        pacing
+            .after(cfg, &v, patience, &answers, &up, &sentinels, &local)
+            .await;
+        if let Some(d) = forced_promotion(cfg, &v, prior, patience, &answers, &me) {
+            return Ok(d);
         }
-        // The operator's explicit choice (`promote --force`) for a majority that never returns.
-        if let (
-            Verdict::Retry(why) | Verdict::AwaitFailover(why),
-            Some(p),
-            Patience::Budget | Patience::Forever,
-        ) = (&v, prior, patience)
-        {
-            if crate::state::take_promotion_request(cfg) {
-                let seen: Vec<String> = answers
-                    .iter()
-                    .map(|a| format!("{} at epoch {}", a.master, a.config_epoch))
-                    .collect();
-                let claim = answers
-                    .iter()
-                    .map(|a| a.config_epoch)
-                    .max()
-                    .unwrap_or(0)
-                    .max(p.epoch)
-                    + 1;
-                tracing::warn!(
-                    this_pod_knew = %p,
-                    sentinels_answered = %seen.join(", "),
-                    waiting_for = %why,
-                    claim_epoch = claim,
-                    "promote --force: becoming master with this pod's data; writes only the absent pods hold are discarded"
-                );
-                return Ok(Decision {
-                    role: Role::Master,
-                    master: me.clone(),
-                    reason: format!("operator forced promotion (promote --force) at epoch {claim}"),
-                    claim_epoch: Some(claim),
-                });
-            }
-        }
-        // After a full outage whose last master stays away, the majority elects (outage.rs).
-        let v = match (v, prior, patience) {
-            (Verdict::Retry(why), Some(p), Patience::Forever) => {
-                match election
-                    .round(cfg, p, &sentinels, &answers, &up, known, &me)
-                    .await
-                {
-                    Ok((epoch, reason)) => {
-                        return Ok(Decision {
-                            role: Role::Master,
-                            master: me.clone(),
-                            reason,
-                            claim_epoch: Some(epoch),
-                        })
-                    }
-                    Err(note) => Verdict::Retry(format!("{why}; {note}")),
-                }
-            }
-            (v, _, _) => v,
-        };
-        // A master elected while this pod was away may not answer at its epoch yet (outage.rs).
-        let v = match (v, prior) {
-            (Verdict::Decided(d), Some(_)) if d.role == Role::Master => {
-                match crate::outage::vetoed(cfg, &sentinels, &answers).await {
-                    Some(why) => Verdict::Retry(why),
-                    None => Verdict::Decided(d),
-                }
-            }
-            (v, _) => v,
-        };
-        match v {
-            Verdict::Decided(d) => return Ok(d),
-            Verdict::Retry(why) | Verdict::AwaitFailover(why)
-                if prior.is_some() && patience == Patience::Boot =>
-            {
-                return Err(Undecided::NeedsOwnSentinel(why));
-            }
-            // A pod with state waits as long as it takes for enough of the cluster to be back:
-            // it never guesses. The orchestrator sees it unready; SIGTERM ends the wait.
-            Verdict::Retry(why) | Verdict::AwaitFailover(why) if patience == Patience::Forever => {
-                if last_log.map_or(true, |t| t.elapsed() >= Duration::from_secs(5)) {
-                    last_log = Some(tokio::time::Instant::now());
-                    tracing::warn!(round, waited_s = started.elapsed().as_secs(), reason = %why, "role not decided: waiting");
-                }
-            }
-            // Somebody answered or refused all along: this is no first boot, and --role could
-            // make a second master (we may be cut off from the master they name, or a failover
-            // of this very pod may be retrying). Give up instead; an orchestrator's restart or
-            // the supervisor's backoff asks again later.
-            Verdict::Retry(why) | Verdict::AwaitFailover(why) if started.elapsed() >= budget => {
-                return Err(Undecided::GaveUp(format!(
-                    "gave up after {} ms: {why}",
-                    budget.as_millis()
-                )));
-            }
-            Verdict::Retry(why) | Verdict::AwaitFailover(why) => {
-                tracing::info!(round, reason = %why, "role not decided yet")
-            }
+        let v = outage_rules(
+            cfg,
+            v,
+            prior,
+            patience,
+            &mut election,
+            &sentinels,
+            &answers,
+            &up,
+            known,
+            &me,
+        )
+        .await;
+        if let Some(end) = settle(v, prior, patience, started, budget, round, &mut last_log) {
+            return end;
         }
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
     Err(Undecided::GaveUp(
         "discovery rounds exhausted without a decision".into(),
     ))
+}
+
+/// Since when this pod has awaited its own failover, and when it last forced one.
+#[derive(Default)]
+struct Forcing {
+    awaiting: Option<tokio::time::Instant>,
+    forced: Option<tokio::time::Instant>,
+}
+
+impl Forcing {
+    /// After a round's verdict: a pod awaiting its own failover makes a sentinel start it once
+    /// the sentinels would have by themselves (`force_failover_due`).
+    #[allow(clippy::too_many_arguments)]
+    async fn after(
+        &mut self,
+        cfg: &Config,
+        v: &Verdict,
+        patience: Patience,
+        answers: &[Answer],
+        up: &[Endpoint],
+        sentinels: &[Endpoint],
+        local: &Endpoint,
+    ) {
+        if let Verdict::AwaitFailover(_) = v {
+            let since = *self.awaiting.get_or_insert_with(tokio::time::Instant::now);
+            if patience != Patience::Boot
+                && force_failover_due(
+                    since.elapsed(),
+                    self.forced.map(|t| t.elapsed()),
+                    Duration::from_millis(cfg.down_after_ms),
+                    Duration::from_millis(cfg.failover_timeout_ms),
+                    answers,
+                )
+            {
+                // Spaced by failover-timeout only once one started (it can be aborted); an
+                // attempt that found no sentinel able to start one (a peer pod down, TILT) is
+                // tried again next round (the soak, seed 20261206: a 10 s wait after such an
+                // attempt, a 15.6 s write gap).
+                let named = pick(answers, up).map(|a| a.master.clone());
+                let (started, outcome) =
+                    force_failover(cfg, sentinels, local, named.as_ref()).await;
+                if started {
+                    self.forced = Some(tokio::time::Instant::now());
+                }
+                tracing::warn!(waited_ms = since.elapsed().as_millis() as u64, %outcome, "no sentinel fails this pod over by itself: forcing the failover");
+            }
+        } else {
+            self.awaiting = None;
+        }
+    }
+}
+
+/// Whether a pod that knew a master role may have a replica promoted in its place.
+async fn replica_up(
+    cfg: &Config,
+    me: &Endpoint,
+    prior: Option<&Prior>,
+    unclean_wait_over: bool,
+    per_try: Duration,
+) -> bool {
+    match prior {
+        // A pod back on a new address may have been promoted at its old one unknowingly.
+        Some(p)
+            if (p.was_master() && p.unclean_stop.is_some() && !unclean_wait_over)
+                || p.old_self.as_ref().is_some_and(|o| o != me) =>
+        {
+            any_replica_up(cfg, me, p.old_self.as_ref(), per_try).await
+        }
+        _ => false,
+    }
+}
+
+/// The operator's explicit choice (`promote --force`) for a majority that never returns.
+fn forced_promotion(
+    cfg: &Config,
+    v: &Verdict,
+    prior: Option<&Prior>,
+    patience: Patience,
+    answers: &[Answer],
+    me: &Endpoint,
+) -> Option<Decision> {
+    if let (
+        Verdict::Retry(why) | Verdict::AwaitFailover(why),
+        Some(p),
+        Patience::Budget | Patience::Forever,
+    ) = (v, prior, patience)
+    {
+        if crate::state::take_promotion_request(cfg) {
+            let seen: Vec<String> = answers
+                .iter()
+                .map(|a| format!("{} at epoch {}", a.master, a.config_epoch))
+                .collect();
+            let claim = answers
+                .iter()
+                .map(|a| a.config_epoch)
+                .max()
+                .unwrap_or(0)
+                .max(p.epoch)
+                + 1;
+            tracing::warn!(
+                this_pod_knew = %p,
+                sentinels_answered = %seen.join(", "),
+                waiting_for = %why,
+                claim_epoch = claim,
+                "promote --force: becoming master with this pod's data; writes only the absent pods hold are discarded"
+            );
+            return Some(Decision {
+                role: Role::Master,
+                master: me.clone(),
+                reason: format!("operator forced promotion (promote --force) at epoch {claim}"),
+                claim_epoch: Some(claim),
+            });
+        }
+    }
+    None
+}
+
+/// After a full outage: the majority's election, and the veto of an election seen elsewhere.
+#[allow(clippy::too_many_arguments)]
+async fn outage_rules(
+    cfg: &Config,
+    v: Verdict,
+    prior: Option<&Prior>,
+    patience: Patience,
+    election: &mut crate::outage::Waiting,
+    sentinels: &[Endpoint],
+    answers: &[Answer],
+    up: &[Endpoint],
+    known: usize,
+    me: &Endpoint,
+) -> Verdict {
+    // After a full outage whose last master stays away, the majority elects (outage.rs).
+    let v = match (v, prior, patience) {
+        (Verdict::Retry(why), Some(p), Patience::Forever) => {
+            match election
+                .round(cfg, p, sentinels, answers, up, known, me)
+                .await
+            {
+                Ok((epoch, reason)) => {
+                    return Verdict::Decided(Decision {
+                        role: Role::Master,
+                        master: me.clone(),
+                        reason,
+                        claim_epoch: Some(epoch),
+                    })
+                }
+                Err(note) => Verdict::Retry(format!("{why}; {note}")),
+            }
+        }
+        (v, _, _) => v,
+    };
+    // A master elected while this pod was away may not answer at its epoch yet (outage.rs).
+    let v = match (v, prior) {
+        (Verdict::Decided(d), Some(_)) if d.role == Role::Master => {
+            match crate::outage::vetoed(cfg, sentinels, answers).await {
+                Some(why) => Verdict::Retry(why),
+                None => Verdict::Decided(d),
+            }
+        }
+        (v, _) => v,
+    };
+    v
+}
+
+/// What a round's final verdict means for the wait: Some(the end of `decide`), or None to go on.
+fn settle(
+    v: Verdict,
+    prior: Option<&Prior>,
+    patience: Patience,
+    started: tokio::time::Instant,
+    budget: Duration,
+    round: u32,
+    last_log: &mut Option<tokio::time::Instant>,
+) -> Option<Result<Decision, Undecided>> {
+    match v {
+        Verdict::Decided(d) => return Some(Ok(d)),
+        Verdict::Retry(why) | Verdict::AwaitFailover(why)
+            if prior.is_some() && patience == Patience::Boot =>
+        {
+            return Some(Err(Undecided::NeedsOwnSentinel(why)));
+        }
+        // A pod with state waits as long as it takes for enough of the cluster to be back:
+        // it never guesses. The orchestrator sees it unready; SIGTERM ends the wait.
+        Verdict::Retry(why) | Verdict::AwaitFailover(why) if patience == Patience::Forever => {
+            if last_log.map_or(true, |t| t.elapsed() >= Duration::from_secs(5)) {
+                *last_log = Some(tokio::time::Instant::now());
+                tracing::warn!(round, waited_s = started.elapsed().as_secs(), reason = %why, "role not decided: waiting");
+            }
+        }
+        // Somebody answered or refused all along: this is no first boot, and --role could
+        // make a second master (we may be cut off from the master they name, or a failover
+        // of this very pod may be retrying). Give up instead; an orchestrator's restart or
+        // the supervisor's backoff asks again later.
+        Verdict::Retry(why) | Verdict::AwaitFailover(why) if started.elapsed() >= budget => {
+            return Some(Err(Undecided::GaveUp(format!(
+                "gave up after {} ms: {why}",
+                budget.as_millis()
+            ))));
+        }
+        Verdict::Retry(why) | Verdict::AwaitFailover(why) => {
+            tracing::info!(round, reason = %why, "role not decided yet")
+        }
+    }
+    None
 }
 
 #[cfg(test)]
