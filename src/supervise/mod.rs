@@ -6,6 +6,7 @@ pub mod machine;
 pub mod policy;
 pub mod reaper;
 mod restart;
+pub mod slot;
 mod spawn;
 mod stopping;
 
