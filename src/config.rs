@@ -285,10 +285,6 @@ pub const DEFAULT_DOWN_AFTER_MS: u64 = 5_000;
 pub const DEFAULT_FAILOVER_TIMEOUT_MS: u64 = 10_000;
 pub const DEFAULT_STOP_GRACE_MS: u64 = 8_000;
 pub const DEFAULT_DISCOVERY_TIMEOUT_MS: u64 = 20_000;
-/// The stale-entry cleanup (cleanup.rs): how often it looks, and how long an entry must have
-/// been s_down before it is forgotten.
-pub const DEFAULT_CLEANUP_INTERVAL_MS: u64 = 30_000;
-pub const DEFAULT_STALE_AFTER_MS: u64 = 60_000;
 
 /// How the supervisor restarts a child that exits unexpectedly (REDISHA_RESTART_*; the decision
 /// itself is supervise::policy's).
@@ -312,6 +308,11 @@ impl Default for RestartPolicy {
         }
     }
 }
+
+/// The stale-entry cleanup (cleanup.rs): how often it looks, and how long an entry must have
+/// been s_down before it is forgotten.
+pub const DEFAULT_CLEANUP_INTERVAL_MS: u64 = 30_000;
+pub const DEFAULT_STALE_AFTER_MS: u64 = 60_000;
 
 mod build;
 mod parse;

@@ -798,6 +798,7 @@ fn settle(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::sentinel::fixtures::{ans, ep};
     use crate::state::UncleanStop;
 
     #[allow(clippy::too_many_arguments)]
@@ -821,19 +822,6 @@ mod tests {
             unclean_wait_over: false,
         };
         super::verdict(&pod, answers, up, refused)
-    }
-
-    fn ep(s: &str) -> Endpoint {
-        crate::config::parse_endpoint("t", s).expect("endpoint")
-    }
-
-    fn ans(m: &str, epoch: u64, unsettled: bool) -> Answer {
-        Answer {
-            master: ep(m),
-            config_epoch: epoch,
-            unsettled,
-            known_sentinels: 2,
-        }
     }
 
     #[test]

@@ -713,19 +713,7 @@ fn log_action(a: &Action, last: &mut Option<String>) {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn ep(s: &str) -> Endpoint {
-        crate::config::parse_endpoint("t", s).expect("endpoint")
-    }
-
-    fn ans(m: &str, epoch: u64, unsettled: bool) -> Answer {
-        Answer {
-            master: ep(m),
-            config_epoch: epoch,
-            unsettled,
-            known_sentinels: 2,
-        }
-    }
+    use crate::sentinel::fixtures::{ans, ep};
 
     fn master(replid: &str, replid2: &str, second: i64) -> Repl {
         Repl {

@@ -152,34 +152,37 @@ async fn master_reply_on(
     .await
 }
 
-/// `SENTINEL REPLICAS <group>`, parsed; an entry without an address is left out.
+/// `SENTINEL REPLICAS <group>` or `SENTINEL SENTINELS <group>`, each entry parsed; an entry
+/// without an address is left out.
+async fn entries_on<T>(
+    con: &mut redis::aio::MultiplexedConnection,
+    list: &str,
+    group: &str,
+    timeout: Duration,
+    parse: fn(&HashMap<String, String>) -> Option<T>,
+) -> redis::RedisResult<Vec<T>> {
+    let cmd = &mut redis::cmd("SENTINEL");
+    let replies: Vec<HashMap<String, String>> =
+        query(con, cmd.arg(list).arg(group), timeout).await?;
+    Ok(replies.iter().filter_map(parse).collect())
+}
+
+/// `SENTINEL REPLICAS <group>`, parsed.
 pub async fn sentinel_replicas_on(
     con: &mut redis::aio::MultiplexedConnection,
     group: &str,
     timeout: Duration,
 ) -> redis::RedisResult<Vec<ReplicaView>> {
-    let list: Vec<HashMap<String, String>> = query(
-        con,
-        redis::cmd("SENTINEL").arg("REPLICAS").arg(group),
-        timeout,
-    )
-    .await?;
-    Ok(list.iter().filter_map(ReplicaView::parse).collect())
+    entries_on(con, "REPLICAS", group, timeout, ReplicaView::parse).await
 }
 
-/// `SENTINEL SENTINELS <group>`, parsed; an entry without an address is left out.
+/// `SENTINEL SENTINELS <group>`, parsed.
 pub async fn sentinel_peers_on(
     con: &mut redis::aio::MultiplexedConnection,
     group: &str,
     timeout: Duration,
 ) -> redis::RedisResult<Vec<PeerView>> {
-    let list: Vec<HashMap<String, String>> = query(
-        con,
-        redis::cmd("SENTINEL").arg("SENTINELS").arg(group),
-        timeout,
-    )
-    .await?;
-    Ok(list.iter().filter_map(PeerView::parse).collect())
+    entries_on(con, "SENTINELS", group, timeout, PeerView::parse).await
 }
 
 /// `SENTINEL REPLICAS` of the sentinel at `s`.
@@ -193,17 +196,6 @@ pub async fn sentinel_replicas(
     sentinel_replicas_on(&mut con, group, timeout).await
 }
 
-/// `SENTINEL SENTINELS` of the sentinel at `s`.
-pub async fn sentinel_peers(
-    conn: &Conn,
-    s: &Endpoint,
-    group: &str,
-    timeout: Duration,
-) -> redis::RedisResult<Vec<PeerView>> {
-    let mut con = connect(conn, s, Server::Sentinel, timeout).await?;
-    sentinel_peers_on(&mut con, group, timeout).await
-}
-
 /// The up sentinels the sentinel at `s` knows, and how many it knows in all (itself included).
 pub async fn up_sentinels(
     conn: &Conn,
@@ -211,9 +203,9 @@ pub async fn up_sentinels(
     group: &str,
     timeout: Duration,
 ) -> redis::RedisResult<(Vec<Endpoint>, usize)> {
-    Ok(crate::sentinel::up_peers(
-        &sentinel_peers(conn, s, group, timeout).await?,
-    ))
+    let mut con = connect(conn, s, Server::Sentinel, timeout).await?;
+    let peers = sentinel_peers_on(&mut con, group, timeout).await?;
+    Ok(crate::sentinel::up_peers(&peers))
 }
 
 /// `SENTINEL MYID`.

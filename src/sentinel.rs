@@ -195,12 +195,13 @@ pub const FRESH_INFO_MS: u64 = 2000;
 
 impl ReplicaView {
     pub fn parse(m: &HashMap<String, String>) -> Option<ReplicaView> {
-        let flags = FlagSet::parse(text(m, "flags").unwrap_or(""));
+        // The fields every entry has are read as for a peer.
+        let p = PeerView::parse(m)?;
         Some(ReplicaView {
-            addr: endpoint(m)?,
-            run_id: m.get("runid").cloned(),
-            s_down_ms: s_down_ms(m, &flags),
-            flags,
+            addr: p.addr,
+            run_id: p.run_id,
+            flags: p.flags,
+            s_down_ms: p.s_down_ms,
             link_ok: text(m, "master-link-status").map(|v| v == "ok"),
             priority: num(m, "slave-priority"),
             info_age_ms: num(m, "info-refresh"),
@@ -307,6 +308,25 @@ pub fn debug_params(reply: &[String]) -> HashMap<String, u64> {
         .collect()
 }
 
+/// What the tests of the modules that judge answers build them from.
+#[cfg(test)]
+pub mod fixtures {
+    use super::*;
+
+    pub fn ep(s: &str) -> Endpoint {
+        crate::config::parse_endpoint("t", s).expect("endpoint")
+    }
+
+    pub fn ans(m: &str, epoch: u64, unsettled: bool) -> Answer {
+        Answer {
+            master: ep(m),
+            config_epoch: epoch,
+            unsettled,
+            known_sentinels: 2,
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -332,42 +352,17 @@ mod tests {
     ///   whose INFO is stale; readiness only asks whether one could be chosen at all.
     #[test]
     fn rules_on_flags_link_priority_and_info_age() {
-        // (flags, link, priority, info-refresh) ->
-        //   (is_down, stale, promotable, promotable_now)
-        type Row<'a> = (&'a str, &'a str, &'a str, &'a str, (bool, bool, bool, bool));
-        let table: &[Row] = &[
-            ("slave", "ok", "100", "500", (false, false, true, true)),
-            ("slave", "ok", "100", "2500", (false, false, true, false)),
-            ("slave", "ok", "0", "500", (false, false, false, false)),
-            ("slave", "err", "100", "500", (false, false, false, false)),
-            (
-                "slave,disconnected",
-                "ok",
-                "100",
-                "500",
-                (true, false, false, false),
-            ),
-            (
-                "slave,s_down",
-                "ok",
-                "100",
-                "500",
-                (true, true, false, false),
-            ),
-            (
-                "s_down,slave,disconnected",
-                "err",
-                "100",
-                "9000",
-                (true, true, false, false),
-            ),
-            (
-                "slave,promoted,newflag",
-                "ok",
-                "100",
-                "500",
-                (false, false, true, true),
-            ),
+        // (flags, link, priority, info-refresh) -> the rules that hold, one letter each:
+        // d is_down, s stale (cleanup), p is_promotable, n is_promotable_now; '-' does not.
+        let table = [
+            ("slave", "ok", "100", "500", "--pn"),
+            ("slave", "ok", "100", "2500", "--p-"),
+            ("slave", "ok", "0", "500", "----"),
+            ("slave", "err", "100", "500", "----"),
+            ("slave,disconnected", "ok", "100", "500", "d---"),
+            ("slave,s_down", "ok", "100", "500", "ds--"),
+            ("s_down,slave,disconnected", "err", "100", "9000", "ds--"),
+            ("slave,promoted,newflag", "ok", "100", "500", "--pn"),
         ];
         for (flags, link, prio, age, want) in table {
             let m = reply(&[
@@ -380,14 +375,18 @@ mod tests {
                 ("s-down-time", "7000"),
             ]);
             let r = ReplicaView::parse(&m).expect("parses");
-            let got = (
-                r.flags.is_down(),
-                stale_for_ms(&r.flags, r.s_down_ms).is_some(),
-                r.is_promotable(),
-                r.is_promotable_now(),
-            );
-            assert_eq!(got, *want, "{flags} link {link} prio {prio} age {age}");
-            assert_eq!(r.flags.names().join(","), *flags, "names kept as given");
+            let rules = [
+                ('d', r.flags.is_down()),
+                ('s', stale_for_ms(&r.flags, r.s_down_ms).is_some()),
+                ('p', r.is_promotable()),
+                ('n', r.is_promotable_now()),
+            ];
+            let got: String = rules
+                .iter()
+                .map(|(c, b)| if *b { *c } else { '-' })
+                .collect();
+            assert_eq!(got, want, "{flags} link {link} prio {prio} age {age}");
+            assert_eq!(r.flags.names().join(","), flags, "names kept as given");
         }
     }
 

@@ -432,14 +432,14 @@ fn view_reasons(answering: &[&SentinelObs], replicas: &[&NodeObs], reasons: &mut
         .collect();
     let sentinel_addrs: Vec<&str> = answering.iter().map(|s| s.addr.as_str()).collect();
     for s in answering {
+        let listed = |what: &str, e: &Entry| {
+            let flags = e.flags.join(",");
+            format!("sentinel {} lists {what} {} as {flags}", s.addr, e.addr)
+        };
+        let unknown = |what: &str, a: &str| format!("sentinel {} does not know {what} {a}", s.addr);
         for r in &s.replicas {
             if r.down() {
-                reasons.push(format!(
-                    "sentinel {} lists replica {} as {}",
-                    s.addr,
-                    r.addr,
-                    r.flags.join(",")
-                ));
+                reasons.push(listed("replica", r));
             } else if r.link_ok == Some(false) {
                 // Its last INFO of the replica (1 s old at most) says the link is down: this
                 // sentinel would not promote it.
@@ -451,22 +451,15 @@ fn view_reasons(answering: &[&SentinelObs], replicas: &[&NodeObs], reasons: &mut
         }
         for r in &live_replicas {
             if !s.replicas.iter().any(|e| e.addr == *r) {
-                reasons.push(format!("sentinel {} does not know replica {r}", s.addr));
+                reasons.push(unknown("replica", r));
             }
         }
-        for p in &s.sentinels {
-            if p.down() {
-                reasons.push(format!(
-                    "sentinel {} lists sentinel {} as {}",
-                    s.addr,
-                    p.addr,
-                    p.flags.join(",")
-                ));
-            }
+        for p in s.sentinels.iter().filter(|p| p.down()) {
+            reasons.push(listed("sentinel", p));
         }
         for p in sentinel_addrs.iter().filter(|p| **p != s.addr) {
             if !s.sentinels.iter().any(|e| e.addr == *p) {
-                reasons.push(format!("sentinel {} does not know sentinel {p}", s.addr));
+                reasons.push(unknown("sentinel", p));
             }
         }
     }

@@ -28,8 +28,8 @@ pub fn build(flags: &Flags, env: &RawEnv) -> Result<Config, ConfigError> {
     };
     let n = numbers(&src, pod_ip.is_some())?;
     let p = process(&src, env, &n)?;
-    let restart = restart_policy(env)?;
-    let (cleanup_interval_ms, stale_after_ms) = cleanup(env, n.down_after_ms)?;
+    let restart = restart_policy(&src)?;
+    let (cleanup_interval_ms, stale_after_ms) = cleanup(&src, n.down_after_ms)?;
 
     let maxmemory = match env.get("REDISHA_MAXMEMORY") {
         Some(v) => {
@@ -73,7 +73,8 @@ pub fn build(flags: &Flags, env: &RawEnv) -> Result<Config, ConfigError> {
     })
 }
 
-/// A numeric setting: its flag if given, else its variable, else the default.
+/// A numeric setting: its flag if given, else its variable, else the default (a variable
+/// without a flag: the variable, else the default).
 fn num(
     src: &Sources,
     var: &'static str,
@@ -82,14 +83,6 @@ fn num(
 ) -> Result<u64, ConfigError> {
     match src.pick(var) {
         Some((n, v)) => parse_num::<u64>(n, v, *range.start(), *range.end()),
-        None => Ok(d),
-    }
-}
-
-/// A numeric variable (no flag), else the default.
-fn env_num(var: &str, v: Option<&str>, d: u64, min: u64, max: u64) -> Result<u64, ConfigError> {
-    match v {
-        Some(v) => parse_num::<u64>(var, v, min, max),
         None => Ok(d),
     }
 }
@@ -362,37 +355,30 @@ fn process(src: &Sources, env: &RawEnv, n: &Numbers) -> Result<Process, ConfigEr
     })
 }
 
-fn restart_policy(env: &RawEnv) -> Result<RestartPolicy, ConfigError> {
+fn restart_policy(src: &Sources) -> Result<RestartPolicy, ConfigError> {
     let dflt = RestartPolicy::default();
-    let restart = RestartPolicy {
-        initial_backoff: std::time::Duration::from_millis(env_num(
-            "REDISHA_RESTART_BACKOFF_MS",
-            env.get("REDISHA_RESTART_BACKOFF_MS"),
-            dflt.initial_backoff.as_millis() as u64,
-            10,
-            60_000,
-        )?),
-        budget: env_num(
-            "REDISHA_RESTART_BUDGET",
-            env.get("REDISHA_RESTART_BUDGET"),
-            dflt.budget.into(),
-            0,
-            1000,
-        )? as u32,
-        stable_after: std::time::Duration::from_millis(env_num(
-            "REDISHA_RESTART_STABLE_MS",
-            env.get("REDISHA_RESTART_STABLE_MS"),
-            dflt.stable_after.as_millis() as u64,
-            100,
-            86_400_000,
-        )?),
+    let ms = |d: std::time::Duration| d.as_millis() as u64;
+    let backoff_ms = ms(dflt.initial_backoff);
+    let stable_ms = ms(dflt.stable_after);
+    let backoff = num(src, "REDISHA_RESTART_BACKOFF_MS", backoff_ms, 10..=60_000)?;
+    let budget = num(src, "REDISHA_RESTART_BUDGET", dflt.budget.into(), 0..=1000)?;
+    let stable = num(
+        src,
+        "REDISHA_RESTART_STABLE_MS",
+        stable_ms,
+        100..=86_400_000,
+    )?;
+    Ok(RestartPolicy {
+        initial_backoff: std::time::Duration::from_millis(backoff),
+        budget: budget as u32,
+        stable_after: std::time::Duration::from_millis(stable),
         ..dflt
-    };
-    Ok(restart)
+    })
 }
 
 /// `(cleanup_interval_ms, stale_after_ms)`.
-fn cleanup(env: &RawEnv, down_after_ms: u64) -> Result<(u64, u64), ConfigError> {
+fn cleanup(src: &Sources, down_after_ms: u64) -> Result<(u64, u64), ConfigError> {
+    let env = src.env;
     // The stale-entry cleanup (cleanup.rs): 0 turns it off; an entry down for less than
     // down-after is not even s_down, so a shorter staleness would be meaningless.
     let cleanup_interval_ms = match env.get("REDISHA_CLEANUP_INTERVAL_MS") {
@@ -400,12 +386,11 @@ fn cleanup(env: &RawEnv, down_after_ms: u64) -> Result<(u64, u64), ConfigError> 
         Some(v) => parse_num::<u64>("REDISHA_CLEANUP_INTERVAL_MS", v, 1_000, 86_400_000)?,
         None => DEFAULT_CLEANUP_INTERVAL_MS,
     };
-    let stale_after_ms = env_num(
+    let stale_after_ms = num(
+        src,
         "REDISHA_STALE_AFTER_MS",
-        env.get("REDISHA_STALE_AFTER_MS"),
         DEFAULT_STALE_AFTER_MS,
-        1_000,
-        86_400_000,
+        1_000..=86_400_000,
     )?;
     if stale_after_ms <= down_after_ms {
         return Err(err(

@@ -129,156 +129,87 @@ pub fn may_reconfigure(running: bool, stopping: bool, early: bool, reconfiguring
 mod tests {
     use super::*;
 
-    const DATA: Kind = Kind {
-        decides_role: true,
-        fails_over_on_crash: true,
-    };
-    const DATA_STRICT: Kind = Kind {
-        decides_role: true,
-        fails_over_on_crash: false,
-    };
-    const PLAIN: Kind = Kind {
-        decides_role: false,
-        fails_over_on_crash: false,
-    };
+    /// A kind from its two traits: (decides_role, fails_over_on_crash).
+    fn kind(t: (bool, bool)) -> Kind {
+        Kind {
+            decides_role: t.0,
+            fails_over_on_crash: t.1,
+        }
+    }
+
+    fn restart(delay_ms: u64, attempt: u32, fail_over_first: bool) -> Next {
+        let delay = Duration::from_millis(delay_ms);
+        Next::Restart {
+            delay,
+            attempt,
+            fail_over_first,
+        }
+    }
 
     #[test]
     fn exits() {
         let p = RestartPolicy::default();
-        let ms = Duration::from_millis;
-        let s = Duration::from_secs;
-        let crash = Exit::Signal(9);
-        // (kind, stopping, reconfiguring, restarts, uptime, how) -> next
+        let (data, strict, plain) = ((true, true), (true, false), (false, false));
+        let (crash, clean, failed) = (Exit::Signal(9), Exit::Code(0), Exit::Code(1));
+        // (kind, stopping, reconfiguring, restarts, uptime s, how) -> next
         let table = [
-            (DATA, true, false, 0, s(5), crash, Next::Stopped),
-            (PLAIN, true, true, 4, s(5), crash, Next::Stopped),
-            (PLAIN, false, true, 4, s(5), Exit::Code(0), Next::RespawnNow),
-            (
-                DATA,
-                false,
-                false,
-                0,
-                s(5),
-                crash,
-                Next::Restart {
-                    delay: ms(500),
-                    attempt: 1,
-                    fail_over_first: true,
-                },
-            ),
-            (
-                DATA_STRICT,
-                false,
-                false,
-                0,
-                s(5),
-                crash,
-                Next::Restart {
-                    delay: ms(500),
-                    attempt: 1,
-                    fail_over_first: false,
-                },
-            ),
-            (
-                PLAIN,
-                false,
-                false,
-                2,
-                s(5),
-                Exit::Code(1),
-                Next::Restart {
-                    delay: s(2),
-                    attempt: 3,
-                    fail_over_first: false,
-                },
-            ),
+            (data, true, false, 0, 5, crash, Next::Stopped),
+            (plain, true, true, 4, 5, crash, Next::Stopped),
+            (plain, false, true, 4, 5, clean, Next::RespawnNow),
+            (data, false, false, 0, 5, crash, restart(500, 1, true)),
+            (strict, false, false, 0, 5, crash, restart(500, 1, false)),
+            (plain, false, false, 2, 5, failed, restart(2000, 3, false)),
             // ran stably: the whole budget again
-            (
-                PLAIN,
-                false,
-                false,
-                5,
-                s(60),
-                Exit::Code(1),
-                Next::Restart {
-                    delay: ms(500),
-                    attempt: 1,
-                    fail_over_first: false,
-                },
-            ),
-            (
-                DATA,
-                false,
-                false,
-                5,
-                s(5),
-                crash,
-                Next::GiveUp { code: 137 },
-            ),
-            (
-                PLAIN,
-                false,
-                false,
-                5,
-                s(5),
-                Exit::Code(0),
-                Next::GiveUp { code: 1 },
-            ),
+            (plain, false, false, 5, 60, failed, restart(500, 1, false)),
+            (data, false, false, 5, 5, crash, Next::GiveUp { code: 137 }),
+            (plain, false, false, 5, 5, clean, Next::GiveUp { code: 1 }),
         ];
-        for (i, (kind, stopping, reconf, restarts, uptime, how, want)) in
-            table.into_iter().enumerate()
-        {
-            let got = on_exit(kind, stopping, reconf, restarts, uptime, how, &p);
+        for (i, (k, stopping, reconf, restarts, up_s, how, want)) in table.into_iter().enumerate() {
+            let uptime = Duration::from_secs(up_s);
+            let got = on_exit(kind(k), stopping, reconf, restarts, uptime, how, &p);
             assert_eq!(got, want, "row {i}");
-            // The budget decision itself is policy.rs's, unchanged.
-            if let Next::GiveUp { code } = got {
-                assert_eq!(
-                    policy::on_unexpected_exit(&p, restarts, uptime, how),
-                    policy::OnExit::GiveUp { code }
-                );
-            }
         }
         // A failed start is never failed over.
-        assert_eq!(
-            on_failure(0, Duration::ZERO, Exit::Code(127), &p),
-            Next::Restart {
-                delay: ms(500),
-                attempt: 1,
-                fail_over_first: false
-            }
-        );
+        let got = on_failure(0, Duration::ZERO, Exit::Code(127), &p);
+        assert_eq!(got, restart(500, 1, false));
     }
 
     #[test]
     fn starts_decisions_and_reconfiguration() {
+        let (data, strict, plain) = ((true, true), (true, false), (false, false));
         // (kind, stopping, restarts) -> start
-        for (kind, stopping, restarts, want) in [
-            (DATA, false, 0, Start::Spawn),
-            (DATA, false, 1, Start::DecideFirst),
-            (DATA_STRICT, false, 3, Start::DecideFirst),
-            (PLAIN, false, 3, Start::Spawn),
-            (DATA, true, 1, Start::Nothing),
-            (PLAIN, true, 0, Start::Nothing),
+        for (k, stopping, restarts, want) in [
+            (data, false, 0, Start::Spawn),
+            (data, false, 1, Start::DecideFirst),
+            (strict, false, 3, Start::DecideFirst),
+            (plain, false, 3, Start::Spawn),
+            (data, true, 1, Start::Nothing),
+            (plain, true, 0, Start::Nothing),
         ] {
             assert_eq!(
-                on_start(kind, stopping, restarts),
+                on_start(kind(k), stopping, restarts),
                 want,
-                "{kind:?} {stopping} {restarts}"
+                "{k:?} {stopping} {restarts}"
             );
         }
-        assert_eq!(on_decided(false, true), Decided::Ignore);
-        assert_eq!(on_decided(false, false), Decided::Ignore);
-        assert_eq!(on_decided(true, false), Decided::Failed);
-        assert_eq!(on_decided(true, true), Decided::Spawn);
-        // (running, stopping, early, reconfiguring)
+        // (waiting, decided) -> what the decision does
+        for (waiting, decided, want) in [
+            (false, true, Decided::Ignore),
+            (false, false, Decided::Ignore),
+            (true, false, Decided::Failed),
+            (true, true, Decided::Spawn),
+        ] {
+            assert_eq!(on_decided(waiting, decided), want);
+        }
+        // (running, stopping, early, reconfiguring): only a plain running child
         assert!(may_reconfigure(true, false, false, false));
-        for args in [
+        for (r, s, e, c) in [
             (false, false, false, false),
             (true, true, false, false),
             (true, false, true, false),
             (true, false, false, true),
         ] {
-            assert!(!may_reconfigure(args.0, args.1, args.2, args.3), "{args:?}");
+            assert!(!may_reconfigure(r, s, e, c), "{r} {s} {e} {c}");
         }
     }
 }
