@@ -432,17 +432,8 @@ async fn steps(
                 break 'found c.clone();
             }
         }
-        let reply: Option<(String, String)> = redisio::query(
-            &mut scon,
-            redis::cmd("SENTINEL")
-                .arg("GET-MASTER-ADDR-BY-NAME")
-                .arg(&cfg.group),
-            t,
-        )
-        .await
-        .ok()
-        .flatten();
-        if let Some(e) = reply.and_then(|(h, p)| Endpoint::from_fields(&h, &p)) {
+        let named = redisio::master_addr_on(&mut scon, &cfg.group, t).await;
+        if let Some(e) = named.ok().flatten() {
             if e != self_addr && redisio::is_master(&cfg.conn, &e, t).await {
                 break 'found e;
             }
