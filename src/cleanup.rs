@@ -24,16 +24,14 @@
 //! together; 0 turns the cleanup off) a few `SENTINEL` queries to our own sentinel and to the
 //! live peers. An entry is stale after `REDISHA_STALE_AFTER_MS` (default 60 s) in `s_down`.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashSet;
 use std::fmt;
 use std::time::Duration;
 
 use crate::config::Server;
 use crate::config::{Config, Endpoint};
 use crate::redisio;
-
-pub const DEFAULT_INTERVAL_MS: u64 = 30_000;
-pub const DEFAULT_STALE_AFTER_MS: u64 = 60_000;
+use crate::sentinel::{self, FlagSet};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Settings {
@@ -193,52 +191,37 @@ pub fn plan(me: &View, peers: &[(Endpoint, Option<View>)], stale_after_ms: u64) 
     ))
 }
 
-fn entry(m: &HashMap<String, String>) -> Option<Entry> {
-    let down = m
-        .get("flags")
-        .is_some_and(|f| f.split(',').any(|x| x == "s_down"));
-    Some(Entry {
-        addr: redisio::entry_endpoint(m)?,
-        run_id: m.get("runid").cloned().unwrap_or_default(),
-        down_ms: down.then(|| {
-            m.get("s-down-time")
-                .and_then(|v| v.parse().ok())
-                .unwrap_or(0)
-        }),
-    })
+impl Entry {
+    /// Down means `s_down` here, measured: see sentinel.rs's table test for why the cleanup's
+    /// rule differs from `is_down`.
+    fn of(addr: &Endpoint, run_id: &Option<String>, flags: &FlagSet, s_down: Option<u64>) -> Entry {
+        Entry {
+            addr: addr.clone(),
+            run_id: run_id.clone().unwrap_or_default(),
+            down_ms: sentinel::stale_for_ms(flags, s_down),
+        }
+    }
 }
 
 /// Queries one sentinel: `SENTINEL MYID`, `MASTER`, `REPLICAS`, `SENTINELS`.
 async fn view(cfg: &Config, s: &Endpoint, timeout: Duration) -> redis::RedisResult<View> {
     let mut con = redisio::connect(&cfg.conn, s, Server::Sentinel, timeout).await?;
-    let q = |sub: &str| {
-        let mut c = redis::cmd("SENTINEL");
-        c.arg(sub);
-        if sub != "MYID" {
-            c.arg(&cfg.group);
-        }
-        c
-    };
-    let run_id: String = redisio::query(&mut con, &mut q("MYID"), timeout).await?;
-    let master: HashMap<String, String> =
-        redisio::query(&mut con, &mut q("MASTER"), timeout).await?;
-    let replicas: Vec<HashMap<String, String>> =
-        redisio::query(&mut con, &mut q("REPLICAS"), timeout).await?;
-    let sentinels: Vec<HashMap<String, String>> =
-        redisio::query(&mut con, &mut q("SENTINELS"), timeout).await?;
-    let get = |k: &str| master.get(k).map(String::as_str).unwrap_or("");
-    let unparsable = || {
-        redis::RedisError::from((
-            redis::ErrorKind::Parse,
-            "SENTINEL MASTER without a usable ip/port",
-        ))
-    };
+    let run_id = redisio::sentinel_myid_on(&mut con, timeout).await?;
+    let master = redisio::sentinel_master_view_on(&mut con, &cfg.group, timeout).await?;
+    let replicas = redisio::sentinel_replicas_on(&mut con, &cfg.group, timeout).await?;
+    let sentinels = redisio::sentinel_peers_on(&mut con, &cfg.group, timeout).await?;
     Ok(View {
         run_id,
-        master: redisio::entry_endpoint(&master).ok_or_else(unparsable)?,
-        master_ok: get("flags") == "master" && get("role-reported") == "master",
-        replicas: replicas.iter().filter_map(entry).collect(),
-        sentinels: sentinels.iter().filter_map(entry).collect(),
+        master_ok: master.is_settled(),
+        master: master.addr,
+        replicas: replicas
+            .iter()
+            .map(|r| Entry::of(&r.addr, &r.run_id, &r.flags, r.s_down_ms))
+            .collect(),
+        sentinels: sentinels
+            .iter()
+            .map(|p| Entry::of(&p.addr, &p.run_id, &p.flags, p.s_down_ms))
+            .collect(),
     })
 }
 
@@ -383,7 +366,7 @@ pub async fn rediscover(cfg: Config, reset: Reset) {
     let Reset { before, mut con } = reset;
     let (me, con) = (&before, &mut con);
     // Sentinels come back through hello messages, replicas through the master's INFO.
-    let bound = Duration::from_millis((cfg.down_after_ms * 4).max(20_000));
+    let bound = cfg.timings().rediscovery_bound;
     let started = tokio::time::Instant::now();
     let mut held = true;
     // A replica is listed as soon as the master's INFO names it, and promotable once its own
@@ -569,9 +552,15 @@ mod tests {
         ));
     }
 
+    /// An entry as `view` makes it from the model's parse.
+    fn entry(m: &std::collections::HashMap<String, String>) -> Option<Entry> {
+        let p = sentinel::PeerView::parse(m)?;
+        Some(Entry::of(&p.addr, &p.run_id, &p.flags, p.s_down_ms))
+    }
+
     #[test]
     fn entries_parse() {
-        let m: HashMap<String, String> = [
+        let m: std::collections::HashMap<String, String> = [
             ("ip", "10.0.0.1"),
             ("port", "6379"),
             ("runid", "x"),

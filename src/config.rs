@@ -152,7 +152,7 @@ pub struct Config {
     /// After a full outage: how long a returning majority waits for a lost master before it
     /// elects one of its members (outage.rs); 0 = never.
     pub outage_elect_ms: u64,
-    pub restart: crate::supervise::policy::RestartPolicy,
+    pub restart: RestartPolicy,
     /// `REDISHA_MAXMEMORY`.
     pub maxmemory: crate::memory::Setting,
     /// The container's memory limit, read at start (main.rs); the default (nothing found) keeps
@@ -286,12 +286,43 @@ pub const DEFAULT_FAILOVER_TIMEOUT_MS: u64 = 10_000;
 pub const DEFAULT_STOP_GRACE_MS: u64 = 8_000;
 pub const DEFAULT_DISCOVERY_TIMEOUT_MS: u64 = 20_000;
 
+/// How the supervisor restarts a child that exits unexpectedly (REDISHA_RESTART_*; the decision
+/// itself is supervise::policy's).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RestartPolicy {
+    pub initial_backoff: std::time::Duration,
+    pub max_backoff: std::time::Duration,
+    /// Restarts allowed in a row before giving up.
+    pub budget: u32,
+    /// A child that ran this long is considered healthy again and gets its whole budget back.
+    pub stable_after: std::time::Duration,
+}
+
+impl Default for RestartPolicy {
+    fn default() -> Self {
+        RestartPolicy {
+            initial_backoff: std::time::Duration::from_millis(500),
+            max_backoff: std::time::Duration::from_secs(30),
+            budget: 5,
+            stable_after: std::time::Duration::from_secs(60),
+        }
+    }
+}
+
+/// The stale-entry cleanup (cleanup.rs): how often it looks, and how long an entry must have
+/// been s_down before it is forgotten.
+pub const DEFAULT_CLEANUP_INTERVAL_MS: u64 = 30_000;
+pub const DEFAULT_STALE_AFTER_MS: u64 = 60_000;
+
 mod build;
 mod parse;
 #[cfg(test)]
 mod tests;
+mod timings;
 
 pub use build::build;
 #[cfg(test)]
 pub use build::build_from_map;
 pub use parse::*;
+#[cfg(test)]
+pub use timings::tilt_period_ms;

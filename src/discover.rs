@@ -10,8 +10,11 @@ use std::fmt;
 use std::time::Duration;
 
 use crate::config::Server;
-use crate::config::{Config, Endpoint, Host, Role};
+use crate::config::{Config, Endpoint, Role};
 use crate::redisio;
+use crate::redisio::{resolved, resolved_all};
+use crate::sentinel::{judge_entry, Answer};
+use crate::state::Prior;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Decision {
@@ -21,39 +24,6 @@ pub struct Decision {
     /// A config epoch this pod's sentinel must claim (a forced promotion outranks every epoch
     /// seen, so the others follow it).
     pub claim_epoch: Option<u64>,
-}
-
-/// One sentinel's view of the group.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Answer {
-    pub master: Endpoint,
-    pub config_epoch: u64,
-    /// The master is objectively down or a failover has not promoted anyone yet: the answer may
-    /// change. (Once the promoted replica answers as master, `master` names it and this is false.)
-    pub unsettled: bool,
-    /// How many other sentinels this sentinel knows (`num-other-sentinels`).
-    pub known_sentinels: u64,
-}
-
-/// What one sentinel's entry means. Once the promoted replica answers as master
-/// (`reconf_slaves`, `update_config`) the new master is chosen: GET-MASTER-ADDR-BY-NAME names it
-/// although SENTINEL MASTER still shows the old address until the failover ends. Before that, or
-/// while the master is objectively down and no failover runs yet, the answer may still change.
-pub fn judge_entry(e: &redisio::MasterEntry) -> Answer {
-    let has = |f: &str| e.flags.iter().any(|x| x == f);
-    let promoted = has("failover_in_progress")
-        && matches!(e.failover_state.as_str(), "reconf_slaves" | "update_config");
-    let unsettled = !promoted && (has("o_down") || has("failover_in_progress"));
-    let master = match (&e.named, promoted) {
-        (Some(n), true) => n.clone(),
-        _ => e.addr.clone(),
-    };
-    Answer {
-        master,
-        config_epoch: e.config_epoch,
-        unsettled,
-        known_sentinels: e.known_sentinels,
-    }
 }
 
 /// `SENTINEL MASTER <group>` on the sentinel at `s`, judged.
@@ -113,101 +83,6 @@ pub fn top_candidates(answers: &[Answer]) -> Vec<Endpoint> {
         }
     }
     out
-}
-
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Prior {
-    pub epoch: u64,
-    pub master: Endpoint,
-    /// This pod's data node as the others knew it last time.
-    pub old_self: Option<Endpoint>,
-    /// Other sentinels it knew.
-    pub known_sentinels: usize,
-    /// How its data node ended last time, when that leaves the sentinels a failover to make
-    /// (`None`: a clean stop, or a node that was handed over). Set at boot (main.rs); a restart
-    /// of a crashed data node inside a running pod is handover::after_crash's.
-    pub unclean_stop: Option<UncleanStop>,
-}
-
-/// Why a master that comes back must not take its role back while a replica is up.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum UncleanStop {
-    /// Killed or crashed, and the AOF is fsynced only every second: it may lack acknowledged
-    /// writes its replicas hold.
-    Crashed,
-    /// Stopped cleanly as master but no handover moved the role (it failed, or is off). Its
-    /// absence may already have started the others' failover of it, and Sentinel does not
-    /// abort an elected failover because the master answers again: serving at once would
-    /// acknowledge writes that failover then discards (the soak, seed 20261206: 94 lost).
-    NotHandedOver,
-}
-
-impl UncleanStop {
-    fn why(self) -> &'static str {
-        match self {
-            UncleanStop::Crashed => {
-                "this pod stopped uncleanly as master: its AOF may lack acknowledged writes a \
-                 live replica holds"
-            }
-            UncleanStop::NotHandedOver => {
-                "this pod stopped as master without handing over: the sentinels may already be \
-                 failing it over"
-            }
-        }
-    }
-}
-
-impl Prior {
-    /// `None` when the file holds no monitor line for the group: nothing was learned (first boot).
-    pub fn parse(text: &str, group: &str, redis_port: u16) -> Option<Prior> {
-        let master = crate::render::prior_monitor(text, group)?;
-        let mut epoch = 0;
-        let mut old_ip = None;
-        let mut known = 0;
-        for l in text.lines() {
-            let w: Vec<&str> = l.split_whitespace().collect();
-            match w.as_slice() {
-                ["sentinel", "config-epoch", g, e] if *g == group => epoch = e.parse().unwrap_or(0),
-                // Sentinel rewrites it quoted (sdscatrepr).
-                ["sentinel", "announce-ip", ip] => old_ip = Some(ip.trim_matches('"')),
-                ["sentinel", "known-sentinel", g, ..] if *g == group => known += 1,
-                _ => {}
-            }
-        }
-        let old_self = old_ip.and_then(|ip| {
-            Some(Endpoint {
-                host: crate::config::parse_host("sentinel.conf", ip).ok()?,
-                port: redis_port,
-            })
-        });
-        Some(Prior {
-            epoch,
-            master,
-            old_self,
-            known_sentinels: known,
-            unclean_stop: None,
-        })
-    }
-
-    pub fn was_master(&self) -> bool {
-        self.old_self.as_ref() == Some(&self.master)
-    }
-}
-
-impl fmt::Display for Prior {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        if self.was_master() {
-            write!(f, "master at epoch {} (as {})", self.epoch, self.master)?;
-            match self.unclean_stop {
-                Some(UncleanStop::Crashed) => write!(f, ", stopped uncleanly")?,
-                Some(UncleanStop::NotHandedOver) => write!(f, ", stopped without handing over")?,
-                None => {}
-            }
-            Ok(())
-        } else {
-            write!(f, "replica of {} at epoch {}", self.master, self.epoch)
-        }
-    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -482,26 +357,6 @@ async fn ask_all(cfg: &Config, sentinels: &[Endpoint], timeout: Duration) -> Rou
     round
 }
 
-/// Resolves a Service name to an address once, so Sentinel never mixes names and IPs.
-async fn resolved(e: &Endpoint) -> Endpoint {
-    if let Host::Name(n) = &e.host {
-        if let Ok(Ok(mut it)) = tokio::time::timeout(
-            Duration::from_secs(2),
-            tokio::net::lookup_host((n.as_str(), e.port)),
-        )
-        .await
-        {
-            if let Some(sa) = it.next() {
-                return Endpoint {
-                    host: Host::Ip(sa.ip()),
-                    port: e.port,
-                };
-            }
-        }
-    }
-    e.clone()
-}
-
 /// How long `decide` may look before it reports back.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Patience {
@@ -529,26 +384,6 @@ impl fmt::Display for Undecided {
             Undecided::GaveUp(w) | Undecided::NeedsOwnSentinel(w) => f.write_str(w),
         }
     }
-}
-
-/// The sentinels to ask, resolved (names to addresses) and without duplicates.
-pub async fn resolved_all(list: &[Endpoint]) -> Vec<Endpoint> {
-    let mut out: Vec<Endpoint> = Vec::new();
-    for e in list {
-        let r = resolved(e).await;
-        if !out.contains(&r) {
-            out.push(r);
-        }
-    }
-    out
-}
-
-/// How long a master that stopped uncleanly waits for the sentinels to fail it over before it
-/// takes the role back with what its AOF holds: the time a failover takes (down-after, then the
-/// failover timeout), and at least Sentinel's TILT period (30 s: a sentinel whose process was
-/// stalled acts on nothing for that long).
-pub fn unclean_master_wait(cfg: &Config) -> Duration {
-    Duration::from_millis((2 * cfg.down_after_ms + cfg.failover_timeout_ms).max(30_000))
 }
 
 /// Whether a pod awaiting its own failover (`Verdict::AwaitFailover`) should make a sentinel
@@ -690,9 +525,7 @@ pub async fn decide(
     // sentinel is down, and then nothing better than the configured role is known).
     let mut silent_rounds = 0;
     let mut last_log = None::<tokio::time::Instant>;
-    // Since when this pod has awaited its own failover, and when it last forced one.
-    let mut awaiting = None::<tokio::time::Instant>;
-    let mut forced = None::<tokio::time::Instant>;
+    let mut pacing = Forcing::default();
     let mut election = crate::outage::Waiting::default();
     for round in 0u32..u32::MAX {
         let mut sentinels = resolved_all(&cfg.sentinels).await;
@@ -717,17 +550,8 @@ pub async fn decide(
                 up.push(c);
             }
         }
-        let unclean_wait_over = started.elapsed() >= unclean_master_wait(cfg);
-        let replica_up = match prior {
-            // A pod back on a new address may have been promoted at its old one unknowingly.
-            Some(p)
-                if (p.was_master() && p.unclean_stop.is_some() && !unclean_wait_over)
-                    || p.old_self.as_ref().is_some_and(|o| *o != me) =>
-            {
-                any_replica_up(cfg, &me, p.old_self.as_ref(), per_try).await
-            }
-            _ => false,
-        };
+        let unclean_wait_over = started.elapsed() >= cfg.timings().unclean_master_wait;
+        let replica_up = replica_up(cfg, &me, prior, unclean_wait_over, per_try).await;
         let pod = Pod {
             role: cfg.role,
             me: &me,
@@ -738,117 +562,27 @@ pub async fn decide(
             unclean_wait_over,
         };
         let v = verdict(&pod, &answers, &up, refused.as_deref());
-        if let Verdict::AwaitFailover(_) = &v {
-            let since = *awaiting.get_or_insert_with(tokio::time::Instant::now);
-            if patience != Patience::Boot
-                && force_failover_due(
-                    since.elapsed(),
-                    forced.map(|t| t.elapsed()),
-                    Duration::from_millis(cfg.down_after_ms),
-                    Duration::from_millis(cfg.failover_timeout_ms),
-                    &answers,
-                )
-            {
-                // Spaced by failover-timeout only once one started (it can be aborted); an
-                // attempt that found no sentinel able to start one (a peer pod down, TILT) is
-                // tried again next round (the soak, seed 20261206: a 10 s wait after such an
-                // attempt, a 15.6 s write gap).
-                let named = pick(&answers, &up).map(|a| a.master.clone());
-                let (started, outcome) =
-                    force_failover(cfg, &sentinels, &local, named.as_ref()).await;
-                if started {
-                    forced = Some(tokio::time::Instant::now());
-                }
-                tracing::warn!(waited_ms = since.elapsed().as_millis() as u64, %outcome, "no sentinel fails this pod over by itself: forcing the failover");
-            }
-        } else {
-            awaiting = None;
+        pacing
+            .after(cfg, &v, patience, &answers, &up, &sentinels, &local)
+            .await;
+        if let Some(d) = forced_promotion(cfg, &v, prior, patience, &answers, &me) {
+            return Ok(d);
         }
-        // The operator's explicit choice (`promote --force`) for a majority that never returns.
-        if let (
-            Verdict::Retry(why) | Verdict::AwaitFailover(why),
-            Some(p),
-            Patience::Budget | Patience::Forever,
-        ) = (&v, prior, patience)
-        {
-            if crate::state::take_promotion_request(cfg) {
-                let seen: Vec<String> = answers
-                    .iter()
-                    .map(|a| format!("{} at epoch {}", a.master, a.config_epoch))
-                    .collect();
-                let claim = answers
-                    .iter()
-                    .map(|a| a.config_epoch)
-                    .max()
-                    .unwrap_or(0)
-                    .max(p.epoch)
-                    + 1;
-                tracing::warn!(
-                    this_pod_knew = %p,
-                    sentinels_answered = %seen.join(", "),
-                    waiting_for = %why,
-                    claim_epoch = claim,
-                    "promote --force: becoming master with this pod's data; writes only the absent pods hold are discarded"
-                );
-                return Ok(Decision {
-                    role: Role::Master,
-                    master: me.clone(),
-                    reason: format!("operator forced promotion (promote --force) at epoch {claim}"),
-                    claim_epoch: Some(claim),
-                });
-            }
-        }
-        // After a full outage whose last master stays away, the majority elects (outage.rs).
-        let v = match (v, prior, patience) {
-            (Verdict::Retry(why), Some(p), Patience::Forever) => {
-                match election
-                    .round(cfg, p, &sentinels, &answers, &up, known, &me)
-                    .await
-                {
-                    Ok(d) => return Ok(d),
-                    Err(note) => Verdict::Retry(format!("{why}; {note}")),
-                }
-            }
-            (v, _, _) => v,
-        };
-        // A master elected while this pod was away may not answer at its epoch yet (outage.rs).
-        let v = match (v, prior) {
-            (Verdict::Decided(d), Some(_)) if d.role == Role::Master => {
-                match crate::outage::vetoed(cfg, &sentinels, &answers).await {
-                    Some(why) => Verdict::Retry(why),
-                    None => Verdict::Decided(d),
-                }
-            }
-            (v, _) => v,
-        };
-        match v {
-            Verdict::Decided(d) => return Ok(d),
-            Verdict::Retry(why) | Verdict::AwaitFailover(why)
-                if prior.is_some() && patience == Patience::Boot =>
-            {
-                return Err(Undecided::NeedsOwnSentinel(why));
-            }
-            // A pod with state waits as long as it takes for enough of the cluster to be back:
-            // it never guesses. The orchestrator sees it unready; SIGTERM ends the wait.
-            Verdict::Retry(why) | Verdict::AwaitFailover(why) if patience == Patience::Forever => {
-                if last_log.map_or(true, |t| t.elapsed() >= Duration::from_secs(5)) {
-                    last_log = Some(tokio::time::Instant::now());
-                    tracing::warn!(round, waited_s = started.elapsed().as_secs(), reason = %why, "role not decided: waiting");
-                }
-            }
-            // Somebody answered or refused all along: this is no first boot, and --role could
-            // make a second master (we may be cut off from the master they name, or a failover
-            // of this very pod may be retrying). Give up instead; an orchestrator's restart or
-            // the supervisor's backoff asks again later.
-            Verdict::Retry(why) | Verdict::AwaitFailover(why) if started.elapsed() >= budget => {
-                return Err(Undecided::GaveUp(format!(
-                    "gave up after {} ms: {why}",
-                    budget.as_millis()
-                )));
-            }
-            Verdict::Retry(why) | Verdict::AwaitFailover(why) => {
-                tracing::info!(round, reason = %why, "role not decided yet")
-            }
+        let v = outage_rules(
+            cfg,
+            v,
+            prior,
+            patience,
+            &mut election,
+            &sentinels,
+            &answers,
+            &up,
+            known,
+            &me,
+        )
+        .await;
+        if let Some(end) = settle(v, prior, patience, started, budget, round, &mut last_log) {
+            return end;
         }
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
@@ -857,80 +591,215 @@ pub async fn decide(
     ))
 }
 
+/// Since when this pod has awaited its own failover, and when it last forced one.
+#[derive(Default)]
+struct Forcing {
+    awaiting: Option<tokio::time::Instant>,
+    forced: Option<tokio::time::Instant>,
+}
+
+impl Forcing {
+    /// After a round's verdict: a pod awaiting its own failover makes a sentinel start it once
+    /// the sentinels would have by themselves (`force_failover_due`).
+    #[allow(clippy::too_many_arguments)]
+    async fn after(
+        &mut self,
+        cfg: &Config,
+        v: &Verdict,
+        patience: Patience,
+        answers: &[Answer],
+        up: &[Endpoint],
+        sentinels: &[Endpoint],
+        local: &Endpoint,
+    ) {
+        if let Verdict::AwaitFailover(_) = v {
+            let since = *self.awaiting.get_or_insert_with(tokio::time::Instant::now);
+            if patience != Patience::Boot
+                && force_failover_due(
+                    since.elapsed(),
+                    self.forced.map(|t| t.elapsed()),
+                    Duration::from_millis(cfg.down_after_ms),
+                    Duration::from_millis(cfg.failover_timeout_ms),
+                    answers,
+                )
+            {
+                // Spaced by failover-timeout only once one started (it can be aborted); an
+                // attempt that found no sentinel able to start one (a peer pod down, TILT) is
+                // tried again next round (the soak, seed 20261206: a 10 s wait after such an
+                // attempt, a 15.6 s write gap).
+                let named = pick(answers, up).map(|a| a.master.clone());
+                let (started, outcome) =
+                    force_failover(cfg, sentinels, local, named.as_ref()).await;
+                if started {
+                    self.forced = Some(tokio::time::Instant::now());
+                }
+                tracing::warn!(waited_ms = since.elapsed().as_millis() as u64, %outcome, "no sentinel fails this pod over by itself: forcing the failover");
+            }
+        } else {
+            self.awaiting = None;
+        }
+    }
+}
+
+/// Whether a pod that knew a master role may have a replica promoted in its place.
+async fn replica_up(
+    cfg: &Config,
+    me: &Endpoint,
+    prior: Option<&Prior>,
+    unclean_wait_over: bool,
+    per_try: Duration,
+) -> bool {
+    match prior {
+        // A pod back on a new address may have been promoted at its old one unknowingly.
+        Some(p)
+            if (p.was_master() && p.unclean_stop.is_some() && !unclean_wait_over)
+                || p.old_self.as_ref().is_some_and(|o| o != me) =>
+        {
+            any_replica_up(cfg, me, p.old_self.as_ref(), per_try).await
+        }
+        _ => false,
+    }
+}
+
+/// The operator's explicit choice (`promote --force`) for a majority that never returns.
+fn forced_promotion(
+    cfg: &Config,
+    v: &Verdict,
+    prior: Option<&Prior>,
+    patience: Patience,
+    answers: &[Answer],
+    me: &Endpoint,
+) -> Option<Decision> {
+    if let (
+        Verdict::Retry(why) | Verdict::AwaitFailover(why),
+        Some(p),
+        Patience::Budget | Patience::Forever,
+    ) = (v, prior, patience)
+    {
+        if crate::state::take_promotion_request(cfg) {
+            let seen: Vec<String> = answers
+                .iter()
+                .map(|a| format!("{} at epoch {}", a.master, a.config_epoch))
+                .collect();
+            let claim = answers
+                .iter()
+                .map(|a| a.config_epoch)
+                .max()
+                .unwrap_or(0)
+                .max(p.epoch)
+                + 1;
+            tracing::warn!(
+                this_pod_knew = %p,
+                sentinels_answered = %seen.join(", "),
+                waiting_for = %why,
+                claim_epoch = claim,
+                "promote --force: becoming master with this pod's data; writes only the absent pods hold are discarded"
+            );
+            return Some(Decision {
+                role: Role::Master,
+                master: me.clone(),
+                reason: format!("operator forced promotion (promote --force) at epoch {claim}"),
+                claim_epoch: Some(claim),
+            });
+        }
+    }
+    None
+}
+
+/// After a full outage: the majority's election, and the veto of an election seen elsewhere.
+#[allow(clippy::too_many_arguments)]
+async fn outage_rules(
+    cfg: &Config,
+    v: Verdict,
+    prior: Option<&Prior>,
+    patience: Patience,
+    election: &mut crate::outage::Waiting,
+    sentinels: &[Endpoint],
+    answers: &[Answer],
+    up: &[Endpoint],
+    known: usize,
+    me: &Endpoint,
+) -> Verdict {
+    // After a full outage whose last master stays away, the majority elects (outage.rs).
+    let v = match (v, prior, patience) {
+        (Verdict::Retry(why), Some(p), Patience::Forever) => {
+            match election
+                .round(cfg, p, sentinels, answers, up, known, me)
+                .await
+            {
+                Ok((epoch, reason)) => {
+                    return Verdict::Decided(Decision {
+                        role: Role::Master,
+                        master: me.clone(),
+                        reason,
+                        claim_epoch: Some(epoch),
+                    })
+                }
+                Err(note) => Verdict::Retry(format!("{why}; {note}")),
+            }
+        }
+        (v, _, _) => v,
+    };
+    // A master elected while this pod was away may not answer at its epoch yet (outage.rs).
+    let v = match (v, prior) {
+        (Verdict::Decided(d), Some(_)) if d.role == Role::Master => {
+            match crate::outage::vetoed(cfg, sentinels, answers).await {
+                Some(why) => Verdict::Retry(why),
+                None => Verdict::Decided(d),
+            }
+        }
+        (v, _) => v,
+    };
+    v
+}
+
+/// What a round's final verdict means for the wait: Some(the end of `decide`), or None to go on.
+fn settle(
+    v: Verdict,
+    prior: Option<&Prior>,
+    patience: Patience,
+    started: tokio::time::Instant,
+    budget: Duration,
+    round: u32,
+    last_log: &mut Option<tokio::time::Instant>,
+) -> Option<Result<Decision, Undecided>> {
+    match v {
+        Verdict::Decided(d) => return Some(Ok(d)),
+        Verdict::Retry(why) | Verdict::AwaitFailover(why)
+            if prior.is_some() && patience == Patience::Boot =>
+        {
+            return Some(Err(Undecided::NeedsOwnSentinel(why)));
+        }
+        // A pod with state waits as long as it takes for enough of the cluster to be back:
+        // it never guesses. The orchestrator sees it unready; SIGTERM ends the wait.
+        Verdict::Retry(why) | Verdict::AwaitFailover(why) if patience == Patience::Forever => {
+            if last_log.map_or(true, |t| t.elapsed() >= Duration::from_secs(5)) {
+                *last_log = Some(tokio::time::Instant::now());
+                tracing::warn!(round, waited_s = started.elapsed().as_secs(), reason = %why, "role not decided: waiting");
+            }
+        }
+        // Somebody answered or refused all along: this is no first boot, and --role could
+        // make a second master (we may be cut off from the master they name, or a failover
+        // of this very pod may be retrying). Give up instead; an orchestrator's restart or
+        // the supervisor's backoff asks again later.
+        Verdict::Retry(why) | Verdict::AwaitFailover(why) if started.elapsed() >= budget => {
+            return Some(Err(Undecided::GaveUp(format!(
+                "gave up after {} ms: {why}",
+                budget.as_millis()
+            ))));
+        }
+        Verdict::Retry(why) | Verdict::AwaitFailover(why) => {
+            tracing::info!(round, reason = %why, "role not decided yet")
+        }
+    }
+    None
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn entries_are_judged_by_flags_and_failover_state() {
-        let ep = |p: u16| Endpoint {
-            host: Host::Ip("10.0.0.1".parse().expect("ip")),
-            port: p,
-        };
-        let entry = |flags: &str, state: &str, named: Option<u16>| redisio::MasterEntry {
-            addr: ep(1),
-            flags: flags.split(',').map(String::from).collect(),
-            failover_state: state.into(),
-            config_epoch: 7,
-            known_sentinels: 2,
-            named: named.map(ep),
-        };
-        // (flags, failover-state, GET-MASTER-ADDR-BY-NAME) -> (master port, unsettled)
-        let table = [
-            ("master", "none", None, 1, false),
-            ("master,s_down", "none", None, 1, false),
-            ("master,s_down,o_down", "none", None, 1, true),
-            (
-                "master,failover_in_progress",
-                "wait_start",
-                Some(1),
-                1,
-                true,
-            ),
-            (
-                "master,failover_in_progress",
-                "wait_promotion",
-                Some(1),
-                1,
-                true,
-            ),
-            (
-                "master,failover_in_progress",
-                "reconf_slaves",
-                Some(2),
-                2,
-                false,
-            ),
-            (
-                "master,o_down,failover_in_progress",
-                "update_config",
-                Some(2),
-                2,
-                false,
-            ),
-            // Promoted, but the second query failed to name anyone: the old address, settled.
-            (
-                "master,failover_in_progress",
-                "reconf_slaves",
-                None,
-                1,
-                false,
-            ),
-        ];
-        for (flags, state, named, port, unsettled) in table {
-            let a = judge_entry(&entry(flags, state, named));
-            assert_eq!(
-                (
-                    a.master.port,
-                    a.unsettled,
-                    a.config_epoch,
-                    a.known_sentinels
-                ),
-                (port, unsettled, 7, 2),
-                "{flags} {state} {named:?}"
-            );
-        }
-    }
+    use crate::sentinel::fixtures::{ans, ep};
+    use crate::state::UncleanStop;
 
     #[allow(clippy::too_many_arguments)]
     fn verdict(
@@ -953,19 +822,6 @@ mod tests {
             unclean_wait_over: false,
         };
         super::verdict(&pod, answers, up, refused)
-    }
-
-    fn ep(s: &str) -> Endpoint {
-        crate::config::parse_endpoint("t", s).expect("endpoint")
-    }
-
-    fn ans(m: &str, epoch: u64, unsettled: bool) -> Answer {
-        Answer {
-            master: ep(m),
-            config_epoch: epoch,
-            unsettled,
-            known_sentinels: 2,
-        }
     }
 
     #[test]

@@ -39,18 +39,17 @@ use tokio::time::Instant;
 use crate::cleanup;
 use crate::config::Server;
 use crate::config::{Config, Endpoint};
-use crate::discover::Answer;
 use crate::redisio::{self, Repl};
+use crate::sentinel::Answer;
 
 /// Sentinel's INFO period (default 10 000 ms): how soon a linked replica becomes promotable.
 pub const INFO_PERIOD_MS: u64 = 1000;
 /// Sentinel's hello period (default 2 000 ms): how soon peers and new configurations spread.
 pub const PUBLISH_PERIOD_MS: u64 = 500;
 
-/// Sentinel's TILT period for a down-after (see the module header).
-pub fn tilt_period_ms(down_after_ms: u64) -> u64 {
-    down_after_ms.clamp(3_000, 30_000)
-}
+/// Sentinel's TILT period for a down-after: see the module header and config::Timings.
+#[cfg(test)]
+use crate::config::tilt_period_ms;
 /// Events are often several in a row (`+switch-master` then `+slave` lines): one check for all.
 const DEBOUNCE: Duration = Duration::from_millis(100);
 /// How often the companion looks at the clock: a tick that comes much later than due means the
@@ -202,7 +201,7 @@ async fn after_stall(cfg: &Config, stalled: Duration) {
     let t = Duration::from_millis(300);
     let me = cfg.own(Server::Redis);
     let local = cfg.own(Server::Sentinel);
-    let peers: Vec<Endpoint> = crate::discover::resolved_all(&cfg.sentinels)
+    let peers: Vec<Endpoint> = crate::redisio::resolved_all(&cfg.sentinels)
         .await
         .into_iter()
         .filter(|s| *s != local)
@@ -350,31 +349,6 @@ async fn fence(cfg: &Config, why: &str) {
     tracing::warn!(outcome = %outcome, unpaused = lifted.is_ok(), "write fence lifted");
 }
 
-/// The up sentinels our own sentinel knows, and how many it knows in all (ours included).
-pub async fn up_sentinels(
-    cfg: &Config,
-    local: &Endpoint,
-    t: Duration,
-) -> redis::RedisResult<(Vec<Endpoint>, usize)> {
-    let mut con = redisio::connect(&cfg.conn, local, Server::Sentinel, t).await?;
-    let list: Vec<std::collections::HashMap<String, String>> = redisio::query(
-        &mut con,
-        redis::cmd("SENTINEL").arg("SENTINELS").arg(&cfg.group),
-        t,
-    )
-    .await?;
-    let known = list.len() + 1;
-    let up = list
-        .iter()
-        .filter(|m| {
-            !m.get("flags")
-                .is_some_and(|f| f.split(',').any(|x| x == "s_down" || x == "disconnected"))
-        })
-        .filter_map(redisio::entry_endpoint)
-        .collect();
-    Ok((up, known))
-}
-
 /// Every answer of `sentinels`, asked in parallel.
 pub async fn answers(cfg: &Config, sentinels: &[Endpoint], t: Duration) -> Vec<Answer> {
     let mut set = tokio::task::JoinSet::new();
@@ -402,7 +376,7 @@ async fn look(cfg: &Config) -> (Action, Option<Endpoint>) {
     let t = Duration::from_millis(500);
     let local = cfg.own(Server::Sentinel);
     let me = cfg.own(Server::Redis);
-    let (mut others, known) = match up_sentinels(cfg, &local, t).await {
+    let (mut others, known) = match redisio::up_sentinels(&cfg.conn, &local, &cfg.group, t).await {
         Ok(p) => p,
         Err(e) => {
             return (
@@ -413,7 +387,7 @@ async fn look(cfg: &Config) -> (Action, Option<Endpoint>) {
     };
     // The configured list too: a pod whose sentinel knows no peer (it crowned itself on a first
     // boot while the others were away) must still hear the majority.
-    for s in crate::discover::resolved_all(&cfg.sentinels).await {
+    for s in crate::redisio::resolved_all(&cfg.sentinels).await {
         if !others.contains(&s) && s != local {
             others.push(s);
         }
@@ -493,7 +467,7 @@ async fn looks_consistent(cfg: &Config, local: &Endpoint, cons: &mut Cons) -> bo
 /// (older than 7.0) keeps its defaults: slower, not wrong.
 async fn tune(cfg: &Config, local: &Endpoint) {
     let t = Duration::from_millis(500);
-    let tilt = tilt_period_ms(cfg.down_after_ms);
+    let tilt = cfg.timings().tilt_period.as_millis() as u64;
     let r = async {
         let mut con = redisio::connect(&cfg.conn, local, Server::Sentinel, t).await?;
         redisio::query::<()>(
@@ -567,7 +541,12 @@ async fn sleep_until_opt(d: Option<Instant>) {
 }
 
 /// Runs for the life of the pod; dropped when a stop begins (a handover must not race it).
-pub async fn run(cfg: Config, cleanup_settings: cleanup::Settings, base_priority: u32, tx: Tx) {
+pub async fn run(
+    cfg: Config,
+    cleanup_settings: cleanup::Settings,
+    base_priority: u32,
+    restart_sentinel: RestartSentinel,
+) {
     let local = cfg.own(Server::Sentinel);
     let every = (cleanup_settings.interval_ms > 0)
         .then(|| Duration::from_millis(cleanup_settings.interval_ms));
@@ -576,7 +555,7 @@ pub async fn run(cfg: Config, cleanup_settings: cleanup::Settings, base_priority
     let mut watch = Watch {
         last: None,
         stale: None,
-        tx,
+        restart_sentinel,
     };
     let mut cons = Cons::default();
     // The version rule (engine.rs) is looked at after every follow look and cleanup tick (the
@@ -661,7 +640,10 @@ pub async fn run(cfg: Config, cleanup_settings: cleanup::Settings, base_priority
     }
 }
 
-type Tx = tokio::sync::mpsc::UnboundedSender<crate::supervise::Event>;
+/// How the companion asks its owner (the supervisor, which owns the sentinel process) to restart
+/// our sentinel monitoring the given master. A callback rather than the supervisor's event
+/// type, so that this module does not import the one that runs it.
+pub type RestartSentinel = Box<dyn Fn(Endpoint) + Send + Sync>;
 
 /// What the companion remembers between looks.
 struct Watch {
@@ -670,8 +652,7 @@ struct Watch {
     /// Since when our own sentinel has named another master than the majority, and which one
     /// the majority names.
     stale: Option<(Endpoint, Instant)>,
-    /// To the supervisor, which owns the sentinel process.
-    tx: Tx,
+    restart_sentinel: RestartSentinel,
 }
 
 impl Watch {
@@ -703,9 +684,7 @@ impl Watch {
                 stale_ms = now.duration_since(since).as_millis() as u64,
                 "our sentinel alone still names another master: restarting it to monitor the majority's"
             );
-            let _ = self
-                .tx
-                .send(crate::supervise::Event::SentinelStale(master.clone()));
+            (self.restart_sentinel)(master.clone());
             self.stale = Some((master, now));
         }
         Some(now + STALE_RECHECK)
@@ -734,19 +713,7 @@ fn log_action(a: &Action, last: &mut Option<String>) {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn ep(s: &str) -> Endpoint {
-        crate::config::parse_endpoint("t", s).expect("endpoint")
-    }
-
-    fn ans(m: &str, epoch: u64, unsettled: bool) -> Answer {
-        Answer {
-            master: ep(m),
-            config_epoch: epoch,
-            unsettled,
-            known_sentinels: 2,
-        }
-    }
+    use crate::sentinel::fixtures::{ans, ep};
 
     fn master(replid: &str, replid2: &str, second: i64) -> Repl {
         Repl {
@@ -1027,7 +994,7 @@ mod tests {
     fn election_events_fence_only_an_election_about_this_master() {
         let me = crate::config::parse_endpoint("t", "10.0.0.3:6379").unwrap();
         let me6 = crate::config::parse_endpoint("t", "[fd88::3]:6379").unwrap();
-        let names = |m: &str, epoch| crate::discover::Answer {
+        let names = |m: &str, epoch| crate::sentinel::Answer {
             master: crate::config::parse_endpoint("t", m).unwrap(),
             config_epoch: epoch,
             unsettled: false,
@@ -1039,7 +1006,7 @@ mod tests {
             &str,
             &str,
             &Endpoint,
-            Option<&crate::discover::Answer>,
+            Option<&crate::sentinel::Answer>,
             bool,
         )> = vec![
             (

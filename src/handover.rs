@@ -17,7 +17,8 @@ use tokio::time::Instant;
 
 use crate::config::Server;
 use crate::config::{Config, Endpoint};
-use crate::redisio;
+use crate::redisio::{self, healthy, replicas};
+use crate::sentinel::{Flag, ReplicaView};
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Outcome {
@@ -44,40 +45,6 @@ impl fmt::Display for Outcome {
             Outcome::Failed(why) => write!(f, "failed, stopping anyway: {why}"),
         }
     }
-}
-
-/// One replica as the master lists it in `INFO replication`.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ReplicaInfo {
-    pub addr: Endpoint,
-    pub online: bool,
-    pub offset: u64,
-    pub lag: u64,
-}
-
-/// Parses `slaveN:ip=..,port=..,state=online,offset=..,lag=..` lines.
-pub fn replicas(info: &str) -> Vec<ReplicaInfo> {
-    info.lines()
-        .filter(|l| l.starts_with("slave") && l.contains(":ip="))
-        .filter_map(|l| {
-            let (_, kv) = l.split_once(':')?;
-            let get = |k: &str| {
-                kv.split(',')
-                    .find_map(|p| p.strip_prefix(k).and_then(|v| v.strip_prefix('=')))
-            };
-            Some(ReplicaInfo {
-                addr: Endpoint::from_fields(get("ip")?, get("port")?)?,
-                online: get("state")? == "online",
-                offset: get("offset")?.parse().ok()?,
-                lag: get("lag").and_then(|v| v.parse().ok()).unwrap_or(u64::MAX),
-            })
-        })
-        .collect()
-}
-
-/// A replica worth promoting: online and heard from within the last 2 s.
-pub fn healthy(r: &ReplicaInfo) -> bool {
-    r.online && r.lag <= 2
 }
 
 const STEP: Duration = Duration::from_millis(20);
@@ -462,20 +429,13 @@ async fn sentinel_replica_priorities(
     sentinel: &Endpoint,
     t: Duration,
 ) -> redis::RedisResult<Vec<(Endpoint, u32)>> {
-    let mut con = redisio::connect(&cfg.conn, sentinel, Server::Sentinel, t).await?;
-    let list: Vec<std::collections::HashMap<String, String>> = redisio::query(
-        &mut con,
-        redis::cmd("SENTINEL").arg("REPLICAS").arg(&cfg.group),
-        t,
+    Ok(
+        redisio::sentinel_replicas(&cfg.conn, sentinel, &cfg.group, t)
+            .await?
+            .into_iter()
+            .filter_map(|r| Some((r.addr, r.priority?)))
+            .collect(),
     )
-    .await?;
-    Ok(list
-        .iter()
-        .filter_map(|m| {
-            let p = m.get("slave-priority")?.parse().ok()?;
-            Some((redisio::entry_endpoint(m)?, p))
-        })
-        .collect())
 }
 
 /// Replicas our sentinel could promote right now: known, reachable, linked, priority > 0, and
@@ -486,26 +446,14 @@ async fn sentinel_replicas(
     sentinel: &Endpoint,
     t: Duration,
 ) -> redis::RedisResult<Vec<Endpoint>> {
-    let mut con = redisio::connect(&cfg.conn, sentinel, Server::Sentinel, t).await?;
-    let list: Vec<std::collections::HashMap<String, String>> = redisio::query(
-        &mut con,
-        redis::cmd("SENTINEL").arg("REPLICAS").arg(&cfg.group),
-        t,
+    Ok(
+        redisio::sentinel_replicas(&cfg.conn, sentinel, &cfg.group, t)
+            .await?
+            .into_iter()
+            .filter(ReplicaView::is_promotable_now)
+            .map(|r| r.addr)
+            .collect(),
     )
-    .await?;
-    Ok(list
-        .iter()
-        .filter(|m| {
-            !m.get("flags")
-                .is_some_and(|f| f.split(',').any(|x| x == "s_down" || x == "disconnected"))
-                && m.get("master-link-status").map(String::as_str) == Some("ok")
-                && m.get("slave-priority").map(String::as_str) != Some("0")
-                && m.get("info-refresh")
-                    .and_then(|v| v.parse::<u64>().ok())
-                    .is_some_and(|ms| ms < 2000)
-        })
-        .filter_map(redisio::entry_endpoint)
-        .collect())
 }
 
 /// The handover is finished when the cluster knows, not when our sentinel does: every other
@@ -533,7 +481,8 @@ async fn finish(
         let sentinels = match &peers {
             Some(p) => p.clone(),
             None => {
-                let mut up = match crate::follow::up_sentinels(cfg, &sentinel, t).await {
+                let mut up = match redisio::up_sentinels(&cfg.conn, &sentinel, &cfg.group, t).await
+                {
                     Ok((up, _)) => up,
                     Err(_) => Vec::new(),
                 };
@@ -646,7 +595,7 @@ async fn clients_told(cfg: &Config, plan: &Plan, new_master: &Endpoint, deadline
     let started = Instant::now();
     let until = deadline.min(started + CLIENTS_TOLD_CAP);
     let own = &plan.sentinel;
-    let peers = match crate::follow::up_sentinels(cfg, own, t).await {
+    let peers = match redisio::up_sentinels(&cfg.conn, own, &cfg.group, t).await {
         Ok((up, _)) => up,
         Err(_) => Vec::new(),
     };
@@ -827,17 +776,8 @@ async fn steps(
                 break 'found c.clone();
             }
         }
-        let reply: Option<(String, String)> = redisio::query(
-            &mut scon,
-            redis::cmd("SENTINEL")
-                .arg("GET-MASTER-ADDR-BY-NAME")
-                .arg(&cfg.group),
-            t,
-        )
-        .await
-        .ok()
-        .flatten();
-        if let Some(e) = reply.and_then(|(h, p)| Endpoint::from_fields(&h, &p)) {
+        let named = redisio::master_addr_on(&mut scon, &cfg.group, t).await;
+        if let Some(e) = named.ok().flatten() {
             if e != self_addr && redisio::is_master(&cfg.conn, &e, t).await {
                 break 'found e;
             }
@@ -964,7 +904,7 @@ async fn hide_old_master_until_end(
     while Instant::now() < until {
         // SENTINEL MASTER's own flags: the raw entry, not discover's judgement of it.
         if let Ok(Some(e)) = redisio::sentinel_master_on(scon, &cfg.group, t).await {
-            if !e.flags.iter().any(|f| f == "failover_in_progress") {
+            if !e.flags.has(Flag::FailoverInProgress) {
                 ended = true;
                 break;
             }
@@ -1053,30 +993,5 @@ mod tests {
             let want = want.map(|n| format!("10.0.0.{n}:6379"));
             assert_eq!(got, want, "{why}");
         }
-    }
-
-    #[test]
-    fn parses_replica_lines() {
-        let info = "# Replication\r\nrole:master\r\nconnected_slaves:2\r\nslave0:ip=10.0.0.2,port=6379,state=online,offset=420,lag=0\r\nslave1:ip=10.0.0.3,port=6379,state=wait_bgsave,offset=0,lag=5\r\nmaster_repl_offset:420\r\n";
-        let r = replicas(info);
-        assert_eq!(r.len(), 2);
-        assert_eq!(r[0].addr.to_string(), "10.0.0.2:6379");
-        assert!(healthy(&r[0]));
-        assert!(!healthy(&r[1]));
-        assert_eq!(r[0].offset, 420);
-    }
-
-    /// INFO writes IPv6 replicas bare (`ip=fd88::22,port=6379`); they come out as the same
-    /// Endpoint this pod and Sentinel's fields give.
-    #[test]
-    fn parses_ipv6_replica_lines() {
-        let info = "role:master\r\nslave0:ip=fd88::22,port=6379,state=online,offset=9,lag=0\r\n";
-        let r = replicas(info);
-        assert_eq!(r.len(), 1);
-        assert_eq!(r[0].addr.to_string(), "[fd88::22]:6379");
-        assert_eq!(
-            Some(&r[0].addr),
-            Endpoint::from_fields("fd88::22", "6379").as_ref()
-        );
     }
 }

@@ -13,6 +13,7 @@ mod outage;
 mod probe;
 mod redisio;
 mod render;
+mod sentinel;
 mod splitvote;
 mod state;
 mod status;
@@ -392,7 +393,7 @@ async fn run(cfg: Config, bases: render::Bases) -> i32 {
         // With `appendfsync always` the AOF holds every acknowledged write whatever the stop;
         // a master that was not handed over may be being failed over whatever its AOF holds.
         p.unclean_stop = state::data_node_last_stop(&cfg)
-            .filter(|u| !cfg.strict_durability || *u == discover::UncleanStop::NotHandedOver);
+            .filter(|u| !cfg.strict_durability || *u == state::UncleanStop::NotHandedOver);
         tracing::info!(prior = %p, "the state directory holds what this pod knew; it decides only with a majority of the sentinels");
         let mut listed: Vec<&config::Endpoint> = Vec::new();
         for s in &cfg.sentinels {
@@ -417,7 +418,7 @@ async fn run(cfg: Config, bases: render::Bases) -> i32 {
             (Ok(d), p) => {
                 tracing::info!(role = %d.role, master = %d.master, reason = %d.reason, "role decided");
                 if let Some(p) = p.as_ref() {
-                    outage::report_dropped_tail(&cfg, p, &d).await;
+                    outage::report_dropped_tail(&cfg, p, d.role, &d.master).await;
                 }
                 supervise::Boot::Decided(d)
             }
@@ -440,11 +441,14 @@ async fn run(cfg: Config, bases: render::Bases) -> i32 {
     // cleanup.rs). It lives as long as the supervisor serves.
     // The replica base file: a data node's priority matters only while it is a replica.
     let base_priority = engine::base_priority(&bases.redis_replica);
+    let tx = chan.0.clone();
     let cleanup = tokio::spawn(follow::run(
         cfg.clone(),
         cleanup_settings,
         base_priority,
-        chan.0.clone(),
+        Box::new(move |master| {
+            let _ = tx.send(supervise::Event::SentinelStale(master));
+        }),
     ));
     // What an election after a full outage compares (outage.rs): lives as long as PID 1.
     tokio::spawn(outage::record_offsets(cfg.clone()));
@@ -453,7 +457,7 @@ async fn run(cfg: Config, bases: render::Bases) -> i32 {
     let first_boot_replicas = match &boot {
         supervise::Boot::Decided(d) if state::read_prior_sentinel(&cfg).is_none() => {
             let me = cfg.own(Server::Redis);
-            discover::resolved_all(&cfg.sentinels)
+            redisio::resolved_all(&cfg.sentinels)
                 .await
                 .into_iter()
                 .map(|s| config::Endpoint {

@@ -15,8 +15,10 @@ use std::fmt;
 use std::time::Duration;
 
 use crate::config::{Config, Endpoint, Server};
-use crate::discover::{Answer, Prior};
 use crate::redisio;
+use crate::redisio::resolved_all;
+use crate::sentinel::Answer;
+use crate::state::Prior;
 
 const CLAIM: &str = "~claim~";
 const ELECTED: &str = "~elected~";
@@ -336,8 +338,9 @@ pub struct Waiting {
 }
 
 impl Waiting {
-    /// One round: `Ok` when this pod won an election, else what the wait is about (appended to
-    /// the discovery's "role not decided" line).
+    /// One round: `Ok((epoch, why))` when this pod won an election at `epoch` (it becomes
+    /// master and its sentinel claims that epoch), else what the wait is about (appended to the
+    /// discovery's "role not decided" line).
     #[allow(clippy::too_many_arguments)]
     pub async fn round(
         &mut self,
@@ -348,7 +351,7 @@ impl Waiting {
         up: &[Endpoint],
         known: usize,
         me: &Endpoint,
-    ) -> Result<crate::discover::Decision, String> {
+    ) -> Result<(u64, String), String> {
         if cfg.outage_elect_ms == 0 {
             return Err("no election after an outage (REDISHA_OUTAGE_ELECT_MS=0)".into());
         }
@@ -415,16 +418,14 @@ impl Waiting {
             claim_epoch = epoch,
             "elected master after the outage: writes only the lost master held are discarded; if it returns it follows this pod"
         );
-        Ok(crate::discover::Decision {
-            role: crate::config::Role::Master,
-            master: me.clone(),
-            reason: format!(
+        Ok((
+            epoch,
+            format!(
                 "elected by a majority after the outage at epoch {epoch}: {why} for {} ms; this pod has the highest offset ({})",
                 since.elapsed().as_millis(),
                 mine.offset
             ),
-            claim_epoch: Some(epoch),
-        })
+        ))
     }
 }
 
@@ -483,14 +484,19 @@ pub async fn vetoed(cfg: &Config, sentinels: &[Endpoint], answers: &[Answer]) ->
 }
 
 /// A pod that was master and now follows a master elected while it was away logs what it drops.
-pub async fn report_dropped_tail(cfg: &Config, prior: &Prior, d: &crate::discover::Decision) {
-    if !prior.was_master() || d.role != crate::config::Role::Replica {
+pub async fn report_dropped_tail(
+    cfg: &Config,
+    prior: &Prior,
+    role: crate::config::Role,
+    master: &Endpoint,
+) {
+    if !prior.was_master() || role != crate::config::Role::Replica {
         return;
     }
-    let sentinels = crate::discover::resolved_all(&cfg.sentinels).await;
+    let sentinels = resolved_all(&cfg.sentinels).await;
     let seen = gather(cfg, &sentinels, Duration::from_millis(1000)).await;
     if let Some(line) = dropped_tail(prior.epoch, read_offset(cfg), &seen.elected) {
-        tracing::warn!(master = %d.master, "{line}");
+        tracing::warn!(master = %master, "{line}");
     }
 }
 

@@ -8,6 +8,7 @@ use crate::config::Config;
 use crate::config::Endpoint;
 use crate::config::Server;
 use crate::redisio;
+use crate::sentinel::ReplicaView;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Mode {
@@ -170,63 +171,32 @@ async fn safety(
     con: &mut redis::aio::MultiplexedConnection,
     t: Duration,
 ) -> redis::RedisResult<Safety> {
-    use std::collections::HashMap;
-    let q = |sub: &str| {
-        let mut c = redis::cmd("SENTINEL");
-        c.arg(sub).arg(&cfg.group);
-        c
+    let Some(master) = redisio::sentinel_master_on(con, &cfg.group, t).await? else {
+        return Ok(Safety::default());
     };
-    let master: HashMap<String, String> = match redisio::query(con, &mut q("MASTER"), t).await {
-        Ok(m) => m,
-        Err(e) if e.kind() == redis::ErrorKind::Server(redis::ServerErrorKind::ResponseError) => {
-            return Ok(Safety::default())
-        }
-        Err(e) => return Err(e),
-    };
-    let sentinels: Vec<HashMap<String, String>> =
-        redisio::query(con, &mut q("SENTINELS"), t).await?;
-    let replicas: Vec<HashMap<String, String>> = redisio::query(con, &mut q("REPLICAS"), t).await?;
+    let sentinels = redisio::sentinel_peers_on(con, &cfg.group, t).await?;
+    let replicas = redisio::sentinel_replicas_on(con, &cfg.group, t).await?;
     let own_replica = match redisio::repl(&cfg.conn, &cfg.own(Server::Redis), t).await {
         Ok(r) if !r.is_master => Some((cfg.own(Server::Redis), r.link_up)),
         _ => None,
     };
     Ok(Safety {
         names_master: true,
-        master_down: down(&master),
+        master_down: master.is_down(),
         // Never above the configured one: the cleanup raises our sentinel's quorum out of reach
         // for a second after a reset so that it cannot lead a failover; the others still can.
-        quorum: master
-            .get("quorum")
-            .and_then(|v| v.parse().ok())
-            .map_or(cfg.quorum, |q: u32| q.min(cfg.quorum)),
+        quorum: master.quorum.map_or(cfg.quorum, |q| q.min(cfg.quorum)),
         sentinels_known: sentinels.len(),
-        sentinels_up: sentinels.iter().filter(|m| !down(m)).count(),
-        promotable: promotable(&replicas),
+        sentinels_up: sentinels.iter().filter(|p| p.is_up()).count(),
+        // Typed from their `ip`/`port` fields so that they compare with this pod's own address
+        // whatever the family.
+        promotable: replicas
+            .into_iter()
+            .filter(ReplicaView::is_promotable)
+            .map(|r| r.addr)
+            .collect(),
         own_replica,
     })
-}
-
-/// An entry of `SENTINEL MASTER/REPLICAS/SENTINELS` flagged down or disconnected.
-fn down(m: &std::collections::HashMap<String, String>) -> bool {
-    m.get("flags").is_some_and(|f| {
-        f.split(',')
-            .any(|x| x == "s_down" || x == "o_down" || x == "disconnected")
-    })
-}
-
-/// The replicas of a `SENTINEL REPLICAS` reply a failover could promote (up, linked, priority
-/// above 0), typed from their `ip`/`port` fields so that they compare with this pod's own
-/// address whatever the family.
-fn promotable(replicas: &[std::collections::HashMap<String, String>]) -> Vec<Endpoint> {
-    replicas
-        .iter()
-        .filter(|r| {
-            !down(r)
-                && r.get("master-link-status").map(String::as_str) == Some("ok")
-                && r.get("slave-priority").map(String::as_str) != Some("0")
-        })
-        .filter_map(redisio::entry_endpoint)
-        .collect()
 }
 
 fn classify(e: &redis::RedisError) -> Ping {
@@ -379,6 +349,16 @@ mod tests {
             let got = failover_safe(&s);
             assert_eq!(got.is_ok(), ok, "{name}: {got:?}");
         }
+    }
+
+    /// The promotable replicas of a `SENTINEL REPLICAS` reply, as `safety` takes them.
+    fn promotable(reply: &[std::collections::HashMap<String, String>]) -> Vec<Endpoint> {
+        reply
+            .iter()
+            .filter_map(ReplicaView::parse)
+            .filter(ReplicaView::is_promotable)
+            .map(|r| r.addr)
+            .collect()
     }
 
     /// Issue 27: on an IPv6 replica pod, the sentinel lists the replica with a bare `ip`

@@ -5,7 +5,8 @@ use std::time::Duration;
 
 use redis::AsyncConnectionConfig;
 
-use crate::config::{Conn, Endpoint, Server};
+use crate::config::{Conn, Endpoint, Host, Server};
+use crate::sentinel::{Flag, MasterView, PeerView, ReplicaView};
 
 pub fn client(conn: &Conn, e: &Endpoint, target: Server) -> redis::RedisResult<redis::Client> {
     let host = e.host.to_string();
@@ -88,77 +89,131 @@ async fn bounded<T>(
     }
 }
 
-/// One sentinel's entry for the group, as it reports it (`SENTINEL MASTER`), plus the address
-/// `GET-MASTER-ADDR-BY-NAME` gives: during a failover the two differ (see discover::judge_entry).
-/// No judgement here; discover.rs turns it into an answer.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct MasterEntry {
-    pub addr: Endpoint,
-    pub flags: Vec<String>,
-    pub failover_state: String,
-    pub config_epoch: u64,
-    pub known_sentinels: u64,
-    /// `GET-MASTER-ADDR-BY-NAME`, asked only while a failover is in progress.
-    pub named: Option<Endpoint>,
-}
-
 /// `SENTINEL MASTER <group>`: Ok(None) when the sentinel answers but does not know the group.
 pub async fn sentinel_master(
     conn: &Conn,
     s: &Endpoint,
     group: &str,
     timeout: Duration,
-) -> redis::RedisResult<Option<MasterEntry>> {
+) -> redis::RedisResult<Option<MasterView>> {
     let mut con = connect(conn, s, Server::Sentinel, timeout).await?;
     sentinel_master_on(&mut con, group, timeout).await
 }
 
-/// `SENTINEL MASTER` on an open connection.
+/// `SENTINEL MASTER` on an open connection, with `named` filled in while a failover runs.
 pub async fn sentinel_master_on(
     con: &mut redis::aio::MultiplexedConnection,
     group: &str,
     timeout: Duration,
-) -> redis::RedisResult<Option<MasterEntry>> {
+) -> redis::RedisResult<Option<MasterView>> {
     let mut con = con.clone();
-    let reply: redis::RedisResult<HashMap<String, String>> = bounded(
-        timeout,
-        redis::cmd("SENTINEL")
-            .arg("MASTER")
-            .arg(group)
-            .query_async(&mut con),
-    )
-    .await;
-    let m = match reply {
+    let m = match master_reply_on(&mut con, group, timeout).await {
         Ok(m) => m,
         Err(e) if e.kind() == redis::ErrorKind::Server(redis::ServerErrorKind::ResponseError) => {
             return Ok(None)
         }
         Err(e) => return Err(e),
     };
-    let Some(addr) = entry_endpoint(&m) else {
+    let Some(mut v) = MasterView::parse(&m) else {
         return Ok(None);
     };
-    let flags: Vec<String> = m
-        .get("flags")
-        .map(|f| f.split(',').map(String::from).collect())
-        .unwrap_or_default();
-    let named = if flags.iter().any(|f| f == "failover_in_progress") {
-        master_addr_on(&mut con, group, timeout).await?
-    } else {
-        None
-    };
-    let num = |k: &str| m.get(k).and_then(|v| v.parse().ok()).unwrap_or(0);
-    Ok(Some(MasterEntry {
-        addr,
-        failover_state: m
-            .get("failover-state")
-            .cloned()
-            .unwrap_or_else(|| "none".into()),
-        config_epoch: num("config-epoch"),
-        known_sentinels: num("num-other-sentinels"),
-        flags,
-        named,
-    }))
+    if v.flags.has(Flag::FailoverInProgress) {
+        v.named = master_addr_on(&mut con, group, timeout).await?;
+    }
+    Ok(Some(v))
+}
+
+/// `SENTINEL MASTER` as it is: an unknown group is the server's error, an entry without an
+/// address a parse error; `named` is not asked.
+pub async fn sentinel_master_view_on(
+    con: &mut redis::aio::MultiplexedConnection,
+    group: &str,
+    timeout: Duration,
+) -> redis::RedisResult<MasterView> {
+    let m = master_reply_on(con, group, timeout).await?;
+    MasterView::parse(&m).ok_or_else(|| {
+        redis::RedisError::from((
+            redis::ErrorKind::Parse,
+            "SENTINEL MASTER without a usable ip/port",
+        ))
+    })
+}
+
+async fn master_reply_on(
+    con: &mut redis::aio::MultiplexedConnection,
+    group: &str,
+    timeout: Duration,
+) -> redis::RedisResult<HashMap<String, String>> {
+    query(
+        con,
+        redis::cmd("SENTINEL").arg("MASTER").arg(group),
+        timeout,
+    )
+    .await
+}
+
+/// `SENTINEL REPLICAS <group>` or `SENTINEL SENTINELS <group>`, each entry parsed; an entry
+/// without an address is left out.
+async fn entries_on<T>(
+    con: &mut redis::aio::MultiplexedConnection,
+    list: &str,
+    group: &str,
+    timeout: Duration,
+    parse: fn(&HashMap<String, String>) -> Option<T>,
+) -> redis::RedisResult<Vec<T>> {
+    let cmd = &mut redis::cmd("SENTINEL");
+    let replies: Vec<HashMap<String, String>> =
+        query(con, cmd.arg(list).arg(group), timeout).await?;
+    Ok(replies.iter().filter_map(parse).collect())
+}
+
+/// `SENTINEL REPLICAS <group>`, parsed.
+pub async fn sentinel_replicas_on(
+    con: &mut redis::aio::MultiplexedConnection,
+    group: &str,
+    timeout: Duration,
+) -> redis::RedisResult<Vec<ReplicaView>> {
+    entries_on(con, "REPLICAS", group, timeout, ReplicaView::parse).await
+}
+
+/// `SENTINEL SENTINELS <group>`, parsed.
+pub async fn sentinel_peers_on(
+    con: &mut redis::aio::MultiplexedConnection,
+    group: &str,
+    timeout: Duration,
+) -> redis::RedisResult<Vec<PeerView>> {
+    entries_on(con, "SENTINELS", group, timeout, PeerView::parse).await
+}
+
+/// `SENTINEL REPLICAS` of the sentinel at `s`.
+pub async fn sentinel_replicas(
+    conn: &Conn,
+    s: &Endpoint,
+    group: &str,
+    timeout: Duration,
+) -> redis::RedisResult<Vec<ReplicaView>> {
+    let mut con = connect(conn, s, Server::Sentinel, timeout).await?;
+    sentinel_replicas_on(&mut con, group, timeout).await
+}
+
+/// The up sentinels the sentinel at `s` knows, and how many it knows in all (itself included).
+pub async fn up_sentinels(
+    conn: &Conn,
+    s: &Endpoint,
+    group: &str,
+    timeout: Duration,
+) -> redis::RedisResult<(Vec<Endpoint>, usize)> {
+    let mut con = connect(conn, s, Server::Sentinel, timeout).await?;
+    let peers = sentinel_peers_on(&mut con, group, timeout).await?;
+    Ok(crate::sentinel::up_peers(&peers))
+}
+
+/// `SENTINEL MYID`.
+pub async fn sentinel_myid_on(
+    con: &mut redis::aio::MultiplexedConnection,
+    timeout: Duration,
+) -> redis::RedisResult<String> {
+    query(con, redis::cmd("SENTINEL").arg("MYID"), timeout).await
 }
 
 /// What a data node reports about its replication (`INFO replication`).
@@ -201,6 +256,40 @@ impl Repl {
                 .unwrap_or(-1),
         })
     }
+}
+
+/// One replica as the master lists it in `INFO replication`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReplicaInfo {
+    pub addr: Endpoint,
+    pub online: bool,
+    pub offset: u64,
+    pub lag: u64,
+}
+
+/// Parses `slaveN:ip=..,port=..,state=online,offset=..,lag=..` lines.
+pub fn replicas(info: &str) -> Vec<ReplicaInfo> {
+    info.lines()
+        .filter(|l| l.starts_with("slave") && l.contains(":ip="))
+        .filter_map(|l| {
+            let (_, kv) = l.split_once(':')?;
+            let get = |k: &str| {
+                kv.split(',')
+                    .find_map(|p| p.strip_prefix(k).and_then(|v| v.strip_prefix('=')))
+            };
+            Some(ReplicaInfo {
+                addr: Endpoint::from_fields(get("ip")?, get("port")?)?,
+                online: get("state")? == "online",
+                offset: get("offset")?.parse().ok()?,
+                lag: get("lag").and_then(|v| v.parse().ok()).unwrap_or(u64::MAX),
+            })
+        })
+        .collect()
+}
+
+/// A replica worth promoting: online and heard from within the last 2 s.
+pub fn healthy(r: &ReplicaInfo) -> bool {
+    r.online && r.lag <= 2
 }
 
 /// `INFO replication` of `e`, parsed.
@@ -257,7 +346,7 @@ pub async fn master_addr(
     master_addr_on(&mut con, group, timeout).await
 }
 
-async fn master_addr_on(
+pub async fn master_addr_on(
     con: &mut redis::aio::MultiplexedConnection,
     group: &str,
     timeout: Duration,
@@ -341,13 +430,40 @@ pub async fn replicaof(
     .await
 }
 
-/// The address of an entry of `SENTINEL REPLICAS` / `SENTINEL SENTINELS`.
-pub fn entry_endpoint(m: &HashMap<String, String>) -> Option<Endpoint> {
-    Endpoint::from_fields(m.get("ip")?, m.get("port")?)
-}
-
 pub async fn is_master(conn: &Conn, e: &Endpoint, timeout: Duration) -> bool {
     matches!(info(conn, e, "replication", timeout).await, Ok(i) if info_field(&i, "role") == Some("master"))
+}
+
+/// Resolves a Service name to an address once, so Sentinel never mixes names and IPs.
+pub async fn resolved(e: &Endpoint) -> Endpoint {
+    if let Host::Name(n) = &e.host {
+        if let Ok(Ok(mut it)) = tokio::time::timeout(
+            Duration::from_secs(2),
+            tokio::net::lookup_host((n.as_str(), e.port)),
+        )
+        .await
+        {
+            if let Some(sa) = it.next() {
+                return Endpoint {
+                    host: Host::Ip(sa.ip()),
+                    port: e.port,
+                };
+            }
+        }
+    }
+    e.clone()
+}
+
+/// The sentinels to ask, resolved (names to addresses) and without duplicates.
+pub async fn resolved_all(list: &[Endpoint]) -> Vec<Endpoint> {
+    let mut out: Vec<Endpoint> = Vec::new();
+    for e in list {
+        let r = resolved(e).await;
+        if !out.contains(&r) {
+            out.push(r);
+        }
+    }
+    out
 }
 
 /// One command on an open connection, bounded.
@@ -451,4 +567,34 @@ pub async fn sentinel_add_marker(
         sentinel_set_on(&mut con, name, opt, 2_000_000_000, timeout).await?;
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_replica_lines() {
+        let info = "# Replication\r\nrole:master\r\nconnected_slaves:2\r\nslave0:ip=10.0.0.2,port=6379,state=online,offset=420,lag=0\r\nslave1:ip=10.0.0.3,port=6379,state=wait_bgsave,offset=0,lag=5\r\nmaster_repl_offset:420\r\n";
+        let r = replicas(info);
+        assert_eq!(r.len(), 2);
+        assert_eq!(r[0].addr.to_string(), "10.0.0.2:6379");
+        assert!(healthy(&r[0]));
+        assert!(!healthy(&r[1]));
+        assert_eq!(r[0].offset, 420);
+    }
+
+    /// INFO writes IPv6 replicas bare (`ip=fd88::22,port=6379`); they come out as the same
+    /// Endpoint this pod and Sentinel's fields give.
+    #[test]
+    fn parses_ipv6_replica_lines() {
+        let info = "role:master\r\nslave0:ip=fd88::22,port=6379,state=online,offset=9,lag=0\r\n";
+        let r = replicas(info);
+        assert_eq!(r.len(), 1);
+        assert_eq!(r[0].addr.to_string(), "[fd88::22]:6379");
+        assert_eq!(
+            Some(&r[0].addr),
+            Endpoint::from_fields("fd88::22", "6379").as_ref()
+        );
+    }
 }

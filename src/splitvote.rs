@@ -17,11 +17,11 @@
 //! sentinels, and an election that takes longer now ends here instead of in a 2 × failover-timeout
 //! hold-off.
 
-use std::collections::HashMap;
 use std::time::Duration;
 
 use crate::config::{Config, Endpoint, Server};
 use crate::redisio;
+use crate::sentinel::{Flag, FlagSet};
 
 /// Sentinel's election timeout as PID 1 sets it (default min(10 000, failover-timeout)).
 pub const ELECTION_TIMEOUT_MS: u64 = 1000;
@@ -43,11 +43,11 @@ pub fn who_retries(
     peers: &[Peer],
     master_flags: &[String],
 ) -> Result<Option<Endpoint>, String> {
-    let has = |f: &str| master_flags.iter().any(|x| x == f);
-    if !has("o_down") {
+    let flags = FlagSet::of(master_flags);
+    if !flags.has(Flag::ODown) {
         return Err("our sentinel no longer finds the master objectively down".into());
     }
-    if has("failover_in_progress") {
+    if flags.has(Flag::FailoverInProgress) {
         return Err("our sentinel is failing over already".into());
     }
     let total = peers.len() + 1;
@@ -74,14 +74,8 @@ pub async fn on_abort(cfg: &Config) {
     let local = cfg.own(Server::Sentinel);
     let looked = async {
         let mut con = redisio::connect(&cfg.conn, &local, Server::Sentinel, t).await?;
-        let own_id: String =
-            redisio::query(&mut con, redis::cmd("SENTINEL").arg("MYID"), t).await?;
-        let list: Vec<HashMap<String, String>> = redisio::query(
-            &mut con,
-            redis::cmd("SENTINEL").arg("SENTINELS").arg(&cfg.group),
-            t,
-        )
-        .await?;
+        let own_id = redisio::sentinel_myid_on(&mut con, t).await?;
+        let list = redisio::sentinel_peers_on(&mut con, &cfg.group, t).await?;
         let master = redisio::sentinel_master_on(&mut con, &cfg.group, t).await?;
         Ok::<_, redis::RedisError>((own_id, list, master))
     }
@@ -95,27 +89,21 @@ pub async fn on_abort(cfg: &Config) {
         }
     };
     let mut peers = Vec::new();
-    for m in &list {
-        let Some(addr) = redisio::entry_endpoint(m) else {
-            continue;
-        };
-        let up = !m.get("flags").is_some_and(|f| {
-            f.split(',')
-                .any(|x| x == "s_down" || x == "o_down" || x == "disconnected")
-        });
+    for p in list {
+        let up = p.is_up();
         let failing_over = up
             && matches!(
-                redisio::sentinel_master(&cfg.conn, &addr, &cfg.group, t).await,
-                Ok(Some(e)) if e.flags.iter().any(|f| f == "failover_in_progress")
+                redisio::sentinel_master(&cfg.conn, &p.addr, &cfg.group, t).await,
+                Ok(Some(e)) if e.flags.has(Flag::FailoverInProgress)
             );
         peers.push(Peer {
-            run_id: m.get("runid").cloned().unwrap_or_default(),
-            addr,
+            run_id: p.run_id.unwrap_or_default(),
+            addr: p.addr,
             up,
             failing_over,
         });
     }
-    let target = match who_retries(&own_id, &peers, &master.flags) {
+    let target = match who_retries(&own_id, &peers, master.flags.names()) {
         Ok(t) => t.unwrap_or(local),
         Err(why) => {
             tracing::info!(reason = %why, "split vote: nothing to restart from this pod");

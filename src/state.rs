@@ -1,11 +1,12 @@
 //! The state directory: where rendered files live and what Sentinel wrote survives restarts.
 
+use std::fmt;
 use std::fs;
 use std::io::{self, Write};
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
 use std::path::Path;
 
-use crate::config::Config;
+use crate::config::{Config, Endpoint};
 
 /// Variables that hold secrets: removed from every child's environment.
 pub const SECRET_VARS: &[&str] = &["REDIS_PASSWORD", "REDIS_SENTINEL_PASSWORD"];
@@ -111,7 +112,7 @@ pub fn read_identity(cfg: &Config) -> Option<crate::config::Endpoint> {
 /// Present while this pod's data node runs, and after it stopped as master without handing the
 /// role over: written when it starts, removed when it exits 0 as a replica or after a handover
 /// (a clean shutdown writes and fsyncs its AOF). Found at boot, it says why the sentinels may
-/// have a failover of this pod to make (discover::UncleanStop).
+/// have a failover of this pod to make (UncleanStop).
 fn data_node_marker_path(cfg: &Config) -> std::path::PathBuf {
     cfg.state_dir.join("data-node-running")
 }
@@ -135,8 +136,7 @@ pub fn mark_stopped_without_handover(cfg: &Config) -> io::Result<()> {
 }
 
 /// How the last data node of this pod ended, if that leaves a failover to make.
-pub fn data_node_last_stop(cfg: &Config) -> Option<crate::discover::UncleanStop> {
-    use crate::discover::UncleanStop;
+pub fn data_node_last_stop(cfg: &Config) -> Option<UncleanStop> {
     let text = fs::read_to_string(data_node_marker_path(cfg)).ok()?;
     Some(if text.trim() == NOT_HANDED_OVER {
         UncleanStop::NotHandedOver
@@ -145,12 +145,107 @@ pub fn data_node_last_stop(cfg: &Config) -> Option<crate::discover::UncleanStop>
     })
 }
 
-/// What this pod knew before, if anything (discover::Prior).
-pub fn read_prior(cfg: &Config) -> Option<crate::discover::Prior> {
+/// What this pod knew before, if anything (Prior).
+pub fn read_prior(cfg: &Config) -> Option<Prior> {
     let text = read_prior_sentinel(cfg)?;
-    let mut p = crate::discover::Prior::parse(&text, &cfg.group, cfg.redis_port)?;
+    let mut p = Prior::parse(&text, &cfg.group, cfg.redis_port)?;
     if let Some(id) = read_identity(cfg) {
         p.old_self = Some(id);
     }
     Some(p)
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Prior {
+    pub epoch: u64,
+    pub master: Endpoint,
+    /// This pod's data node as the others knew it last time.
+    pub old_self: Option<Endpoint>,
+    /// Other sentinels it knew.
+    pub known_sentinels: usize,
+    /// How its data node ended last time, when that leaves the sentinels a failover to make
+    /// (`None`: a clean stop, or a node that was handed over). Set at boot (main.rs); a restart
+    /// of a crashed data node inside a running pod is handover::after_crash's.
+    pub unclean_stop: Option<UncleanStop>,
+}
+
+/// Why a master that comes back must not take its role back while a replica is up.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum UncleanStop {
+    /// Killed or crashed, and the AOF is fsynced only every second: it may lack acknowledged
+    /// writes its replicas hold.
+    Crashed,
+    /// Stopped cleanly as master but no handover moved the role (it failed, or is off). Its
+    /// absence may already have started the others' failover of it, and Sentinel does not
+    /// abort an elected failover because the master answers again: serving at once would
+    /// acknowledge writes that failover then discards (the soak, seed 20261206: 94 lost).
+    NotHandedOver,
+}
+
+impl UncleanStop {
+    pub fn why(self) -> &'static str {
+        match self {
+            UncleanStop::Crashed => {
+                "this pod stopped uncleanly as master: its AOF may lack acknowledged writes a \
+                 live replica holds"
+            }
+            UncleanStop::NotHandedOver => {
+                "this pod stopped as master without handing over: the sentinels may already be \
+                 failing it over"
+            }
+        }
+    }
+}
+
+impl Prior {
+    /// `None` when the file holds no monitor line for the group: nothing was learned (first boot).
+    pub fn parse(text: &str, group: &str, redis_port: u16) -> Option<Prior> {
+        let master = crate::render::prior_monitor(text, group)?;
+        let mut epoch = 0;
+        let mut old_ip = None;
+        let mut known = 0;
+        for l in text.lines() {
+            let w: Vec<&str> = l.split_whitespace().collect();
+            match w.as_slice() {
+                ["sentinel", "config-epoch", g, e] if *g == group => epoch = e.parse().unwrap_or(0),
+                // Sentinel rewrites it quoted (sdscatrepr).
+                ["sentinel", "announce-ip", ip] => old_ip = Some(ip.trim_matches('"')),
+                ["sentinel", "known-sentinel", g, ..] if *g == group => known += 1,
+                _ => {}
+            }
+        }
+        let old_self = old_ip.and_then(|ip| {
+            Some(Endpoint {
+                host: crate::config::parse_host("sentinel.conf", ip).ok()?,
+                port: redis_port,
+            })
+        });
+        Some(Prior {
+            epoch,
+            master,
+            old_self,
+            known_sentinels: known,
+            unclean_stop: None,
+        })
+    }
+
+    pub fn was_master(&self) -> bool {
+        self.old_self.as_ref() == Some(&self.master)
+    }
+}
+
+impl fmt::Display for Prior {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.was_master() {
+            write!(f, "master at epoch {} (as {})", self.epoch, self.master)?;
+            match self.unclean_stop {
+                Some(UncleanStop::Crashed) => write!(f, ", stopped uncleanly")?,
+                Some(UncleanStop::NotHandedOver) => write!(f, ", stopped without handing over")?,
+                None => {}
+            }
+            Ok(())
+        } else {
+            write!(f, "replica of {} at epoch {}", self.master, self.epoch)
+        }
+    }
 }

@@ -20,9 +20,9 @@ use tokio::time::Instant;
 use crate::config::Server;
 use crate::config::{Config, Endpoint, Host};
 use crate::engine::ServerVersion;
-use crate::handover;
 use crate::probe;
 use crate::redisio;
+use crate::sentinel::{self, FlagSet, PeerView, ReplicaView};
 
 /// A replica whose last acknowledgement is older than this is lagging (Redis's `lag=` counts
 /// seconds since the replica's last REPLCONF ACK, sent every second).
@@ -46,9 +46,7 @@ pub struct Entry {
 
 impl Entry {
     pub fn down(&self) -> bool {
-        self.flags
-            .iter()
-            .any(|f| f == "s_down" || f == "o_down" || f == "disconnected")
+        FlagSet::of(&self.flags).is_down()
     }
 }
 
@@ -83,10 +81,7 @@ impl SentinelObs {
     }
 
     pub fn failover_running(&self) -> bool {
-        self.master_flags
-            .iter()
-            .any(|f| f == "failover_in_progress")
-            || !matches!(self.failover_state.as_str(), "none" | "")
+        sentinel::failover_running(&FlagSet::of(&self.master_flags), &self.failover_state)
     }
 
     /// It answers, and it would act: not in TILT mode.
@@ -95,9 +90,7 @@ impl SentinelObs {
     }
 
     pub fn sees_master_down(&self) -> bool {
-        self.master_flags
-            .iter()
-            .any(|f| f == "s_down" || f == "o_down" || f == "disconnected")
+        FlagSet::of(&self.master_flags).is_down()
     }
 }
 
@@ -211,21 +204,78 @@ impl Verdict {
 /// sentinel reports one.
 pub fn verdict(sentinels: &[SentinelObs], nodes: &[NodeObs], quorum: u32) -> Verdict {
     let answering: Vec<&SentinelObs> = sentinels.iter().filter(|s| s.answered()).collect();
-    let mut reasons = Vec::new();
-    let mut unsafe_because = Vec::new();
     let failover_running = answering.iter().any(|s| s.failover_running());
-    let masters_up: Vec<&NodeObs> = nodes.iter().filter(|n| n.is_master()).collect();
-    let node = |a: &str| nodes.iter().find(|n| n.addr == a);
-    let no_master = |reasons: Vec<String>, epoch| Verdict {
-        health: Health::NoMaster,
+    let epoch = answering.iter().map(|s| s.config_epoch).max().unwrap_or(0);
+    let m = match one_master(&answering, nodes, epoch, failover_running) {
+        Ok(m) => m,
+        Err(v) => return v,
+    };
+    let master = nodes
+        .iter()
+        .find(|n| n.addr == m)
+        .cloned()
+        .unwrap_or_default();
+    // From here on there is one master; everything else only degrades.
+    let mut reasons = Vec::new();
+    if failover_running {
+        reasons.push(format!(
+            "failover in progress ({})",
+            failover_states(&answering)
+        ));
+    }
+    sentinel_reasons(sentinels, m, epoch, &mut reasons);
+    let replicas: Vec<&NodeObs> = nodes.iter().filter(|n| n.addr != m).collect();
+    replica_reasons(&replicas, &master, &mut reasons);
+    view_reasons(&answering, &replicas, &mut reasons);
+    let unsafe_because = unsafe_reasons(&answering, m, epoch, quorum, failover_running);
+    let failover_safe = unsafe_because.is_empty();
+    if !failover_safe && reasons.is_empty() {
+        reasons.push("not failover-safe".into());
+    }
+    Verdict {
+        health: if reasons.is_empty() {
+            Health::Healthy
+        } else {
+            Health::Degraded
+        },
+        master: Some(m.to_string()),
+        epoch,
+        reasons,
+        failover_running,
+        failover_safe,
+        unsafe_because,
+    }
+}
+
+/// A verdict without a master: split (someone serves writes the sentinels do not send clients
+/// to, or the sentinels disagree) or none at all.
+fn masterless(health: Health, epoch: u64, reasons: Vec<String>, failover_running: bool) -> Verdict {
+    let why = match health {
+        Health::Split => "the cluster is split",
+        _ => "there is no master",
+    };
+    Verdict {
+        health,
         master: None,
         epoch,
         reasons,
         failover_running,
         failover_safe: false,
-        unsafe_because: vec!["there is no master".into()],
-    };
-    let epoch = answering.iter().map(|s| s.config_epoch).max().unwrap_or(0);
+        unsafe_because: vec![why.into()],
+    }
+}
+
+/// The one master the sentinels name at the highest epoch and that answers as master, or the
+/// split / no-master verdict that stands instead.
+fn one_master<'a>(
+    answering: &[&'a SentinelObs],
+    nodes: &'a [NodeObs],
+    epoch: u64,
+    failover_running: bool,
+) -> Result<&'a str, Verdict> {
+    let masters_up: Vec<&NodeObs> = nodes.iter().filter(|n| n.is_master()).collect();
+    let split = |r| masterless(Health::Split, epoch, r, failover_running);
+    let none = |r| masterless(Health::NoMaster, epoch, r, failover_running);
     // The masters named at the highest epoch (the latest failover), and by whom.
     let mut named: Vec<(&str, Vec<&str>)> = Vec::new();
     for s in answering.iter().filter(|s| s.config_epoch == epoch) {
@@ -248,28 +298,12 @@ pub fn verdict(sentinels: &[SentinelObs], nodes: &[NodeObs], quorum: u32) -> Ver
                 .join(", ")
         )];
         r.extend(named_by(&named));
-        return Verdict {
-            health: Health::Split,
-            master: None,
-            epoch,
-            reasons: r,
-            failover_running,
-            failover_safe: false,
-            unsafe_because: vec!["the cluster is split".into()],
-        };
+        return Err(split(r));
     }
     if named.len() >= 2 {
         let mut r = vec![format!("sentinels disagree at epoch {epoch}")];
         r.extend(named_by(&named));
-        return Verdict {
-            health: Health::Split,
-            master: None,
-            epoch,
-            reasons: r,
-            failover_running,
-            failover_safe: false,
-            unsafe_because: vec!["the cluster is split".into()],
-        };
+        return Err(split(r));
     }
     let Some(m) = named.first().map(|(m, _)| *m) else {
         let why = if answering.is_empty() {
@@ -281,59 +315,43 @@ pub fn verdict(sentinels: &[SentinelObs], nodes: &[NodeObs], quorum: u32) -> Ver
         if let Some(n) = masters_up.first() {
             r.push(format!("{} answers as master", n.addr));
         }
-        return no_master(r, epoch);
+        return Err(none(r));
     };
-    match node(m) {
-        Some(n) if n.is_master() => {}
-        other => {
-            let what = match other {
-                Some(NodeObs { error: Some(e), .. }) => format!("does not answer ({e})"),
-                Some(n) => format!(
-                    "answers as {} of {}",
-                    n.role,
-                    n.master.as_deref().unwrap_or("nothing")
-                ),
-                None => "was not asked".to_string(),
-            };
-            let mut r = vec![format!("the sentinels name {m}, which {what}")];
-            if failover_running {
-                r.push(format!(
-                    "failover in progress ({})",
-                    failover_states(&answering)
-                ));
-            } else if answering.iter().any(|s| s.sees_master_down()) {
-                r.push(
-                    "the sentinels see it down; a failover follows once it is objectively down"
-                        .into(),
-                );
-            }
-            if let Some(other) = masters_up.first() {
-                if !failover_running {
-                    // A node serves writes that the sentinels do not send clients to.
-                    r.push(format!("{} answers as master", other.addr));
-                    return Verdict {
-                        health: Health::Split,
-                        master: None,
-                        epoch,
-                        reasons: r,
-                        failover_running,
-                        failover_safe: false,
-                        unsafe_because: vec!["the cluster is split".into()],
-                    };
-                }
-                r.push(format!("{} answers as master (being promoted)", other.addr));
-            }
-            return no_master(r, epoch);
-        }
-    }
-    let master = node(m).cloned().unwrap_or_default();
-    // From here on there is one master; everything else only degrades.
+    let other = match nodes.iter().find(|n| n.addr == m) {
+        Some(n) if n.is_master() => return Ok(m),
+        other => other,
+    };
+    let what = match other {
+        Some(NodeObs { error: Some(e), .. }) => format!("does not answer ({e})"),
+        Some(n) => format!(
+            "answers as {} of {}",
+            n.role,
+            n.master.as_deref().unwrap_or("nothing")
+        ),
+        None => "was not asked".to_string(),
+    };
+    let mut r = vec![format!("the sentinels name {m}, which {what}")];
     if failover_running {
-        reasons.push(format!(
+        r.push(format!(
             "failover in progress ({})",
-            failover_states(&answering)
+            failover_states(answering)
         ));
+    } else if answering.iter().any(|s| s.sees_master_down()) {
+        r.push("the sentinels see it down; a failover follows once it is objectively down".into());
     }
+    if let Some(other) = masters_up.first() {
+        if !failover_running {
+            // A node serves writes that the sentinels do not send clients to.
+            r.push(format!("{} answers as master", other.addr));
+            return Err(split(r));
+        }
+        r.push(format!("{} answers as master (being promoted)", other.addr));
+    }
+    Err(none(r))
+}
+
+/// What each sentinel's own answer degrades: silent, behind, in TILT, seeing the master down.
+fn sentinel_reasons(sentinels: &[SentinelObs], m: &str, epoch: u64, reasons: &mut Vec<String>) {
     for s in sentinels {
         match &s.error {
             Some(e) => reasons.push(format!("sentinel {}: {e}", s.addr)),
@@ -357,8 +375,13 @@ pub fn verdict(sentinels: &[SentinelObs], nodes: &[NodeObs], quorum: u32) -> Ver
             None => {}
         }
     }
-    let replicas: Vec<&NodeObs> = nodes.iter().filter(|n| n.addr != m).collect();
-    for n in &replicas {
+}
+
+/// What each other data node degrades: silent, too old, following another, syncing, unlinked,
+/// not listed online by the master, lagging.
+fn replica_reasons(replicas: &[&NodeObs], master: &NodeObs, reasons: &mut Vec<String>) {
+    let m = master.addr.as_str();
+    for n in replicas {
         if let Some(e) = &n.error {
             reasons.push(format!("node {}: {e}", n.addr));
             continue;
@@ -398,21 +421,25 @@ pub fn verdict(sentinels: &[SentinelObs], nodes: &[NodeObs], quorum: u32) -> Ver
             }
         }
     }
+}
+
+/// What the sentinels' lists degrade: entries down or unlinked, live servers they do not know.
+fn view_reasons(answering: &[&SentinelObs], replicas: &[&NodeObs], reasons: &mut Vec<String>) {
     let live_replicas: Vec<&str> = replicas
         .iter()
         .filter(|n| n.is_replica())
         .map(|n| n.addr.as_str())
         .collect();
     let sentinel_addrs: Vec<&str> = answering.iter().map(|s| s.addr.as_str()).collect();
-    for s in &answering {
+    for s in answering {
+        let listed = |what: &str, e: &Entry| {
+            let flags = e.flags.join(",");
+            format!("sentinel {} lists {what} {} as {flags}", s.addr, e.addr)
+        };
+        let unknown = |what: &str, a: &str| format!("sentinel {} does not know {what} {a}", s.addr);
         for r in &s.replicas {
             if r.down() {
-                reasons.push(format!(
-                    "sentinel {} lists replica {} as {}",
-                    s.addr,
-                    r.addr,
-                    r.flags.join(",")
-                ));
+                reasons.push(listed("replica", r));
             } else if r.link_ok == Some(false) {
                 // Its last INFO of the replica (1 s old at most) says the link is down: this
                 // sentinel would not promote it.
@@ -424,28 +451,31 @@ pub fn verdict(sentinels: &[SentinelObs], nodes: &[NodeObs], quorum: u32) -> Ver
         }
         for r in &live_replicas {
             if !s.replicas.iter().any(|e| e.addr == *r) {
-                reasons.push(format!("sentinel {} does not know replica {r}", s.addr));
+                reasons.push(unknown("replica", r));
             }
         }
-        for p in &s.sentinels {
-            if p.down() {
-                reasons.push(format!(
-                    "sentinel {} lists sentinel {} as {}",
-                    s.addr,
-                    p.addr,
-                    p.flags.join(",")
-                ));
-            }
+        for p in s.sentinels.iter().filter(|p| p.down()) {
+            reasons.push(listed("sentinel", p));
         }
         for p in sentinel_addrs.iter().filter(|p| **p != s.addr) {
             if !s.sentinels.iter().any(|e| e.addr == *p) {
-                reasons.push(format!("sentinel {} does not know sentinel {p}", s.addr));
+                reasons.push(unknown("sentinel", p));
             }
         }
     }
-    // Failover-safe: a majority of the sentinels answers and names this master, and at least
-    // `quorum` of them each pass the probe's own test (probe::failover_safe: sees the master up,
-    // knows quorum − 1 live peers, knows a replica it could promote).
+}
+
+/// Failover-safe: a majority of the sentinels answers and names this master, and at least
+/// `quorum` of them each pass the probe's own test (probe::failover_safe: sees the master up,
+/// knows quorum − 1 live peers, knows a replica it could promote). Empty when safe.
+fn unsafe_reasons(
+    answering: &[&SentinelObs],
+    m: &str,
+    epoch: u64,
+    quorum: u32,
+    failover_running: bool,
+) -> Vec<String> {
+    let mut unsafe_because = Vec::new();
     if failover_running {
         unsafe_because.push("a failover is already running".into());
     }
@@ -503,28 +533,12 @@ pub fn verdict(sentinels: &[SentinelObs], nodes: &[NodeObs], quorum: u32) -> Ver
             format!("{safe_ones} sentinels could fail over, quorum is {quorum} ({last_why})")
         });
     }
-    let failover_safe = unsafe_because.is_empty();
-    if !failover_safe && reasons.is_empty() {
-        reasons.push("not failover-safe".into());
-    }
-    Verdict {
-        health: if reasons.is_empty() {
-            Health::Healthy
-        } else {
-            Health::Degraded
-        },
-        master: Some(m.to_string()),
-        epoch,
-        reasons,
-        failover_running,
-        failover_safe,
-        unsafe_because,
-    }
+    unsafe_because
 }
 
 /// A replica Sentinel could promote: up, linked, priority above 0.
 pub fn promotable(r: &Entry) -> bool {
-    !r.down() && r.link_ok == Some(true) && r.priority != Some(0)
+    sentinel::promotable(&FlagSet::of(&r.flags), r.link_ok, r.priority)
 }
 
 fn named_by(named: &[(&str, Vec<&str>)]) -> Vec<String> {
@@ -851,7 +865,7 @@ pub fn parse_node(addr: &str, info: &str) -> NodeObs {
         },
         priority: f("slave_priority").and_then(|v| v.parse().ok()),
         server: ServerVersion::parse(info),
-        replicas: handover::replicas(info)
+        replicas: redisio::replicas(info)
             .into_iter()
             .map(|r| Listed {
                 addr: r.addr.to_string(),
@@ -871,33 +885,39 @@ fn canonical(host: &str, port: &str) -> Option<String> {
     Endpoint::from_fields(host, port).map(|e| e.to_string())
 }
 
-fn entry(m: &HashMap<String, String>) -> Option<Entry> {
-    Some(Entry {
-        addr: canonical(m.get("ip")?, m.get("port")?)?,
-        flags: m
-            .get("flags")
-            .map(|f| f.split(',').map(str::to_string).collect())
-            .unwrap_or_default(),
-        priority: m.get("slave-priority").and_then(|v| v.parse().ok()),
-        link_ok: m.get("master-link-status").map(|v| v == "ok"),
-        run_id: m.get("runid").cloned(),
-    })
+impl Entry {
+    fn of(addr: &Endpoint, flags: &FlagSet, run_id: &Option<String>) -> Entry {
+        Entry {
+            addr: addr.to_string(),
+            flags: flags.names().to_vec(),
+            run_id: run_id.clone(),
+            ..Entry::default()
+        }
+    }
+}
+
+impl From<&ReplicaView> for Entry {
+    fn from(r: &ReplicaView) -> Entry {
+        Entry {
+            priority: r.priority,
+            link_ok: r.link_ok,
+            ..Entry::of(&r.addr, &r.flags, &r.run_id)
+        }
+    }
+}
+
+impl From<&PeerView> for Entry {
+    fn from(p: &PeerView) -> Entry {
+        Entry::of(&p.addr, &p.flags, &p.run_id)
+    }
 }
 
 async fn ask_sentinel(cfg: &Config, e: &Endpoint, t: Duration) -> redis::RedisResult<SentinelObs> {
     let mut con = redisio::connect(&cfg.conn, e, Server::Sentinel, t).await?;
-    let q = |sub: &str| {
-        let mut c = redis::cmd("SENTINEL");
-        c.arg(sub).arg(&cfg.group);
-        c
-    };
-    let m: HashMap<String, String> = redisio::query(&mut con, &mut q("MASTER"), t).await?;
-    let addr: Option<(String, String)> =
-        redisio::query(&mut con, &mut q("GET-MASTER-ADDR-BY-NAME"), t).await?;
-    let replicas: Vec<HashMap<String, String>> =
-        redisio::query(&mut con, &mut q("REPLICAS"), t).await?;
-    let sentinels: Vec<HashMap<String, String>> =
-        redisio::query(&mut con, &mut q("SENTINELS"), t).await?;
+    let m = redisio::sentinel_master_view_on(&mut con, &cfg.group, t).await?;
+    let named = redisio::master_addr_on(&mut con, &cfg.group, t).await?;
+    let replicas = redisio::sentinel_replicas_on(&mut con, &cfg.group, t).await?;
+    let sentinels = redisio::sentinel_peers_on(&mut con, &cfg.group, t).await?;
     let server: String = redisio::query(
         &mut con,
         redis::cmd("INFO").arg("server").arg("sentinel"),
@@ -911,22 +931,13 @@ async fn ask_sentinel(cfg: &Config, e: &Endpoint, t: Duration) -> redis::RedisRe
         tilt: redisio::info_field(&server, "sentinel_tilt") == Some("1"),
         addr: e.to_string(),
         error: None,
-        master: addr.and_then(|(h, p)| canonical(&h, &p)),
-        master_flags: m
-            .get("flags")
-            .map(|f| f.split(',').map(str::to_string).collect())
-            .unwrap_or_default(),
-        config_epoch: m
-            .get("config-epoch")
-            .and_then(|v| v.parse().ok())
-            .unwrap_or(0),
-        failover_state: m
-            .get("failover-state")
-            .cloned()
-            .unwrap_or_else(|| "none".into()),
-        quorum: m.get("quorum").and_then(|v| v.parse().ok()).unwrap_or(0),
-        replicas: replicas.iter().filter_map(entry).collect(),
-        sentinels: sentinels.iter().filter_map(entry).collect(),
+        master: named.map(|n| n.to_string()),
+        master_flags: m.flags.names().to_vec(),
+        config_epoch: m.config_epoch,
+        failover_state: m.failover_state,
+        quorum: m.quorum.unwrap_or(0),
+        replicas: replicas.iter().map(Entry::from).collect(),
+        sentinels: sentinels.iter().map(Entry::from).collect(),
     })
 }
 

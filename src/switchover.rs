@@ -23,6 +23,7 @@ use crate::config::Server;
 use crate::config::{Config, Endpoint};
 use crate::handover::{self, Outcome, Plan};
 use crate::redisio;
+use crate::sentinel::Flag;
 use crate::status::{self, Health, NodeObs, SentinelObs, Verdict};
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -271,35 +272,16 @@ async fn sentinel_sees(
     let t = Duration::from_millis(500);
     let mut last;
     loop {
-        let r: redis::RedisResult<Vec<HashMap<String, String>>> = async {
-            let mut con = redisio::connect(&cfg.conn, sentinel, Server::Sentinel, t).await?;
-            redisio::query(
-                &mut con,
-                redis::cmd("SENTINEL").arg("REPLICAS").arg(&cfg.group),
-                t,
-            )
-            .await
-        }
-        .await;
-        match r {
+        match redisio::sentinel_replicas(&cfg.conn, sentinel, &cfg.group, t).await {
             Ok(list) => {
-                let addr =
-                    |m: &HashMap<String, String>| redisio::entry_endpoint(m).map(|e| e.to_string());
-                let cand_ok = list.iter().any(|m| {
-                    addr(m).as_deref() == Some(candidate)
-                        && m.get("slave-priority").map(String::as_str) != Some("0")
-                        && m.get("master-link-status").map(String::as_str) == Some("ok")
-                        && m.get("info-refresh")
-                            .and_then(|v| v.parse::<u64>().ok())
-                            .is_some_and(|ms| ms < 2000)
-                });
+                let cand_ok = list
+                    .iter()
+                    .any(|r| r.addr.to_string() == candidate && r.is_promotable_now());
                 let pending: Vec<String> = list
                     .iter()
-                    .filter(|m| {
-                        addr(m).is_some_and(|a| others.contains(&a))
-                            && m.get("slave-priority").map(String::as_str) != Some("0")
-                    })
-                    .filter_map(addr)
+                    .map(|r| (r.addr.to_string(), r.priority))
+                    .filter(|(a, p)| others.contains(a) && *p != Some(0))
+                    .map(|(a, _)| a)
                     .collect();
                 if cand_ok && pending.is_empty() {
                     return Ok(());
@@ -353,12 +335,7 @@ async fn debug_params(
     let v: Vec<String> = redisio::query(&mut con, redis::cmd("SENTINEL").arg("DEBUG"), t)
         .await
         .ok()?;
-    Some(
-        v.chunks(2)
-            .filter(|kv| kv.len() == 2)
-            .filter_map(|kv| Some((kv[0].to_ascii_lowercase(), kv[1].parse().ok()?)))
-            .collect(),
-    )
+    Some(crate::sentinel::debug_params(&v))
 }
 
 /// The leader's `parallel-syncs` (`SENTINEL MASTER`), and a way to set it (`SENTINEL SET`).
@@ -366,14 +343,10 @@ async fn parallel_syncs(cfg: &Config, sentinel: &Endpoint, t: Duration) -> Optio
     let mut con = redisio::connect(&cfg.conn, sentinel, Server::Sentinel, t)
         .await
         .ok()?;
-    let m: HashMap<String, String> = redisio::query(
-        &mut con,
-        redis::cmd("SENTINEL").arg("MASTER").arg(&cfg.group),
-        t,
-    )
-    .await
-    .ok()?;
-    m.get("parallel-syncs")?.parse().ok()
+    redisio::sentinel_master_view_on(&mut con, &cfg.group, t)
+        .await
+        .ok()?
+        .parallel_syncs
 }
 
 async fn set_parallel_syncs(
@@ -409,25 +382,17 @@ async fn failover_ended(cfg: &Config, sentinel: &Endpoint, until: Instant) -> Re
     let t0 = Instant::now();
     let mut last;
     loop {
-        let r: redis::RedisResult<HashMap<String, String>> = async {
+        let r = async {
             let mut con = redisio::connect(&cfg.conn, sentinel, Server::Sentinel, t).await?;
-            redisio::query(
-                &mut con,
-                redis::cmd("SENTINEL").arg("MASTER").arg(&cfg.group),
-                t,
-            )
-            .await
+            redisio::sentinel_master_view_on(&mut con, &cfg.group, t).await
         }
         .await;
         match r {
             Ok(m) => {
-                let running = m
-                    .get("flags")
-                    .is_some_and(|f| f.split(',').any(|x| x == "failover_in_progress"));
-                if !running {
+                if !m.flags.has(Flag::FailoverInProgress) {
                     return Ok(t0.elapsed().as_millis() as u64);
                 }
-                last = m.get("failover-state").cloned().unwrap_or_default();
+                last = m.failover_state;
             }
             Err(e) => last = e.to_string(),
         }
@@ -441,7 +406,7 @@ async fn failover_ended(cfg: &Config, sentinel: &Endpoint, until: Instant) -> Re
 /// Resolves `--to` (a name is looked up once, like every configured address).
 async fn resolve_to(to: &str) -> Result<String, String> {
     let e = crate::config::parse_endpoint("--to", to).map_err(|e| e.to_string())?;
-    let r = crate::discover::resolved_all(std::slice::from_ref(&e)).await;
+    let r = crate::redisio::resolved_all(std::slice::from_ref(&e)).await;
     match r.into_iter().next() {
         Some(Endpoint {
             host: crate::config::Host::Name(n),

@@ -14,6 +14,80 @@ use super::*;
 /// process's in production, a map in tests).
 pub fn build(flags: &Flags, env: &RawEnv) -> Result<Config, ConfigError> {
     let src = Sources { flags, env };
+    let role = role(&src, env)?;
+    let (pod_ip, redis_port, sentinel_port, master_service) = network(env, role)?;
+    let sentinels = sentinels(&src, &master_service, sentinel_port)?;
+    let state_dir = state_dir(&src, env, &pod_ip, role, redis_port)?;
+    let conf_dir = match src.pick("REDISHA_CONF_DIR") {
+        Some((n, v)) => Some(parse_path(n, v)?),
+        None => None,
+    };
+    let group = match src.pick("REDISHA_MASTER_GROUP") {
+        Some((n, v)) => parse_group(n, v)?,
+        None => "mymaster".into(),
+    };
+    let n = numbers(&src, pod_ip.is_some())?;
+    let p = process(&src, env, &n)?;
+    let restart = restart_policy(&src)?;
+    let (cleanup_interval_ms, stale_after_ms) = cleanup(&src, n.down_after_ms)?;
+
+    let maxmemory = match env.get("REDISHA_MAXMEMORY") {
+        Some(v) => {
+            crate::memory::parse_setting(v).map_err(|why| err("REDISHA_MAXMEMORY", v, why))?
+        }
+        None => crate::memory::Setting::Auto,
+    };
+
+    let auth = build_auth(env, pod_ip.is_some())?;
+    let tls = build_tls(env)?;
+
+    Ok(Config {
+        conn: Conn { auth, tls },
+        restart,
+        role,
+        pod_ip,
+        redis_port,
+        sentinel_port,
+        master_service,
+        sentinels,
+        state_dir,
+        conf_dir,
+        group,
+        quorum: n.quorum,
+        down_after_ms: n.down_after_ms,
+        failover_timeout_ms: n.failover_timeout_ms,
+        parallel_syncs: n.parallel_syncs,
+        min_replicas_to_write: n.min_replicas_to_write,
+        min_replicas_max_lag: n.min_replicas_max_lag,
+        log_format: p.log_format,
+        stop_grace_ms: p.stop_grace_ms,
+        redis_server: p.redis_server,
+        handover: p.handover,
+        strict_durability: p.strict_durability,
+        discovery_timeout_ms: p.discovery_timeout_ms,
+        outage_elect_ms: p.outage_elect_ms,
+        cleanup_interval_ms,
+        stale_after_ms,
+        maxmemory,
+        memory: crate::memory::Detected::default(),
+    })
+}
+
+/// A numeric setting: its flag if given, else its variable, else the default (a variable
+/// without a flag: the variable, else the default).
+fn num(
+    src: &Sources,
+    var: &'static str,
+    d: u64,
+    range: std::ops::RangeInclusive<u64>,
+) -> Result<u64, ConfigError> {
+    match src.pick(var) {
+        Some((n, v)) => parse_num::<u64>(n, v, *range.start(), *range.end()),
+        None => Ok(d),
+    }
+}
+
+fn role(src: &Sources, env: &RawEnv) -> Result<Role, ConfigError> {
     // Checked whenever set, so a bad value is refused even where the role does not need it.
     let pod_name = match env.get("REDISHA_POD_NAME") {
         Some(v) => Some(parse_pod_name("REDISHA_POD_NAME", v)?),
@@ -43,6 +117,14 @@ pub fn build(flags: &Flags, env: &RawEnv) -> Result<Config, ConfigError> {
             })
         }
     };
+    Ok(role)
+}
+
+/// This pod's address, its two ports and the master Service.
+fn network(
+    env: &RawEnv,
+    role: Role,
+) -> Result<(Option<IpAddr>, u16, u16, Option<Endpoint>), ConfigError> {
     let pod_ip = match env.get("MY_POD_IP") {
         // status.podIPs of a dual-stack pod: Redis announces one address, so the operator must
         // pick the family (README, "IPv6 and dual stack") rather than us guessing one.
@@ -98,7 +180,14 @@ pub fn build(flags: &Flags, env: &RawEnv) -> Result<Config, ConfigError> {
             reason: "missing: the replica role needs the master's host".into(),
         });
     }
+    Ok((pod_ip, redis_port, sentinel_port, master_service))
+}
 
+fn sentinels(
+    src: &Sources,
+    master_service: &Option<Endpoint>,
+    sentinel_port: u16,
+) -> Result<Vec<Endpoint>, ConfigError> {
     let sentinels = match src.pick("REDISHA_SENTINELS") {
         Some((n, v)) => {
             let list: Result<Vec<_>, _> = v
@@ -127,7 +216,16 @@ pub fn build(flags: &Flags, env: &RawEnv) -> Result<Config, ConfigError> {
             })
             .unwrap_or_default(),
     };
+    Ok(sentinels)
+}
 
+fn state_dir(
+    src: &Sources,
+    env: &RawEnv,
+    pod_ip: &Option<IpAddr>,
+    role: Role,
+    redis_port: u16,
+) -> Result<PathBuf, ConfigError> {
     let state_dir = match src.pick("REDISHA_STATE_DIR") {
         Some((n, v)) => parse_path(n, v)?,
         None => {
@@ -142,41 +240,68 @@ pub fn build(flags: &Flags, env: &RawEnv) -> Result<Config, ConfigError> {
             default_state_dir(pod_ip.is_some(), home.as_deref(), role, redis_port)
         }
     };
-    let conf_dir = match src.pick("REDISHA_CONF_DIR") {
-        Some((n, v)) => Some(parse_path(n, v)?),
-        None => None,
-    };
-    let group = match src.pick("REDISHA_MASTER_GROUP") {
-        Some((n, v)) => parse_group(n, v)?,
-        None => "mymaster".into(),
-    };
-    // A numeric setting: its flag if given, else its variable, else the default.
-    let num = |var: &'static str, d: u64, range: std::ops::RangeInclusive<u64>| match src.pick(var)
-    {
-        Some((n, v)) => parse_num::<u64>(n, v, *range.start(), *range.end()),
-        None => Ok(d),
-    };
-    let quorum = num("REDISHA_QUORUM", 2, 1..=255)? as u32;
+    Ok(state_dir)
+}
+
+/// Sentinel's and the data node's replication numbers.
+struct Numbers {
+    quorum: u32,
+    down_after_ms: u64,
+    failover_timeout_ms: u64,
+    parallel_syncs: u32,
+    min_replicas_to_write: u32,
+    min_replicas_max_lag: u32,
+}
+
+fn numbers(src: &Sources, in_pod: bool) -> Result<Numbers, ConfigError> {
+    let quorum = num(src, "REDISHA_QUORUM", 2, 1..=255)? as u32;
     let down_after_ms = num(
+        src,
         "REDISHA_DOWN_AFTER_MS",
         DEFAULT_DOWN_AFTER_MS,
         100..=86_400_000,
     )?;
     let failover_timeout_ms = num(
+        src,
         "REDISHA_FAILOVER_TIMEOUT_MS",
         DEFAULT_FAILOVER_TIMEOUT_MS,
         1_000..=86_400_000,
     )?;
-    let parallel_syncs = num("REDISHA_PARALLEL_SYNCS", 1, 1..=64)? as u32;
+    let parallel_syncs = num(src, "REDISHA_PARALLEL_SYNCS", 1, 1..=64)? as u32;
     // A lone laptop master has no replica to acknowledge writes; requiring one there would make
     // every write fail, so the safety default applies only where there is a pod network.
-    let min_rep_default = if pod_ip.is_some() { 1 } else { 0 };
-    let min_replicas_to_write =
-        num("REDISHA_MIN_REPLICAS_TO_WRITE", min_rep_default, 0..=64)? as u32;
-    // An isolated master must stop accepting writes no later than the majority starts a
-    // failover (down-after): writes it takes after that are lost when it is demoted.
-    let lag_default = (down_after_ms / 1000).saturating_sub(1).clamp(2, 3600);
-    let min_replicas_max_lag = num("REDISHA_MIN_REPLICAS_MAX_LAG", lag_default, 1..=3600)? as u32;
+    let min_rep_default = if in_pod { 1 } else { 0 };
+    let min_replicas_to_write = num(
+        src,
+        "REDISHA_MIN_REPLICAS_TO_WRITE",
+        min_rep_default,
+        0..=64,
+    )? as u32;
+    let lag_default = timings::default_max_lag_s(down_after_ms);
+    let min_replicas_max_lag =
+        num(src, "REDISHA_MIN_REPLICAS_MAX_LAG", lag_default, 1..=3600)? as u32;
+    Ok(Numbers {
+        quorum,
+        down_after_ms,
+        failover_timeout_ms,
+        parallel_syncs,
+        min_replicas_to_write,
+        min_replicas_max_lag,
+    })
+}
+
+/// How PID 1 itself behaves: logs, stop, the server binary, handover, durability, discovery.
+struct Process {
+    log_format: LogFormat,
+    stop_grace_ms: u64,
+    redis_server: PathBuf,
+    handover: bool,
+    strict_durability: bool,
+    discovery_timeout_ms: u64,
+    outage_elect_ms: u64,
+}
+
+fn process(src: &Sources, env: &RawEnv, n: &Numbers) -> Result<Process, ConfigError> {
     let log_format = match src.pick("REDISHA_LOG_FORMAT") {
         Some((_, "text")) | None => LogFormat::Text,
         Some((_, "json")) => LogFormat::Json,
@@ -184,6 +309,7 @@ pub fn build(flags: &Flags, env: &RawEnv) -> Result<Config, ConfigError> {
         Some((n, v)) => return Err(err(n, v, "unknown log format (expected text, json or raw)")),
     };
     let stop_grace_ms = num(
+        src,
         "REDISHA_STOP_GRACE_MS",
         DEFAULT_STOP_GRACE_MS,
         100..=3_600_000,
@@ -208,62 +334,63 @@ pub fn build(flags: &Flags, env: &RawEnv) -> Result<Config, ConfigError> {
                 "not a durability mode (strict or replicated)",
             ))
         }
-        None => min_replicas_to_write == 0,
+        None => n.min_replicas_to_write == 0,
     };
     let discovery_timeout_ms = match env.get("REDISHA_DISCOVERY_TIMEOUT_MS") {
         Some(v) => parse_num::<u64>("REDISHA_DISCOVERY_TIMEOUT_MS", v, 0, 3_600_000)?,
         None => DEFAULT_DISCOVERY_TIMEOUT_MS,
     };
-    // The time Sentinel itself gives a dead master (down-after) plus a failover's own bound: a
-    // master that comes back within it is followed as before, no election happens.
     let outage_elect_ms = match env.get("REDISHA_OUTAGE_ELECT_MS") {
         Some(v) => parse_num::<u64>("REDISHA_OUTAGE_ELECT_MS", v, 0, 86_400_000)?,
-        None => down_after_ms + failover_timeout_ms,
+        None => timings::default_outage_elect_ms(n.down_after_ms, n.failover_timeout_ms),
     };
+    Ok(Process {
+        log_format,
+        stop_grace_ms,
+        redis_server,
+        handover,
+        strict_durability,
+        discovery_timeout_ms,
+        outage_elect_ms,
+    })
+}
 
-    let env_num = |var: &str, v: Option<&str>, d: u64, min: u64, max: u64| match v {
-        Some(v) => parse_num::<u64>(var, v, min, max),
-        None => Ok(d),
-    };
-    let dflt = crate::supervise::policy::RestartPolicy::default();
-    let restart = crate::supervise::policy::RestartPolicy {
-        initial_backoff: std::time::Duration::from_millis(env_num(
-            "REDISHA_RESTART_BACKOFF_MS",
-            env.get("REDISHA_RESTART_BACKOFF_MS"),
-            dflt.initial_backoff.as_millis() as u64,
-            10,
-            60_000,
-        )?),
-        budget: env_num(
-            "REDISHA_RESTART_BUDGET",
-            env.get("REDISHA_RESTART_BUDGET"),
-            dflt.budget.into(),
-            0,
-            1000,
-        )? as u32,
-        stable_after: std::time::Duration::from_millis(env_num(
-            "REDISHA_RESTART_STABLE_MS",
-            env.get("REDISHA_RESTART_STABLE_MS"),
-            dflt.stable_after.as_millis() as u64,
-            100,
-            86_400_000,
-        )?),
+fn restart_policy(src: &Sources) -> Result<RestartPolicy, ConfigError> {
+    let dflt = RestartPolicy::default();
+    let ms = |d: std::time::Duration| d.as_millis() as u64;
+    let backoff_ms = ms(dflt.initial_backoff);
+    let stable_ms = ms(dflt.stable_after);
+    let backoff = num(src, "REDISHA_RESTART_BACKOFF_MS", backoff_ms, 10..=60_000)?;
+    let budget = num(src, "REDISHA_RESTART_BUDGET", dflt.budget.into(), 0..=1000)?;
+    let stable = num(
+        src,
+        "REDISHA_RESTART_STABLE_MS",
+        stable_ms,
+        100..=86_400_000,
+    )?;
+    Ok(RestartPolicy {
+        initial_backoff: std::time::Duration::from_millis(backoff),
+        budget: budget as u32,
+        stable_after: std::time::Duration::from_millis(stable),
         ..dflt
-    };
+    })
+}
 
+/// `(cleanup_interval_ms, stale_after_ms)`.
+fn cleanup(src: &Sources, down_after_ms: u64) -> Result<(u64, u64), ConfigError> {
+    let env = src.env;
     // The stale-entry cleanup (cleanup.rs): 0 turns it off; an entry down for less than
     // down-after is not even s_down, so a shorter staleness would be meaningless.
     let cleanup_interval_ms = match env.get("REDISHA_CLEANUP_INTERVAL_MS") {
         Some("0") => 0,
         Some(v) => parse_num::<u64>("REDISHA_CLEANUP_INTERVAL_MS", v, 1_000, 86_400_000)?,
-        None => crate::cleanup::DEFAULT_INTERVAL_MS,
+        None => DEFAULT_CLEANUP_INTERVAL_MS,
     };
-    let stale_after_ms = env_num(
+    let stale_after_ms = num(
+        src,
         "REDISHA_STALE_AFTER_MS",
-        env.get("REDISHA_STALE_AFTER_MS"),
-        crate::cleanup::DEFAULT_STALE_AFTER_MS,
-        1_000,
-        86_400_000,
+        DEFAULT_STALE_AFTER_MS,
+        1_000..=86_400_000,
     )?;
     if stale_after_ms <= down_after_ms {
         return Err(err(
@@ -272,47 +399,7 @@ pub fn build(flags: &Flags, env: &RawEnv) -> Result<Config, ConfigError> {
             format!("must exceed the down-after time ({down_after_ms} ms)"),
         ));
     }
-
-    let maxmemory = match env.get("REDISHA_MAXMEMORY") {
-        Some(v) => {
-            crate::memory::parse_setting(v).map_err(|why| err("REDISHA_MAXMEMORY", v, why))?
-        }
-        None => crate::memory::Setting::Auto,
-    };
-
-    let auth = build_auth(env, pod_ip.is_some())?;
-    let tls = build_tls(env)?;
-
-    Ok(Config {
-        conn: Conn { auth, tls },
-        restart,
-        role,
-        pod_ip,
-        redis_port,
-        sentinel_port,
-        master_service,
-        sentinels,
-        state_dir,
-        conf_dir,
-        group,
-        quorum,
-        down_after_ms,
-        failover_timeout_ms,
-        parallel_syncs,
-        min_replicas_to_write,
-        min_replicas_max_lag,
-        log_format,
-        stop_grace_ms,
-        redis_server,
-        handover,
-        strict_durability,
-        discovery_timeout_ms,
-        outage_elect_ms,
-        cleanup_interval_ms,
-        stale_after_ms,
-        maxmemory,
-        memory: crate::memory::Detected::default(),
-    })
+    Ok((cleanup_interval_ms, stale_after_ms))
 }
 
 /// Checks a secret without ever echoing it: errors name the variable only.

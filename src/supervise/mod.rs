@@ -6,6 +6,7 @@ pub mod machine;
 pub mod policy;
 pub mod reaper;
 mod restart;
+pub mod slot;
 mod spawn;
 mod stopping;
 
@@ -17,10 +18,11 @@ use tokio::sync::mpsc;
 use tokio::time::Instant;
 
 use crate::config::Config;
-use crate::discover::{Decision, Patience, Prior, Undecided};
+use crate::discover::{Decision, Patience, Undecided};
 use crate::handover;
 use crate::logs::LogSink;
 use crate::render::Bases;
+use crate::state::Prior;
 use machine::{Input, Kids, Phase, StopMachine};
 use policy::RestartPolicy;
 

@@ -2,6 +2,8 @@
 
 use std::time::Duration;
 
+pub use crate::config::RestartPolicy;
+
 /// How a process ended, as the reaper saw it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Exit {
@@ -15,27 +17,6 @@ impl Exit {
         match self {
             Exit::Code(c) => c,
             Exit::Signal(s) => 128 + s,
-        }
-    }
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct RestartPolicy {
-    pub initial_backoff: Duration,
-    pub max_backoff: Duration,
-    /// Restarts allowed in a row before giving up.
-    pub budget: u32,
-    /// A child that ran this long is considered healthy again and gets its whole budget back.
-    pub stable_after: Duration,
-}
-
-impl Default for RestartPolicy {
-    fn default() -> Self {
-        RestartPolicy {
-            initial_backoff: Duration::from_millis(500),
-            max_backoff: Duration::from_secs(30),
-            budget: 5,
-            stable_after: Duration::from_secs(60),
         }
     }
 }

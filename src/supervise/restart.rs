@@ -9,9 +9,11 @@ use nix::unistd::Pid;
 use tokio::time::Instant;
 
 use super::machine::Input;
-use super::policy::{self, Exit, OnExit};
+use super::policy::Exit;
+use super::slot::{self, Decided, Next, Start};
 use super::{child, Event, Server, SlotState, Supervisor};
-use crate::discover::{self, Decision, Patience, Prior, Undecided};
+use crate::discover::{self, Decision, Patience, Undecided};
+use crate::state::Prior;
 use crate::{handover, state};
 
 impl Supervisor {
@@ -32,7 +34,18 @@ impl Supervisor {
             SlotState::Running { since, .. } => since.elapsed(),
             _ => Duration::ZERO,
         };
-        if self.stop.stopping() {
+        let reconfiguring = which == Server::Sentinel && self.sentinel_rerender;
+        let restarts = self.slots[i].restarts;
+        let next = slot::on_exit(
+            self.kind(which),
+            self.stop.stopping(),
+            reconfiguring,
+            restarts,
+            uptime,
+            how,
+            &self.policy,
+        );
+        if next == Next::Stopped {
             tracing::info!(
                 child = which.name(),
                 pid = pid.as_raw(),
@@ -45,7 +58,7 @@ impl Supervisor {
         }
         child::signal_group(pid, Some(Signal::SIGKILL));
         self.note_oom_kill(which, pid, how);
-        if which == Server::Sentinel && self.sentinel_rerender {
+        if next == Next::RespawnNow {
             self.sentinel_rerender = false;
             // A deliberate reconfiguration, not a failure; and the new monitor line comes from the
             // decision, not from what the old sentinel wrote.
@@ -58,7 +71,7 @@ impl Supervisor {
             self.spawn_now(Server::Sentinel);
             return;
         }
-        let Some((delay, attempt)) = self.count_failure(which, uptime, how) else {
+        let Some((delay, attempt, fail_over_first)) = self.count(which, how, next) else {
             return;
         };
         tracing::warn!(
@@ -70,7 +83,7 @@ impl Supervisor {
             attempt,
             "child exited unexpectedly; restarting"
         );
-        if which == Server::Redis && !self.cfg.strict_durability {
+        if fail_over_first {
             // A crashed master is failed over first (handover::after_crash), during the
             // backoff; the restart then follows the usual role decision.
             self.decide_redis_after_crash(delay);
@@ -81,22 +94,28 @@ impl Supervisor {
         }
     }
 
-    /// The one place a failure (an exit, or a start that failed before a process ran) is
-    /// counted against the restart budget: Some((backoff, attempt)) to restart after, or None
-    /// when the budget is spent and the pod is stopping.
-    pub(super) fn count_failure(
-        &mut self,
-        which: Server,
-        uptime: Duration,
-        how: Exit,
-    ) -> Option<(Duration, u32)> {
+    /// The slot rules' kind of a child (slot.rs).
+    fn kind(&self, which: Server) -> slot::Kind {
+        slot::Kind {
+            decides_role: which == Server::Redis,
+            fails_over_on_crash: which == Server::Redis && !self.cfg.strict_durability,
+        }
+    }
+
+    /// Carries out a failure's verdict: the restart count kept, or the pod stopped when the
+    /// budget is spent. Some((backoff, attempt, fail over first)) to restart after.
+    fn count(&mut self, which: Server, how: Exit, next: Next) -> Option<(Duration, u32, bool)> {
         let i = which as usize;
-        match policy::on_unexpected_exit(&self.policy, self.slots[i].restarts, uptime, how) {
-            OnExit::Restart { delay, attempt } => {
+        match next {
+            Next::Restart {
+                delay,
+                attempt,
+                fail_over_first,
+            } => {
                 self.slots[i].restarts = attempt;
-                Some((delay, attempt))
+                Some((delay, attempt, fail_over_first))
             }
-            OnExit::GiveUp { code } => {
+            Next::GiveUp { code } => {
                 tracing::error!(
                     child = which.name(),
                     status = how.as_code(),
@@ -107,13 +126,20 @@ impl Supervisor {
                 self.step(Input::GaveUp, None);
                 None
             }
+            Next::Stopped | Next::RespawnNow => None,
         }
     }
 
     /// A start that failed before a process ran counts like an immediate exit with `code`.
     pub(super) fn spawn_failed(&mut self, which: Server, code: i32) {
-        if let Some((delay, attempt)) = self.count_failure(which, Duration::ZERO, Exit::Code(code))
-        {
+        let how = Exit::Code(code);
+        let next = slot::on_failure(
+            self.slots[which as usize].restarts,
+            Duration::ZERO,
+            how,
+            &self.policy,
+        );
+        if let Some((delay, attempt, _)) = self.count(which, how, next) {
             tracing::info!(
                 child = which.name(),
                 restart_in_ms = delay.as_millis() as u64,
@@ -129,15 +155,14 @@ impl Supervisor {
     /// Starts a child. The data node's role is decided again first (Sentinel may have promoted
     /// someone else while it was down); the decision arrives as an event, so signals stay live.
     pub(super) fn start(&mut self, which: Server) {
-        if self.stop.stopping() {
-            return;
-        }
-        match which {
-            Server::Redis if self.slots[0].restarts > 0 => {
+        let restarts = self.slots[which as usize].restarts;
+        match slot::on_start(self.kind(which), self.stop.stopping(), restarts) {
+            Start::Nothing => {}
+            Start::DecideFirst => {
                 let prior = state::read_prior(&self.cfg);
                 self.decide_redis(prior, Patience::Budget);
             }
-            _ => self.spawn_now(which),
+            Start::Spawn => self.spawn_now(which),
         }
     }
 
@@ -172,12 +197,12 @@ impl Supervisor {
 
     pub(super) fn on_decided(&mut self, d: Result<Decision, Undecided>) {
         self.task = None;
-        if !matches!(self.slots[0].state, SlotState::Deciding) {
-            return;
-        }
-        let d = match d {
-            Ok(d) => d,
-            Err(why) => {
+        let waiting = matches!(self.slots[0].state, SlotState::Deciding);
+        let d = match (slot::on_decided(waiting, d.is_ok()), d) {
+            (Decided::Ignore, _) => return,
+            (Decided::Spawn, Ok(d)) => d,
+            (_, Ok(_)) => return,
+            (_, Err(why)) => {
                 // Counts as a failed start: back off and try again, give up when the budget is spent.
                 tracing::error!(reason = %why, "cannot decide the role for the restart");
                 self.spawn_failed(Server::Redis, crate::exit::TEMPFAIL);
@@ -202,7 +227,13 @@ impl Supervisor {
     /// (render::kept_state), so it rejoins as the same voter, at the majority's epoch.
     pub(super) fn restart_stale_sentinel(&mut self, master: crate::config::Endpoint) {
         let running = matches!(self.slots[1].state, SlotState::Running { .. });
-        if self.stop.stopping() || self.early.is_some() || self.sentinel_rerender || !running {
+        let stopping = self.stop.stopping();
+        if !slot::may_reconfigure(
+            running,
+            stopping,
+            self.early.is_some(),
+            self.sentinel_rerender,
+        ) {
             return;
         }
         tracing::warn!(master = %master, "restarting our sentinel to monitor the master the others name");
