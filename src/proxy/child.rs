@@ -87,7 +87,12 @@ impl ProxyChild {
         }
         child::signal_group(pid, Some(Signal::SIGKILL));
         if stopping {
-            tracing::info!(child = "proxy", pid = pid.as_raw(), status = how.as_code(), "child stopped");
+            tracing::info!(
+                child = "proxy",
+                pid = pid.as_raw(),
+                status = how.as_code(),
+                "child stopped"
+            );
             self.state = State::Done;
             return true;
         }

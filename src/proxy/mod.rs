@@ -60,7 +60,7 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
 const LEASE_WAIT: Duration = Duration::from_secs(2);
 const BUF: usize = 32 * 1024;
 
-/// `None`: the proxy is off (the variable unset, empty, `0` or `off`).
+/// `None`: the proxy is off (the variable unset, `0` or `off`).
 pub fn settings(
     env: &RawEnv,
     redis_port: u16,
@@ -72,7 +72,7 @@ pub fn settings(
         reason: why.into(),
     };
     let port = match env.get("REDISHA_MASTER_PROXY_PORT") {
-        None | Some("" | "0" | "off") => None,
+        None | Some("0" | "off") => None,
         Some(v) => {
             let p = crate::config::parse_port("REDISHA_MASTER_PROXY_PORT", v)?;
             if p == redis_port || p == sentinel_port {
@@ -182,7 +182,10 @@ pub async fn run(cfg: crate::config::Config) -> i32 {
     let listener = match TcpListener::bind(SocketAddr::new(ip, s.port)).await {
         Ok(l) => l,
         Err(e) => {
-            eprintln!("redisha-init proxy: cannot listen on {ip} port {}: {e}", s.port);
+            eprintln!(
+                "redisha-init proxy: cannot listen on {ip} port {}: {e}",
+                s.port
+            );
             return crate::exit::OSERR;
         }
     };
@@ -298,12 +301,7 @@ async fn serve(client: TcpStream, sh: &Shared) {
         route: &sh.route,
         mine: &master,
     };
-    let copy = async {
-        tokio::try_join!(
-            pump(&client, &up, &guard),
-            pump(&up, &client, &guard)
-        )
-    };
+    let copy = async { tokio::try_join!(pump(&client, &up, &guard), pump(&up, &client, &guard)) };
     tokio::select! {
         _ = copy => {}
         // The master changed: close both ends now (dropping them), whatever is in flight.
@@ -463,7 +461,10 @@ mod tests {
         let on = |port, max_conns| Ok(Some(Settings { port, max_conns }));
         let cases: &[(&[(&str, &str)], Result<Option<Settings>, &str>)] = &[
             (&[], Ok(None)),
-            (&[("REDISHA_MASTER_PROXY_PORT", "")], Ok(None)),
+            (
+                &[("REDISHA_MASTER_PROXY_PORT", "")],
+                Err("REDISHA_MASTER_PROXY_PORT=\"\": not a port in 1..=65535"),
+            ),
             (&[("REDISHA_MASTER_PROXY_PORT", "0")], Ok(None)),
             (&[("REDISHA_MASTER_PROXY_PORT", "off")], Ok(None)),
             (
@@ -522,6 +523,9 @@ mod tests {
         drop(pb1);
         assert!(l.admit(b).is_some(), "a closed connection frees its slot");
         drop(pa);
-        assert_eq!(l.by_ip.lock().map(|g| g.1.get(&a).copied()).ok().flatten(), None);
+        assert_eq!(
+            l.by_ip.lock().map(|g| g.1.get(&a).copied()).ok().flatten(),
+            None
+        );
     }
 }

@@ -128,9 +128,13 @@ fn apply(
     }
     if last_logged.as_ref() != Some(&r) {
         match &r {
-            Route::Master(m) => tracing::info!(master = %m, "proxy: routing to the master the sentinels name"),
+            Route::Master(m) => {
+                tracing::info!(master = %m, "proxy: routing to the master the sentinels name")
+            }
             Route::Wait(why) => tracing::info!(reason = %why, "proxy: new connections wait"),
-            Route::Refuse(why) => tracing::warn!(reason = %why, "proxy: no master known; refusing connections"),
+            Route::Refuse(why) => {
+                tracing::warn!(reason = %why, "proxy: no master known; refusing connections")
+            }
         }
         *last_logged = Some(r);
     }
