@@ -35,6 +35,7 @@ use std::os::fd::AsRawFd;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use tokio::io::Interest;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
 use tokio::time::Instant;
@@ -352,11 +353,28 @@ enum Step {
 /// holds no buffer at all.
 fn chunk(from: &TcpStream, to: &TcpStream, lease: &Lease) -> io::Result<Step> {
     let mut buf = [0u8; BUF];
-    let n = match from.try_read(&mut buf) {
-        Ok(0) => return Ok(Step::Eof),
-        Ok(n) => n,
-        Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(Step::Again),
-        Err(e) => return Err(e),
+    // A short read emptied the socket: its readiness is cleared now (by reporting WouldBlock to
+    // tokio), which saves the read that would only return EAGAIN, a third of the syscalls of a
+    // request. Data that arrives meanwhile raises a new edge, which tokio does not clear.
+    let mut got = 0usize;
+    let r = from.try_io(Interest::READABLE, || {
+        // SAFETY: read(2) into a local buffer of its length, on a descriptor `from` owns.
+        let n = unsafe { libc::read(from.as_raw_fd(), buf.as_mut_ptr().cast(), BUF) };
+        if n < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        got = n as usize;
+        if got > 0 && got < BUF {
+            return Err(io::ErrorKind::WouldBlock.into());
+        }
+        Ok(())
+    });
+    let n = match (r, got) {
+        (Ok(()), 0) => return Ok(Step::Eof),
+        (_, n) if n > 0 => n,
+        (Err(e), _) if e.kind() == io::ErrorKind::WouldBlock => return Ok(Step::Again),
+        (Err(e), _) => return Err(e),
+        (Ok(()), n) => n,
     };
     if !lease.valid_at(Instant::now()) {
         return Ok(Step::Rest(buf[..n].to_vec(), true));
