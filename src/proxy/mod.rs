@@ -477,7 +477,8 @@ mod tests {
     #[test]
     fn settings_table() {
         let on = |port, max_conns| Ok(Some(Settings { port, max_conns }));
-        let cases: &[(&[(&str, &str)], Result<Option<Settings>, &str>)] = &[
+        type Case<'a> = (&'a [(&'a str, &'a str)], Result<Option<Settings>, &'a str>);
+        let cases: &[Case] = &[
             (&[], Ok(None)),
             (
                 &[("REDISHA_MASTER_PROXY_PORT", "")],
@@ -522,7 +523,7 @@ mod tests {
         ];
         for (vars, want) in cases {
             let got = settings(&env(vars), 6379, 26379).map_err(|e| e.to_string());
-            let want = want.clone().map_err(|e| e.to_string());
+            let want = (*want).map_err(|e| e.to_string());
             assert_eq!(got, want, "{vars:?}");
         }
     }
