@@ -15,7 +15,7 @@ use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
 use nix::unistd::Pid;
 use tokio::time::Instant;
 
-use crate::config::Config;
+use crate::config::{Config, LogFormat};
 use crate::logs::LogSink;
 use crate::supervise::child;
 use crate::supervise::policy::{self, Exit, OnExit, RestartPolicy};
@@ -56,12 +56,17 @@ impl ProxyChild {
         })
     }
 
-    pub fn start(&mut self, sink: &LogSink) {
+    pub fn start(&mut self) {
         if self.state == State::Done {
             return;
         }
-        // The passwords stay in its environment: it asks the sentinels itself.
-        match child::spawn("proxy", &self.argv, sink, &[]) {
+        // The passwords stay in its environment: it asks the sentinels itself. Its output goes
+        // straight to ours (it formats its lines as PID 1 does, one write each): no log pump
+        // threads in PID 1 for it, whose stacks would count in PID 1's RSS.
+        let sink = LogSink {
+            format: LogFormat::Raw,
+        };
+        match child::spawn("proxy", &self.argv, &sink, &[]) {
             Ok(pid) => {
                 tracing::info!(child = "proxy", pid = pid.as_raw(), "spawned");
                 self.state = State::Running {
@@ -128,12 +133,12 @@ impl ProxyChild {
         }
     }
 
-    pub fn on_timer(&mut self, now: Instant, sink: &LogSink, stopping: bool) {
+    pub fn on_timer(&mut self, now: Instant, stopping: bool) {
         if let State::Backoff { at } = self.state {
             if stopping {
                 self.state = State::Done;
             } else if at <= now {
-                self.start(sink);
+                self.start();
             }
         }
     }

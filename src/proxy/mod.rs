@@ -163,12 +163,8 @@ struct Shared {
 
 /// `redisha-init proxy`: runs until SIGTERM/SIGINT.
 pub async fn run(cfg: crate::config::Config) -> i32 {
-    let _ = tracing_subscriber::fmt()
-        .with_writer(std::io::stderr)
-        .with_target(false)
-        .with_ansi(false)
-        .without_time()
-        .try_init();
+    // Lines as PID 1 writes its own (text or JSON), on the stdout PID 1 shares with us.
+    let _log_guard = crate::logs::init_tracing(cfg.log_format);
     let Some(s) = cfg.proxy else {
         eprintln!("redisha-init proxy: config error: REDISHA_MASTER_PROXY_PORT: not set (the port to listen on)");
         return crate::exit::CONFIG;

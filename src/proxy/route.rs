@@ -40,14 +40,24 @@ pub fn decide(answers: &[Answer], known: usize) -> Route {
     let Some(top) = answers.iter().map(|a| a.config_epoch).max() else {
         return Route::Refuse("no sentinel answers".into());
     };
-    let mut at_top = answers.iter().filter(|a| a.config_epoch == top);
-    let Some(first) = at_top.next() else {
-        return Route::Refuse("no sentinel answers".into());
-    };
-    if at_top.any(|a| a.master != first.master) {
-        return Route::Wait(format!("the sentinels disagree at epoch {top}"));
+    let at_top: Vec<&Endpoint> = answers
+        .iter()
+        .filter(|a| a.config_epoch == top)
+        .map(|a| &a.master)
+        .collect();
+    let votes = |m: &Endpoint| at_top.iter().filter(|x| **x == m).count();
+    // All at the top epoch agree (the latest failover, even if only some have heard of it), or,
+    // when they do not, a majority of all known sentinels names one: a lone sentinel stuck at
+    // the majority's epoch with another master (follow::own_sentinel_stale) does not stop the
+    // traffic.
+    match at_top
+        .iter()
+        .find(|m| votes(m) == at_top.len() || votes(m) * 2 > known)
+    {
+        Some(m) => Route::Master((*m).clone()),
+        None if at_top.is_empty() => Route::Refuse("no sentinel answers".into()),
+        None => Route::Wait(format!("the sentinels disagree at epoch {top}")),
     }
-    Route::Master(first.master.clone())
 }
 
 /// What an open connection to `mine` does when the route changes: `true` closes it.
@@ -182,6 +192,18 @@ mod tests {
                 vec![a(1, 4, false), a(2, 4, false), a(1, 3, false)],
                 3,
                 Route::Wait("the sentinels disagree at epoch 4".into()),
+            ),
+            (
+                "a majority at the top epoch outvotes one stuck sentinel",
+                vec![a(1, 4, false), a(2, 4, false), a(1, 4, false)],
+                3,
+                Route::Master(ep(1)),
+            ),
+            (
+                "the top epoch alone, on one of three, wins while it agrees",
+                vec![a(2, 5, false), a(1, 4, false), a(1, 4, false)],
+                3,
+                Route::Master(ep(2)),
             ),
         ];
         for (what, answers, known, want) in cases {

@@ -213,7 +213,7 @@ impl Supervisor {
             }
         }
         if let Some(p) = self.proxy.as_mut() {
-            p.start(&self.sink);
+            p.start();
         }
         // Bounded by the stop deadline once a stop begins; unbounded while serving, by design.
         loop {
@@ -326,7 +326,7 @@ impl Supervisor {
             }
         }
         if let Some(p) = self.proxy.as_mut() {
-            p.on_timer(now, &self.sink, self.stop.stopping());
+            p.on_timer(now, self.stop.stopping());
         }
         if self.stop.stopping() {
             self.step(Input::Tick, None);
