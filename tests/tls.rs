@@ -197,7 +197,11 @@ fn three_nodes_over_tls() {
             .contains(&format!("tcp_port:{}", ports[0]))
             .then_some(())
     });
-    assert!(through.is_some(), "TLS through the proxy:\n{}", inits[2].output());
+    assert!(
+        through.is_some(),
+        "TLS through the proxy:\n{}",
+        inits[2].output()
+    );
     // Plaintext is refused on every port.
     for p in ports.iter().flat_map(|p| [*p, p + 1]) {
         assert!(
