@@ -583,6 +583,9 @@ class Soak:
 
     def check_procs(self) -> list[str]:
         """Invariant 4 at a quiet point: zombies and strays under every PID 1 (seen twice)."""
+        # The master proxy (issue 32) is PID 1's third child where the pods' env turns it on.
+        proxy_on = self.cluster.timings.get("REDISHA_MASTER_PROXY_PORT", "0") not in ("0", "off")
+
         def look() -> dict[str, str]:
             bad = {}
             for p in self.cluster.pods:
@@ -598,7 +601,9 @@ class Soak:
                         continue
                     if state == "Z":
                         bad[f"{p.name}:{pid}"] = f"{p.name}: zombie {pid} ({cmd.strip()})"
-                if len(data) != 1 or len(sent) != 1 or len(kids) != 2:
+                proxies = [pid for pid, cmd in kids if cmd.split()[1:2] == ["proxy"]]
+                if (len(data) != 1 or len(sent) != 1 or len(proxies) != int(proxy_on)
+                        or len(kids) != 2 + int(proxy_on)):
                     bad[f"{p.name}:procs"] = (f"{p.name}: processes under PID 1: "
                                               f"{[(pid, cmd.strip()) for pid, cmd in kids]}")
             return bad

@@ -158,6 +158,8 @@ pub struct Config {
     /// The container's memory limit, read at start (main.rs); the default (nothing found) keeps
     /// `build` pure.
     pub memory: crate::memory::Detected,
+    /// `REDISHA_MASTER_PROXY_*`; None: no proxy (proxy/mod.rs).
+    pub proxy: Option<crate::proxy::Settings>,
 }
 
 impl Config {

@@ -11,6 +11,7 @@ mod logs;
 mod memory;
 mod outage;
 mod probe;
+mod proxy;
 mod redisio;
 mod render;
 mod sentinel;
@@ -77,6 +78,9 @@ enum Cmd {
         #[arg(long, value_name = "S", default_value_t = 10.0)]
         timeout: f64,
     },
+    /// The master proxy (PID 1 starts it when REDISHA_MASTER_PROXY_PORT is set): forwards every
+    /// connection on that port to the master the sentinels name.
+    Proxy,
 }
 
 #[derive(Args, Debug)]
@@ -170,7 +174,7 @@ fn main() -> ExitCode {
     // does not matter to them.
     if matches!(
         cmd,
-        Cmd::Probe(_) | Cmd::Status { .. } | Cmd::Switchover { .. }
+        Cmd::Probe(_) | Cmd::Status { .. } | Cmd::Switchover { .. } | Cmd::Proxy
     ) && flags.get("REDISHA_ROLE").is_none()
         && env.get("REDISHA_ROLE").is_none()
     {
@@ -229,6 +233,7 @@ fn main() -> ExitCode {
             ))
         }
         Cmd::Run => rt.block_on(run(cfg, bases)),
+        Cmd::Proxy => rt.block_on(proxy::run(cfg)),
     };
     // A getaddrinfo still running on a blocking thread (a Service name while DNS is down) must
     // not hold up the exit of PID 1: its answer is no longer wanted.

@@ -74,6 +74,9 @@ fn bad_environment_exits_78_naming_the_variable() {
         ("REDISHA_SENTINELS", s("redis-primary")),
         ("REDISHA_MAXMEMORY", s("1.5GiB")),
         ("REDISHA_MAXMEMORY", s("512")),
+        ("REDISHA_MASTER_PROXY_PORT", s("6379")),
+        ("REDISHA_MASTER_PROXY_PORT", s("yes")),
+        ("REDISHA_MASTER_PROXY_MAX_CONNS", s("0")),
     ];
     for (var, val) in cases {
         let mut vars = vec![(s("REDIS_MASTER_SERVICE_HOST"), s("redis-primary"))];

@@ -124,6 +124,7 @@ fn three_nodes_over_tls() {
     let d = dir.path();
     make_certs(d);
     let ports: Vec<u16> = (0..3).map(|_| free_port()).collect();
+    let proxy_port = free_port();
     let mut envs = Vec::new();
     let mut inits = Vec::new();
     for i in 0..ports.len() {
@@ -135,6 +136,10 @@ fn three_nodes_over_tls() {
             ("REDISHA_TLS_CA_FILE", "ca.crt"),
         ] {
             env.insert(k.into(), d.join(f).display().to_string());
+        }
+        if i == 2 {
+            // The master proxy passes TLS through: the client talks TLS to the master.
+            env.insert("REDISHA_MASTER_PROXY_PORT".into(), proxy_port.to_string());
         }
         inits.push(Init::start(&[], &env, &[], d.join(format!("n{i}.log"))));
         if i == 0 {
@@ -185,6 +190,17 @@ fn three_nodes_over_tls() {
             .matches("state=online")
             .count(),
         2
+    );
+    // Through node 2's master proxy, TLS end to end to the master (node 0).
+    let through = wait_for(Duration::from_secs(10), || {
+        cli(d, proxy_port, &["INFO", "server"])
+            .contains(&format!("tcp_port:{}", ports[0]))
+            .then_some(())
+    });
+    assert!(
+        through.is_some(),
+        "TLS through the proxy:\n{}",
+        inits[2].output()
     );
     // Plaintext is refused on every port.
     for p in ports.iter().flat_map(|p| [*p, p + 1]) {

@@ -38,6 +38,7 @@ pub fn build(flags: &Flags, env: &RawEnv) -> Result<Config, ConfigError> {
         None => crate::memory::Setting::Auto,
     };
 
+    let proxy = crate::proxy::settings(env, redis_port, sentinel_port)?;
     let auth = build_auth(env, pod_ip.is_some())?;
     let tls = build_tls(env)?;
 
@@ -70,6 +71,7 @@ pub fn build(flags: &Flags, env: &RawEnv) -> Result<Config, ConfigError> {
         stale_after_ms,
         maxmemory,
         memory: crate::memory::Detected::default(),
+        proxy,
     })
 }
 

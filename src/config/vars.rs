@@ -79,6 +79,8 @@ pub const VARS: &[Var] = &[
     var("REDISHA_TLS_KEY_FILE", "none", "TLS private key"),
     var("REDISHA_TLS_CA_FILE", "none", "TLS CA bundle"),
     var("REDISHA_MAXMEMORY", "30 % of the container's memory limit", "redis's maxmemory (512mb, 1gb, 50%); 0 = do not set"),
+    var("REDISHA_MASTER_PROXY_PORT", "off", "port of the master proxy, a third child that forwards every connection to the master the sentinels name (0/off: none)"),
+    var("REDISHA_MASTER_PROXY_MAX_CONNS", "10000", "master proxy: connections at once (a client address gets at most half)"),
     var("HOME", "none", "local mode: where the default state directory goes"),
 ];
 

@@ -113,6 +113,8 @@ pub struct Supervisor {
     oom_kills: Option<u64>,
     /// The stop's handover moved the master role to a replica (discover::UncleanStop).
     handed_over: bool,
+    /// The master proxy, a third child with its own restart policy (proxy/child.rs).
+    proxy: Option<crate::proxy::child::ProxyChild>,
 }
 
 /// Registers every signal we act on before anything starts: PID 1 ignores signals it has no
@@ -170,6 +172,7 @@ impl Supervisor {
             Instant::now(),
         );
         Supervisor {
+            proxy: crate::proxy::child::ProxyChild::new(&cfg),
             policy: cfg.restart,
             cfg,
             bases,
@@ -211,6 +214,9 @@ impl Supervisor {
                 self.start(which);
             }
         }
+        if let Some(p) = self.proxy.as_mut() {
+            p.start();
+        }
         // Bounded by the stop deadline once a stop begins; unbounded while serving, by design.
         loop {
             if self.stop.finished(self.kids()) {
@@ -231,6 +237,9 @@ impl Supervisor {
         if let Some(c) = self.companion.take() {
             c.abort();
         }
+        if let Some(p) = self.proxy.as_mut() {
+            p.stop().await;
+        }
         let killed = self.stop.phase() == Phase::Killing;
         let code = policy::final_code(self.stop.stopping(), killed, self.gave_up);
         tracing::info!(code, "all children gone, exiting");
@@ -250,7 +259,10 @@ impl Supervisor {
             SlotState::Backoff { at } => Some(at),
             _ => None,
         });
-        backoffs.chain(self.stop.next_deadline()).min()
+        backoffs
+            .chain(self.stop.next_deadline())
+            .chain(self.proxy.as_ref().and_then(|p| p.deadline()))
+            .min()
     }
 
     fn on_event(&mut self, ev: Event) {
@@ -291,8 +303,13 @@ impl Supervisor {
                 .slots
                 .iter()
                 .position(|s| matches!(s.state, SlotState::Running { pid: p, .. } if p == pid));
+            let stopping = self.stop.stopping();
             match slot {
                 Some(i) => self.on_child_exit(i, pid, how),
+                None if self
+                    .proxy
+                    .as_mut()
+                    .is_some_and(|p| p.on_exit(pid, how, stopping)) => {}
                 None => {
                     tracing::debug!(pid = pid.as_raw(), status = how.as_code(), "reaped orphan")
                 }
@@ -309,6 +326,9 @@ impl Supervisor {
                     self.start(which);
                 }
             }
+        }
+        if let Some(p) = self.proxy.as_mut() {
+            p.on_timer(now, self.stop.stopping());
         }
         if self.stop.stopping() {
             self.step(Input::Tick, None);

@@ -179,7 +179,10 @@ def test_manifest_shape(wid, doc, spec, container, pod):
     # The kubelet must not SIGKILL before redisha-init's own bounded stop is over.
     assert spec["terminationGracePeriodSeconds"] * 1000 >= grace_ms + 4000
     ports = {p["containerPort"] for p in container["ports"]}
-    assert ports == {int(env["MASTER_ANNOUNCE_PORT"]), int(env["SENTINEL_ANNOUNCE_PORT"])}
+    # The master proxy (issue 32) runs in every pod of every layout.
+    assert ports == {int(env["MASTER_ANNOUNCE_PORT"]), int(env["SENTINEL_ANNOUNCE_PORT"]),
+                     int(env["REDISHA_MASTER_PROXY_PORT"])}
+    assert {p["name"] for p in container["ports"]} >= {"redis", "sentinel", "proxy"}
     assert container["resources"]["requests"] and container["resources"]["limits"]["memory"]
     sentinels = env["REDISHA_SENTINELS"].split(",")
     if wid.startswith("seed/"):
@@ -257,6 +260,10 @@ def test_production_services_and_pdb():
         assert [(p["port"], p["targetPort"]) for p in s["ports"]] == [(26379, "sentinel")], name
         assert selects(s["selector"], labels), f"{name} does not select the StatefulSet's pods"
         assert s["publishNotReadyAddresses"] is True
+    # Clients that do not speak Sentinel: 6379 of redis-master is every pod's master proxy.
+    m = services["redis-master"]["spec"]
+    assert [(p["port"], p["targetPort"]) for p in m["ports"]] == [(6379, "proxy")]
+    assert selects(m["selector"], labels)
     pdbs = production("PodDisruptionBudget")
     assert [d["metadata"]["name"] for d in pdbs] == ["redis-ha"]
     assert pdbs[0]["spec"]["maxUnavailable"] == 1

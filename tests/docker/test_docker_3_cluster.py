@@ -171,6 +171,13 @@ def test_replication_and_sentinels_agree(cluster):
         h.wait_until(what=f"{r} serves the canary",
                      pred=lambda r=r: try_call(c.ip[r], 6379, "GET", "canary", timeout=2) == "before-failover",
                      timeout=10, retry_on=h.ANY_ERROR)
+    # The master proxy (issue 32, REDISHA_MASTER_PROXY_PORT=6380 in compose): every node's
+    # proxy reaches the master, replicas' included.
+    for n in NODES:
+        h.wait_until(what=f"{n}'s master proxy serving the master",
+                     pred=lambda n=n: try_call(c.ip[n], 6380, "GET", "canary", timeout=2) == "before-failover"
+                     and "role:master" in str(try_call(c.ip[n], 6380, "INFO", "replication", timeout=2)),
+                     timeout=10, retry_on=h.ANY_ERROR)
     # Each sentinel knows the two replicas and the two other sentinels.
     for n in NODES:
         mst = pairs(try_call(c.ip[n], 26379, "SENTINEL", "MASTER", GROUP))

@@ -40,6 +40,10 @@ TIMINGS = MappingProxyType({
     "REDISHA_DISCOVERY_TIMEOUT_MS": "15000",
     "REDISHA_CLEANUP_INTERVAL_MS": "2000",
     "REDISHA_STALE_AFTER_MS": "6000",
+    # The master proxy runs in every pod, as in the k8s and compose layouts (test_proxy.py).
+    "REDISHA_MASTER_PROXY_PORT": "6380",
+    # Low enough for test_proxy to reach the per-client half (200) with a few hundred sockets.
+    "REDISHA_MASTER_PROXY_MAX_CONNS": "400",
 })
 DOWN_AFTER = int(TIMINGS["REDISHA_DOWN_AFTER_MS"]) / 1000
 MIN_REPLICAS_MAX_LAG = 2  # the binary's default for down-after 2000 (down-after/1000 - 1, at least 2)

@@ -29,12 +29,13 @@ from hacluster import (DEFAULT_SECURITY, DOWN_AFTER, MIN_REPLICAS_MAX_LAG, PASSW
                        stop_master_and_watch)
 from hanet import (FAMILY, GROUP, LOCK_PATH, NPODS, PREFIX, REDIS_PORT,  # noqa: E402
                    SENTINEL_PORT, SUBNET, addr, address)
-from hawriter import Writer  # noqa: E402
+from hawriter import PROXY_PORT, ProxyWriter, Writer  # noqa: E402
 from rhtest import WriteResult, log, run, stop_gap, wait_until  # noqa: E402
 
 __all__ = [
     "DEFAULT_SECURITY", "DOWN_AFTER", "FAMILY", "GROUP", "LOCK_PATH", "MIN_REPLICAS_MAX_LAG",
-    "NPODS", "PASSWORD", "POD_EXIT_TIMEOUT", "PREFIX", "RECORDED", "REDIS_PORT", "RESULTS",
+    "NPODS", "PASSWORD", "POD_EXIT_TIMEOUT", "PREFIX", "PROXY_PORT", "ProxyWriter", "RECORDED",
+    "REDIS_PORT", "RESULTS",
     "SENTINEL_PORT", "SUBNET", "TIMINGS", "Cluster", "Pod", "RoleSampler", "Security",
     "StopOutcome", "Tls", "WriteResult", "Writer", "addr", "address", "client", "client_kwargs",
     "cold_start", "info_replication", "log", "record", "run", "stop_gap",
