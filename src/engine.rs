@@ -281,6 +281,7 @@ impl Seen {
             .await?;
             let own = ServerVersion::parse(&info);
             let repl = redisio::Repl::parse(&info);
+            let linked = repl.as_ref().is_some_and(|r| r.link_up);
             let master = match repl.and_then(|r| r.master) {
                 Some(m) => match redisio::info(&cfg.conn, &m, "server", t).await {
                     Ok(i) => match ServerVersion::parse(&i) {
@@ -297,18 +298,24 @@ impl Seen {
                 t,
             )
             .await?;
-            Ok::<_, redis::RedisError>((con, own, master, cur))
+            Ok::<_, redis::RedisError>((con, own, master, cur, linked))
         };
-        let Ok((mut con, Some(own), master, cur)) = r.await else {
+        let Ok((mut con, Some(own), master, cur, linked)) = r.await else {
             return false;
         };
         if self.engine != Some(own) {
             tracing::info!(server = %own, "data node engine");
             self.engine = Some(own);
         }
-        let Some(v) = judge(base, &own, &master) else {
+        let Some(mut v) = judge(base, &own, &master) else {
             return true;
         };
+        if v.cannot_sync && !linked {
+            // Not a risk any more but the fact: said again (a new state) when the link drops.
+            v.state = v
+                .state
+                .map(|s| format!("{s}; its link is down: the full sync is failing, readiness is false until it follows a master it can load"));
+        }
         if v.state != self.last {
             match &v.state {
                 Some(s) if v.cannot_sync => tracing::error!("version rule: {s}"),

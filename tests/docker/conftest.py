@@ -20,6 +20,18 @@ def images(docker_engine):
     return h.build_images()
 
 
+@pytest.fixture(scope="session")
+def valkey_images(images):
+    """The same two targets on the Valkey base (docker/README.md, "Valkey")."""
+    return h.build_images("valkey")
+
+
+@pytest.fixture(scope="session", params=["redis", "valkey"])
+def engine_images(request):
+    """(engine, target -> ref), once per engine: the Redis images, then the Valkey ones."""
+    return request.param, request.getfixturevalue("images" if request.param == "redis" else "valkey_images")
+
+
 def pytest_terminal_summary(terminalreporter):
     if h.MEASUREMENTS:
         terminalreporter.write_sep("-", "tests/docker measurements")
