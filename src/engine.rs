@@ -254,6 +254,14 @@ impl Drop for Guard {
     }
 }
 
+/// `REDISHA_TEST_NO_VERSION_RULE=1`: a test knob, not a setting. The priorities stay as
+/// configured, so a test can show what a rolling upgrade across versions does without the rule
+/// (tests/ha/test_valkey.py, REDISHA_HA_VALKEY_NO_RULE). Read from the environment, not from
+/// `Config`: nobody should run it in production.
+fn rule_off() -> bool {
+    std::env::var_os("REDISHA_TEST_NO_VERSION_RULE").is_some_and(|v| v == "1")
+}
+
 const GUARD_RETRY: Duration = Duration::from_secs(1);
 const GUARD_RETRIES: u32 = 60;
 
@@ -310,6 +318,10 @@ impl Seen {
         let Some(mut v) = judge(base, &own, &master) else {
             return true;
         };
+        if rule_off() {
+            // Test knob: judge and say, but leave the priority alone (what failed before the rule).
+            v.priority = base;
+        }
         if v.cannot_sync && !linked {
             // Not a risk any more but the fact: said again (a new state) when the link drops.
             v.state = v

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import atexit
 import functools
 import ipaddress
 import json
@@ -133,11 +134,16 @@ def build_images(engine: str = "redis") -> dict[str, str]:
             raise RuntimeError(f"no Valkey base: {VALKEY_LOCAL_BASE} is made from the host's "
                                "valkey-server (scripts/setup valkey), or set REDISHA_TEST_VALKEY_IMAGE")
     args = ["--build-arg", f"RUST_IMAGE={rust}", "--build-arg", f"REDIS_IMAGE={redis}"]
+    return _build_all(args, session_context(), engine)
+
+
+@functools.cache
+def session_context() -> Path:
+    """One snapshot per session: the Valkey images then reuse the Redis images' build stage
+    (same content, same cache) even if the work tree changed in between. Removed at exit."""
     ctx = Path(tempfile.mkdtemp(prefix="redisha-docker-ctx-"))
-    try:
-        return _build_all(args, snapshot_context(ctx), engine)
-    finally:
-        shutil.rmtree(ctx, ignore_errors=True)
+    atexit.register(shutil.rmtree, ctx, True)
+    return snapshot_context(ctx)
 
 
 def _build_all(args: list[str], ctx: Path, engine: str = "redis") -> dict[str, str]:
