@@ -216,8 +216,8 @@ def main() -> None:
     binary = os.environ.get("REDISHA_BIN") or str(ROOT / "target" / "release" / "redisha-init")
     assert Path(binary).exists(), f"build first: {binary}"
     plan = [(v, False) for v in a.variants.split(",")]
-    if a.kill:
-        plan += [("seed-sh", True), ("ours", True)]
+    if a.kill:  # the SIGKILL rows of the variants asked for (seed-sh, ours)
+        plan += [(v, True) for v in ("seed-sh", "ours") if v in a.variants.split(",")]
     rows = []
     for v, hard in plan:
         engs = engines if VARIANTS[v][1] is None else ["redis"]

@@ -205,6 +205,44 @@ def test_valkey_stale_first(cluster):
     test_outage.test_outage_then_return(cluster, "stale-first")
 
 
+def test_older_replica_is_named(cluster):
+    """A Redis 7.0 replica of a Valkey 8 master (ordinals 0 and 1 on Valkey, 2 on Redis, from a
+    cold start): its full sync fails for ever ("Can't handle RDB format version"). It must not
+    be left retrying silently: its readiness is false and its probe names the version rule, its
+    PID 1 logs it at error level, and `status` names it."""
+    c = cluster
+    c.servers.clear()
+    c.servers.update({0: VALKEY, 1: VALKEY, 2: REDIS})
+    # cold_start() without its wait: this cluster never answers with every replica linked.
+    for p in c.pods:
+        if p.alive:
+            c.kill_pod(p.idx)
+        shutil.rmtree(p.state_dir, ignore_errors=True)
+    c.start_pods(list(range(NPODS)), new_ip=True)
+    old = c.pods[2]
+    want_probe = "cannot load its newer RDB format (version rule)"
+    last: list = []
+
+    def named():
+        pr = run_cli(c, old, "probe", "redis", "--ready", timeout=10)
+        st = status(c, c.pods[0]).json
+        reasons = [r for r in st["verdict"]["reasons"] if r.startswith(f"replica {addr(old.ip, REDIS_PORT)} ")]
+        logged = "version rule: our redis" in old.log_path.read_text(errors="replace")
+        last[:] = [pr.code, pr.err.strip() or pr.out.strip(), reasons, logged]
+        return (pr.code == 1 and want_probe in last[1] and logged
+                and any("its full sync fails" in r for r in reasons))
+    try:
+        harness.wait_until(named, 40, 1.0, "the older replica named by probe, log and status")
+    finally:
+        record(f"VALKEY older replica: probe exit={last[0] if last else '?'} "
+               f"'{last[1] if last else ''}' status={last[2] if last else ''} logged={last[3] if last else ''}")
+    sentinel = run_cli(c, old, "probe", "sentinel", "--ready", timeout=10)
+    assert sentinel.code == 1, sentinel.out + sentinel.err
+    line = next(l for l in old.log_path.read_text(errors="replace").splitlines()
+                if "version rule: our redis" in l)
+    assert "ERROR" in line or '"level":"ERROR"' in line, line
+
+
 class VersionWatch(threading.Thread):
     """Samples every live pod 4 times a second: a pod on Redis whose configured master runs
     Valkey is a replica older than its master (the pods' engines from cluster.servers)."""
@@ -315,8 +353,10 @@ def rolling_upgrade(c, first_master: int) -> None:
                 try:
                     steps.append(f"{why}: " + force_full_resync(c, p))
                 except AssertionError as e:
+                    pr = run_cli(c, p, "probe", "redis", "--ready", timeout=10)
                     raise AssertionError(f"{p.name} (redis) forced into a full resync {why} did "
-                                         f"not sync: {str(e).splitlines()[0]}") from None
+                                         f"not sync: {str(e).splitlines()[0]}; its probe: "
+                                         f"{(pr.err or pr.out).strip()}") from None
     try:
         time.sleep(1.0)
         try:
