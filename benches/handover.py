@@ -146,8 +146,9 @@ def one_round(binary: str, variant: str, hard: bool, rnd: int, engine: str = "re
     cluster = Cluster(binary, tmp)
     if spawn is None:
         cluster.servers.update({i: ENGINES[engine] for i in range(3)})
-    harness.TIMINGS.clear()
-    harness.TIMINGS.update({"REDISHA_STOP_GRACE_MS": "8000", **extra})
+    # The binary's own timing defaults (not the tests' short ones): only the grace and the
+    # variant's extra settings.
+    cluster.timings = {"REDISHA_STOP_GRACE_MS": "8000", **extra}
     try:
         cluster.setup()
         if spawn is not None:
