@@ -160,7 +160,7 @@ def settled(c: Cluster, master: str, replicas: list[str]):
 
 
 @pytest.mark.timeout(1500)
-def test_images_built(engine_refs):
+def test_images_built(engine, engine_refs):
     for target, ref in engine_refs.items():
         cfg = h.run(["docker", "image", "inspect", "-f",
                      "{{.Config.User}}|{{json .Config.Entrypoint}}|{{.Config.StopSignal}}|{{json .Config.Volumes}}|{{json .Config.Healthcheck.Test}}",
@@ -172,6 +172,11 @@ def test_images_built(engine_refs):
         role = h.run(["docker", "image", "inspect", "-f", "{{range .Config.Env}}{{println .}}{{end}}", ref],
                      timeout=30).stdout
         assert f"REDISHA_ROLE={'master' if target.startswith('master') else 'replica'}" in role
+    # The server the image's redisha-init runs: found on PATH (a Valkey base has no redis-server).
+    out = h.run(["docker", "run", "--rm", "-e", "ALLOW_EMPTY_PASSWORD=yes", engine_refs["master-sentinel"],
+                 "render"], timeout=60).stdout
+    server = "valkey-server" if engine == "valkey" else "redis-server"
+    assert f"# redis argv: {server} " in out and f"# sentinel argv: {server} " in out, out[:400]
 
 
 def test_replication_and_sentinels_agree(cluster):
