@@ -416,7 +416,8 @@ def rolling_upgrade(c, first_master: int) -> None:
         left = {e for e, _ in engines(status(c, c.live()[0]).json).values()}
         if left != {"valkey"}:
             fails.append(f"engines at the end: {left}")
-    gaps = [(n, stop_gap(res.acked, t0, t1)) for n, t0, t1 in handovers]
+    # Each handover's own window (stop_gap counts every later write too).
+    gaps = [(n, stop_gap([a for a in res.acked if a[1] <= t1], t0, t1)) for n, t0, t1 in handovers]
     record(f"VALKEY rolling redis->valkey from ordinal {first_master}"
            f"{' NO_RULE' if NO_RULE else ''}: {'; '.join(steps)}; "
            f"handover_gaps={','.join(f'{n}:{g:.2f}s' for n, g in gaps)} "
