@@ -26,11 +26,6 @@ def valkey_images(images):
     return h.build_images("valkey")
 
 
-@pytest.fixture(scope="session", params=["redis", "valkey"])
-def engine_images(request):
-    """(engine, target -> ref), once per engine: the Redis images, then the Valkey ones."""
-    return request.param, request.getfixturevalue("images" if request.param == "redis" else "valkey_images")
-
 
 def pytest_terminal_summary(terminalreporter):
     if h.MEASUREMENTS:
