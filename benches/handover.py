@@ -10,6 +10,11 @@ master pod as an orchestrator would (SIGTERM, SIGKILL after the grace period) an
   - the time from SIGTERM to the pod's exit.
 
     python3 benches/handover.py --rounds 5 [--variants seed-sh,seed-tini,ours-off,ours] [--kill]
+    python3 benches/handover.py --rounds 5 --variants ours --kill --engines redis,valkey
+
+--engines: the server of redisha-init's pods (REDISHA_REDIS_SERVER: redis-server, valkey-server);
+the rounds of the engines alternate (redis, valkey, redis, ...), so both see the same machine
+load. The seed's variants run redis-server only.
 
 Needs root; the binary comes from REDISHA_BIN or target/release/redisha-init. Every variant runs
 with its own defaults: the seed with down-after 30000 / failover-timeout 180000 as the blog gives
@@ -132,12 +137,18 @@ def stop_pod(pod, hard: bool) -> float:
     return took
 
 
-def one_round(binary: str, variant: str, hard: bool, rnd: int) -> dict:
+ENGINES = {"redis": "redis-server", "valkey": "valkey-server"}
+
+
+def one_round(binary: str, variant: str, hard: bool, rnd: int, engine: str = "redis") -> dict:
     desc, spawn, extra = VARIANTS[variant]
     tmp = Path(tempfile.mkdtemp(prefix=f"rh-bench-{variant}-"))
     cluster = Cluster(binary, tmp)
-    harness.TIMINGS.clear()
-    harness.TIMINGS.update({"REDISHA_STOP_GRACE_MS": "8000", **extra})
+    if spawn is None:
+        cluster.servers.update({i: ENGINES[engine] for i in range(3)})
+    # The binary's own timing defaults (not the tests' short ones): only the grace and the
+    # variant's extra settings.
+    cluster.timings = {"REDISHA_STOP_GRACE_MS": "8000", **extra}
     try:
         cluster.setup()
         if spawn is not None:
@@ -167,7 +178,8 @@ def one_round(binary: str, variant: str, hard: bool, rnd: int) -> dict:
         res = writer.finish()
         new_master = current_master(cluster)
         lost = len(writer.count_lost(res, new_master)) if new_master else len(res.acked)
-        return {"variant": variant, "hard": hard, "gap": res.max_gap if ok else float("inf"),
+        return {"variant": variant, "hard": hard, "engine": engine,
+                "gap": res.max_gap if ok else float("inf"),
                 "lost": lost, "stop": took, "acked": len(res.acked)}
     finally:
         cluster.teardown()
@@ -181,39 +193,55 @@ def fmt(xs: list[float]) -> str:
     return f"{statistics.median(xs):.2f} / {max(xs):.2f}"
 
 
+def versions(engines: list[str]) -> str:
+    """`redis-server 7.0.15, valkey-server 8.0.1`: what the rounds ran."""
+    out = []
+    for e in engines:
+        r = subprocess.run([ENGINES[e], "--version"], capture_output=True, text=True)
+        v = next((w[2:] for w in r.stdout.split() if w.startswith("v=")), "?")
+        out.append(f"{ENGINES[e]} {v}")
+    return ", ".join(out)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--rounds", type=int, default=5)
     ap.add_argument("--variants", default="seed-sh,seed-tini,ours-off,ours")
     ap.add_argument("--kill", action="store_true", help="also SIGKILL the master pod (seed-sh, ours)")
+    ap.add_argument("--engines", default="redis",
+                    help="comma-separated: redis, valkey (redisha-init's variants only)")
     ap.add_argument("--out", default=str(Path(__file__).with_name("RESULTS-handover.md")))
     a = ap.parse_args()
+    engines = a.engines.split(",")
+    assert all(e in ENGINES for e in engines), f"--engines: {a.engines}"
     binary = os.environ.get("REDISHA_BIN") or str(ROOT / "target" / "release" / "redisha-init")
     assert Path(binary).exists(), f"build first: {binary}"
     plan = [(v, False) for v in a.variants.split(",")]
-    if a.kill:
-        plan += [("seed-sh", True), ("ours", True)]
+    if a.kill:  # the SIGKILL rows of the variants asked for (seed-sh, ours)
+        plan += [(v, True) for v in ("seed-sh", "ours") if v in a.variants.split(",")]
     rows = []
     for v, hard in plan:
-        runs = []
+        engs = engines if VARIANTS[v][1] is None else ["redis"]
+        runs: dict[str, list] = {e: [] for e in engs}
         for r in range(a.rounds):
-            res = one_round(binary, v, hard, r)
-            log(f"{v} {'SIGKILL' if hard else 'SIGTERM'} round {r}: {res}")
-            runs.append(res)
-        rows.append((v, hard, runs))
+            for e in engs:  # alternating: both engines under the same load
+                res = one_round(binary, v, hard, r, e)
+                log(f"{v} {e} {'SIGKILL' if hard else 'SIGTERM'} round {r}: {res}")
+                runs[e].append(res)
+        rows += [(v, hard, e, runs[e]) for e in engs]
     lines = [
-        "| variant | stop | write gap s (median / max) | acked writes lost (per run) | SIGTERM→exit s (median / max) |",
-        "|---|---|---|---|---|",
+        "| variant | engine | stop | write gap s (median / max) | acked writes lost (per run) | SIGTERM→exit s (median / max) |",
+        "|---|---|---|---|---|---|",
     ]
-    for v, hard, runs in rows:
-        lines.append(f"| {VARIANTS[v][0]} | {'SIGKILL' if hard else 'SIGTERM'} | "
+    for v, hard, e, runs in rows:
+        lines.append(f"| {VARIANTS[v][0]} | {ENGINES[e]} | {'SIGKILL' if hard else 'SIGTERM'} | "
                      f"{fmt([x['gap'] for x in runs])} | {', '.join(str(x['lost']) for x in runs)} | "
                      f"{fmt([x['stop'] for x in runs])} |")
     cpu = next((l.split(':', 1)[1].strip() for l in open('/proc/cpuinfo') if l.startswith('model name')), '?')
     head = (f"Machine: {os.cpu_count()} cores, {cpu}, Linux {platform.release()}, "
-            f"{time.strftime('%Y-%m-%d')}; redis-server 7.0.15; {a.rounds} rounds per variant.\n"
+            f"{time.strftime('%Y-%m-%d')}; {versions(engines)}; {a.rounds} rounds per variant.\n"
             f"Command (after `scripts/setup bench`; needs root): `.venv/bin/python benches/handover.py --rounds {a.rounds} --variants {a.variants}"
-            f"{' --kill' if a.kill else ''}`\n")
+            f"{' --kill' if a.kill else ''}{f' --engines {a.engines}' if a.engines != 'redis' else ''}`\n")
     table = head + "\n" + "\n".join(lines) + "\n"
     print(table)
     Path(a.out).write_text(table)

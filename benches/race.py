@@ -14,6 +14,10 @@ Prints one line per round, then Markdown tables (for BENCHMARKS.md; also written
 draws --png: gap per round, and acknowledged writes per 100 ms around the stop of the worst round.
 
     .venv/bin/python benches/race.py [--rounds 20] [--seed N] [--timings defaults|test]
+                                     [--engines redis,valkey]
+
+--engines: the pods' server (redis-server, valkey-server); with two, the rounds alternate
+between them (same offsets drawn in the same order) and the summary has a row per engine.
 
 Needs root and `scripts/setup bench` (matplotlib in .venv). The binary: REDISHA_BIN, else
 target/release/redisha-init. Timings: `defaults` = the binary's own (down-after 5000,
@@ -56,9 +60,16 @@ def setup_waiting(cluster: Cluster) -> None:
             time.sleep(5)
 
 
-def one_round(binary: str, rnd: int, offset: float, watch: float) -> dict:
+ENGINES = {"redis": "redis-server", "valkey": "valkey-server"}
+TIMINGS: dict[str, str] | None = None  # None: the tests' (harness.TIMINGS)
+
+
+def one_round(binary: str, rnd: int, offset: float, watch: float, engine: str = "redis") -> dict:
     tmp = Path(tempfile.mkdtemp(prefix="rh-race-"))
     cluster = Cluster(binary, tmp)
+    cluster.servers.update({i: ENGINES[engine] for i in range(3)})
+    if TIMINGS is not None:
+        cluster.timings = dict(TIMINGS)
     try:
         setup_waiting(cluster)
         t_fa = cold_start(cluster, 90)
@@ -80,7 +91,7 @@ def one_round(binary: str, rnd: int, offset: float, watch: float) -> dict:
             except Exception as e:
                 log(f"round {rnd}: cannot read back from {out.new_master}: {e}")
         return {
-            "round": rnd, "offset": offset, "gap": stop_gap(res.acked, out.t_stop, t_end),
+            "round": rnd, "engine": engine, "offset": offset, "gap": stop_gap(res.acked, out.t_stop, t_end),
             "lost": lost, "switch": out.switch_master, "tfs": tfs, "exit": out.exit_code,
             "exit_s": out.exit_s, "named_s": out.named_s,
             # acknowledged writes relative to the SIGTERM, for the timeline
@@ -166,12 +177,15 @@ def main() -> None:
     ap.add_argument("--timings", choices=["defaults", "test"], default="defaults")
     ap.add_argument("--out", default=str(Path(__file__).with_name("RESULTS-race.md")))
     ap.add_argument("--png", default=str(Path(__file__).with_name("RESULTS-race.png")))
+    ap.add_argument("--engines", default="redis", help="comma-separated: redis, valkey")
     a = ap.parse_args()
+    engines = a.engines.split(",")
+    assert all(e in ENGINES for e in engines), f"--engines: {a.engines}"
+    global TIMINGS
     binary = os.environ.get("REDISHA_BIN") or str(ROOT / "target" / "release" / "redisha-init")
     assert Path(binary).exists(), f"build first: {binary}"
     if a.timings == "defaults":
-        harness.TIMINGS.clear()
-        harness.TIMINGS.update({"REDISHA_STOP_GRACE_MS": "8000"})
+        TIMINGS = {"REDISHA_STOP_GRACE_MS": "8000"}
         down_after = 5.0
     else:
         down_after = harness.DOWN_AFTER
@@ -181,17 +195,13 @@ def main() -> None:
     rows = []
     for rnd in range(a.rounds):
         offset = rng.uniform(0.0, a.max_offset)
-        r = one_round(binary, rnd, offset, watch=down_after + 3)
-        print(f"round {rnd}: offset={offset:.2f}s gap={r['gap']:.2f}s lost={r['lost']} "
+        eng = engines[rnd % len(engines)]
+        r = one_round(binary, rnd, offset, watch=down_after + 3, engine=eng)
+        print(f"round {rnd} ({eng}): offset={offset:.2f}s gap={r['gap']:.2f}s lost={r['lost']} "
               f"switch_master={r['switch']} failover_safe={fmt_s(r['tfs'])} exit={r['exit']} "
               f"exit_after={r['exit_s']:.2f}s writer_errors={r['errors']}", flush=True)
         rows.append(r)
 
-    gaps = [r["gap"] for r in rows]
-    tfss = [r["tfs"] for r in rows if r["tfs"] is not None]
-    lost_rounds = [r for r in rows if r["lost"]]
-    no_master = sum(r["lost"] is None for r in rows)
-    bad_fo = [r for r in rows if any(v != 1 for v in r["switch"].values())]
     cpu = next((l.split(":", 1)[1].strip() for l in open("/proc/cpuinfo")
                 if l.startswith("model name")), "?")
     head = (f"Machine: {os.cpu_count()} cores, {cpu}, Linux {platform.release()}, "
@@ -199,23 +209,32 @@ def main() -> None:
             f"{a.timings} (down-after {down_after:.0f} s), SIGTERM offset uniform in "
             f"0–{a.max_offset:.0f} s after the first answer.\n"
             f"Command (after `scripts/setup bench`; needs root): `.venv/bin/python "
-            f"benches/race.py --rounds {a.rounds} --seed {seed} --timings {a.timings}`\n")
+            f"benches/race.py --rounds {a.rounds} --seed {seed} --timings {a.timings}"
+            f"{f' --engines {a.engines}' if a.engines != 'redis' else ''}`\n")
     summary = [
-        "| write gap s (median / max) | rounds with gap ≥ 2 s | acked writes lost (rounds with loss) "
+        "| engine | write gap s (median / max) | rounds with gap ≥ 2 s | acked writes lost (rounds with loss) "
         "| rounds with ≠ 1 failover | time to failover-safe s (median / max) |",
-        "|---|---|---|---|---|",
-        f"| {med_max(gaps)} | {sum(g >= MAX_GAP for g in gaps)} / {len(rows)} | "
-        f"{sum(r['lost'] or 0 for r in rows)} ({len(lost_rounds)}"
-        f"{f', {no_master} without a new master' if no_master else ''}) | "
-        f"{len(bad_fo)} / {len(rows)} | {med_max(tfss)} "
-        f"({len(rows) - len(tfss)} rounds stopped before it) |",
+        "|---|---|---|---|---|---|",
     ]
+    for eng in engines:
+        er = [r for r in rows if r["engine"] == eng]
+        gaps = [r["gap"] for r in er]
+        tfss = [r["tfs"] for r in er if r["tfs"] is not None]
+        lost_rounds = [r for r in er if r["lost"]]
+        no_master = sum(r["lost"] is None for r in er)
+        bad_fo = [r for r in er if any(v != 1 for v in r["switch"].values())]
+        summary.append(
+            f"| {ENGINES[eng]} | {med_max(gaps)} | {sum(g >= MAX_GAP for g in gaps)} / {len(er)} | "
+            f"{sum(r['lost'] or 0 for r in er)} ({len(lost_rounds)}"
+            f"{f', {no_master} without a new master' if no_master else ''}) | "
+            f"{len(bad_fo)} / {len(er)} | {med_max(tfss)} "
+            f"({len(er) - len(tfss)} rounds stopped before it) |")
     per_round = [
-        "| round | SIGTERM offset s | gap s | lost | +switch-master per survivor | "
+        "| round | engine | SIGTERM offset s | gap s | lost | +switch-master per survivor | "
         "failover-safe s | exit code / s |",
-        "|---|---|---|---|---|---|---|",
+        "|---|---|---|---|---|---|---|---|",
     ] + [
-        f"| {r['round']} | {r['offset']:.2f} | {r['gap']:.2f} | "
+        f"| {r['round']} | {r['engine']} | {r['offset']:.2f} | {r['gap']:.2f} | "
         f"{'no new master' if r['lost'] is None else r['lost']} | "
         f"{', '.join(str(v) for v in r['switch'].values())} | "
         f"{fmt_s(r['tfs'])} | "

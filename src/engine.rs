@@ -254,6 +254,14 @@ impl Drop for Guard {
     }
 }
 
+/// `REDISHA_TEST_NO_VERSION_RULE=1`: a test knob, not a setting. The priorities stay as
+/// configured, so a test can show what a rolling upgrade across versions does without the rule
+/// (tests/ha/test_valkey.py, REDISHA_HA_VALKEY_NO_RULE). Read from the environment, not from
+/// `Config`: nobody should run it in production.
+fn rule_off() -> bool {
+    std::env::var_os("REDISHA_TEST_NO_VERSION_RULE").is_some_and(|v| v == "1")
+}
+
 const GUARD_RETRY: Duration = Duration::from_secs(1);
 const GUARD_RETRIES: u32 = 60;
 
@@ -281,6 +289,7 @@ impl Seen {
             .await?;
             let own = ServerVersion::parse(&info);
             let repl = redisio::Repl::parse(&info);
+            let linked = repl.as_ref().is_some_and(|r| r.link_up);
             let master = match repl.and_then(|r| r.master) {
                 Some(m) => match redisio::info(&cfg.conn, &m, "server", t).await {
                     Ok(i) => match ServerVersion::parse(&i) {
@@ -297,18 +306,28 @@ impl Seen {
                 t,
             )
             .await?;
-            Ok::<_, redis::RedisError>((con, own, master, cur))
+            Ok::<_, redis::RedisError>((con, own, master, cur, linked))
         };
-        let Ok((mut con, Some(own), master, cur)) = r.await else {
+        let Ok((mut con, Some(own), master, cur, linked)) = r.await else {
             return false;
         };
         if self.engine != Some(own) {
             tracing::info!(server = %own, "data node engine");
             self.engine = Some(own);
         }
-        let Some(v) = judge(base, &own, &master) else {
+        let Some(mut v) = judge(base, &own, &master) else {
             return true;
         };
+        if rule_off() {
+            // Test knob: judge and say, but leave the priority alone (what failed before the rule).
+            v.priority = base;
+        }
+        if v.cannot_sync && !linked {
+            // Not a risk any more but the fact: said again (a new state) when the link drops.
+            v.state = v
+                .state
+                .map(|s| format!("{s}; its link is down: the full sync is failing, readiness is false until it follows a master it can load"));
+        }
         if v.state != self.last {
             match &v.state {
                 Some(s) if v.cannot_sync => tracing::error!("version rule: {s}"),

@@ -329,6 +329,15 @@ async fn print_render(cfg: &Config, bases: &render::Bases) -> i32 {
         }
     };
     let prior = state::read_prior_sentinel(cfg);
+    // The argument lists `run` would use (valkey-server where PATH has no redis-server); a PATH
+    // lookup only, nothing started. Nothing found: the configured name, as `run` would refuse.
+    let mut found = cfg.clone();
+    if let Ok(exe) =
+        supervise::child::find_server(&cfg.redis_server, std::env::var_os("PATH").as_deref())
+    {
+        found.redis_server = exe;
+    }
+    let cfg = &found;
     let plan = render::render(cfg, d.role, &d.master, bases, prior.as_deref());
     let argv = |a: &[std::ffi::OsString]| {
         a.iter()
@@ -373,11 +382,13 @@ async fn run(cfg: Config, bases: render::Bases) -> i32 {
     // Owner-only for everything we and the children create: rendered configs hold secrets, and
     // Sentinel rewrites its file with the process umask.
     nix::sys::stat::umask(nix::sys::stat::Mode::from_bits_truncate(0o077));
-    if let Err((code, msg)) =
-        supervise::child::check_executable(&cfg.redis_server, std::env::var_os("PATH").as_deref())
-    {
-        let _ = writeln!(std::io::stderr(), "redisha-init: {msg}");
-        return code;
+    let mut cfg = cfg;
+    match supervise::child::find_server(&cfg.redis_server, std::env::var_os("PATH").as_deref()) {
+        Ok(exe) => cfg.redis_server = exe,
+        Err((code, msg)) => {
+            let _ = writeln!(std::io::stderr(), "redisha-init: {msg}");
+            return code;
+        }
     }
     if let Err(e) = state::prepare(&cfg) {
         let _ = writeln!(

@@ -7,6 +7,7 @@ use std::time::Duration;
 use crate::config::Config;
 use crate::config::Endpoint;
 use crate::config::Server;
+use crate::engine::ServerVersion;
 use crate::redisio;
 use crate::sentinel::ReplicaView;
 
@@ -91,7 +92,15 @@ pub async fn run(cfg: &Config, kind: Server, mode: Mode, timeout: Duration) -> R
                     redisio::query(&mut con, redis::cmd("INFO").arg("replication"), timeout)
                         .await
                         .ok();
-                judge(kind, mode, &ping, info.as_deref(), None)
+                let verdict = judge(kind, mode, &ping, info.as_deref(), None);
+                match (&verdict, info.as_deref()) {
+                    // Not linked: say so when the version rule explains it, else the link.
+                    (Err(_), Some(i)) => match version_block(cfg, &mut con, i, timeout).await {
+                        Some(why) => Err(why),
+                        None => verdict,
+                    },
+                    _ => verdict,
+                }
             }
             Server::Sentinel => {
                 let safety = match safety(cfg, &mut con, timeout).await {
@@ -107,6 +116,42 @@ pub async fn run(cfg: &Config, kind: Server, mode: Mode, timeout: Duration) -> R
         Ok(r) => r,
         Err(_) => Err(format!("no answer within {} ms", timeout.as_millis())),
     }
+}
+
+/// Why an unlinked replica cannot link at all: its master runs a newer version, whose RDB it
+/// cannot load, so every full sync fails and it retries for ever (README, "Valkey"). Decided by
+/// the version rule (our `INFO server` against the master's), not by the server's log: the
+/// probe is a separate process that never sees that log, the line's wording is the server's
+/// own, and the versions name the cause before a sync is even tried. None: the versions do not
+/// explain it (or the master does not answer: then the link is the news).
+async fn version_block(
+    cfg: &Config,
+    con: &mut redis::aio::MultiplexedConnection,
+    repl: &str,
+    timeout: Duration,
+) -> Option<String> {
+    let master = redisio::Repl::parse(repl)?.master?;
+    // A share of the probe's time: the plain "link down" answer must still fit in it.
+    let t = (timeout / 3).min(Duration::from_secs(1));
+    let own: String = redisio::query(con, redis::cmd("INFO").arg("server"), t)
+        .await
+        .ok()?;
+    let mine = ServerVersion::parse(&own)?;
+    let theirs = ServerVersion::parse(&redisio::info(&cfg.conn, &master, "server", t).await.ok()?)?;
+    blocked_by_version(&mine, &master.to_string(), &theirs)
+}
+
+/// The version rule's answer for an unlinked replica (pure; see version_block).
+pub fn blocked_by_version(
+    mine: &ServerVersion,
+    master: &str,
+    theirs: &ServerVersion,
+) -> Option<String> {
+    (!mine.can_follow(theirs)).then(|| {
+        format!(
+            "replica: cannot sync from its master {master} ({theirs}): our {mine} cannot load its newer RDB format (version rule); the full sync fails and is retried for ever"
+        )
+    })
 }
 
 /// What sentinel readiness looks at: could the cluster lose its master now and recover?
@@ -263,6 +308,26 @@ mod tests {
 
     fn ep(s: &str) -> Endpoint {
         Endpoint::parse(s).expect("test address")
+    }
+
+    #[test]
+    fn an_older_replica_names_the_version_rule() {
+        let v = |i: &str| ServerVersion::parse(i).expect("parses");
+        let redis70 = v("redis_version:7.0.15\r\n");
+        let valkey8 = v("redis_version:7.2.4\r\nserver_name:valkey\r\nvalkey_version:8.0.1\r\n");
+        assert_eq!(
+            blocked_by_version(&redis70, "10.0.0.1:6379", &valkey8).as_deref(),
+            Some("replica: cannot sync from its master 10.0.0.1:6379 (valkey 8.0.1): our redis 7.0.15 cannot load its newer RDB format (version rule); the full sync fails and is retried for ever")
+        );
+        // Same or newer than the master: the link itself is the news.
+        assert_eq!(
+            blocked_by_version(&valkey8, "10.0.0.1:6379", &redis70),
+            None
+        );
+        assert_eq!(
+            blocked_by_version(&redis70, "10.0.0.1:6379", &redis70),
+            None
+        );
     }
 
     #[test]

@@ -390,6 +390,14 @@ fn replica_reasons(replicas: &[&NodeObs], master: &NodeObs, reasons: &mut Vec<St
             continue; // a second master was handled above
         }
         if let (Some(rv), Some(mv)) = (n.server, master.server) {
+            if !rv.can_follow(&mv) && n.master.as_deref() == Some(m) && !n.link_up {
+                // Not linked to a master it cannot load: the full sync is what fails, for ever.
+                reasons.push(format!(
+                    "replica {} runs {rv}, older than the master's {mv}: its full sync fails (its RDB format is newer) and is retried for ever; not ready",
+                    n.addr
+                ));
+                continue;
+            }
             if !rv.can_follow(&mv) {
                 reasons.push(format!(
                     "replica {} runs {rv}, older than the master's {mv}: a full sync from it fails (its RDB format is newer)",
@@ -1663,6 +1671,15 @@ pub(crate) mod tests {
         assert_eq!(
             v.reasons,
             vec!["replica 10.0.0.2:6379 runs redis 7.0.15, older than the master's valkey 8.0.1: a full sync from it fails (its RDB format is newer)".to_string()]
+        );
+        // Its link down (the full sync failing): one reason, naming the cause, not the link.
+        n[1].link_up = false;
+        n[1].sync_in_progress = true;
+        let v = verdict(&s, &n, 2);
+        assert_eq!(v.health, Health::Degraded);
+        assert_eq!(
+            v.reasons,
+            vec!["replica 10.0.0.2:6379 runs redis 7.0.15, older than the master's valkey 8.0.1: its full sync fails (its RDB format is newer) and is retried for ever; not ready".to_string()]
         );
         // One version everywhere: no line, no field.
         let (s, mut n) = cluster(Shape::Healthy);

@@ -1,8 +1,9 @@
 #!/usr/bin/env python3
-"""Make the two base images docker/Dockerfile needs, on a machine that can pull nothing.
+"""Make the base images docker/Dockerfile needs, on a machine that can pull nothing.
 
-    python3 docker/local-base/make_local_bases.py            # both, skipped when present
-    python3 docker/local-base/make_local_bases.py --force    # rebuild both
+    python3 docker/local-base/make_local_bases.py            # all three, skipped when present
+    python3 docker/local-base/make_local_bases.py --force    # rebuild them
+    python3 docker/local-base/make_local_bases.py --only valkey
 
 Each is a root filesystem assembled from this host (Debian 12) and loaded with `docker import`:
 
@@ -10,6 +11,10 @@ Each is a root filesystem assembled from this host (Debian 12) and loaded with `
       redis-cli in /usr/local/bin (where the official image has them), their shared libraries
       (the `ldd` closure), a `redis` user and group with uid/gid 999 like the official image,
       /data owned by it. No shell, no package manager: nothing else runs in it.
+  redisha-local/valkey:8-bookworm stands in for valkey/valkey:8.0-bookworm: the same, assembled
+      from Debian's valkey-server 8.0.1 of bookworm-backports (`scripts/setup valkey` installs it):
+      valkey-server, valkey-cli, the valkey-sentinel link, uid/gid 999 (`valkey` in the official
+      image). No redis-server in it: redisha-init finds valkey-server by itself.
   redisha-local/rust:1-bookworm   stands in for rust:1-bookworm. The host's stable Rust toolchain
       (without its docs) in /usr/local/rust, gcc/binutils/libc6-dev for linking a static glibc
       binary, dash + coreutils for RUN lines, CA certificates so cargo reaches crates.io.
@@ -31,6 +36,7 @@ import time
 from pathlib import Path
 
 REDIS_TAG = "redisha-local/redis:7-bookworm"
+VALKEY_TAG = "redisha-local/valkey:8-bookworm"
 RUST_TAG = "redisha-local/rust:1-bookworm"
 # Bumped whenever the recipe changes, so a stale cached image is rebuilt.
 RECIPE = "2"
@@ -190,10 +196,10 @@ def usr_path(p: str) -> str:
     return p
 
 
-def common(fs: RootFs) -> None:
+def common(fs: RootFs, user: str = "redis") -> None:
     fs.usrmerge()
-    fs.text("etc/passwd", PASSWD)
-    fs.text("etc/group", GROUP)
+    fs.text("etc/passwd", PASSWD.replace("redis:", f"{user}:"))
+    fs.text("etc/group", GROUP.replace("redis:", f"{user}:"))
     fs.text("etc/nsswitch.conf", NSSWITCH)
     fs.text("etc/os-release", Path("/etc/os-release").read_text())
     fs.dir("tmp", 0o1777)
@@ -227,6 +233,22 @@ def fill_redis(fs: RootFs) -> None:
     fs.host(cli, "usr/local/bin/redis-cli")
     fs.symlink("usr/local/bin/redis-sentinel", "redis-server")
     for lib in sorted(ldd_closure([server, cli])):
+        fs.host_lib(lib)
+    fs.dir("data", 0o755, uid=999)
+
+
+def fill_valkey(fs: RootFs) -> None:
+    common(fs, user="valkey")
+    # Debian's valkey-server is a link to valkey-check-rdb (one binary that looks at its name):
+    # copied under the name it is run by.
+    server = "/usr/bin/valkey-server"
+    cli = "/usr/bin/valkey-cli"
+    if not os.path.exists(server):
+        raise SystemExit("valkey-server is not installed: scripts/setup valkey (bookworm-backports)")
+    fs.host(os.path.realpath(server), "usr/local/bin/valkey-server")
+    fs.host(os.path.realpath(cli), "usr/local/bin/valkey-cli")
+    fs.symlink("usr/local/bin/valkey-sentinel", "valkey-server")
+    for lib in sorted(ldd_closure([os.path.realpath(server), os.path.realpath(cli)])):
         fs.host_lib(lib)
     fs.dir("data", 0o755, uid=999)
 
@@ -296,12 +318,16 @@ def fill_rust(fs: RootFs) -> None:
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--force", action="store_true", help="rebuild even when the image exists")
-    ap.add_argument("--only", choices=["redis", "rust"], help="make one of the two")
+    ap.add_argument("--only", choices=["redis", "valkey", "rust"], help="make one of them")
     args = ap.parse_args()
     jobs = [
         ("redis", REDIS_TAG, fill_redis, [
             "ENV PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
             "VOLUME /data", "WORKDIR /data", "EXPOSE 6379", 'CMD ["redis-server"]',
+        ]),
+        ("valkey", VALKEY_TAG, fill_valkey, [
+            "ENV PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
+            "VOLUME /data", "WORKDIR /data", "EXPOSE 6379", 'CMD ["valkey-server"]',
         ]),
         ("rust", RUST_TAG, fill_rust, [
             "ENV PATH=/usr/local/cargo/bin:/usr/local/rust/bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
@@ -311,6 +337,10 @@ def main() -> int:
     ]
     for name, tag, fill, changes in jobs:
         if args.only and args.only != name:
+            continue
+        if name == "valkey" and not os.path.exists("/usr/bin/valkey-server") and not args.only:
+            # Optional: the Redis images need only the other two.
+            log(f"valkey-server not installed (scripts/setup valkey); {tag} skipped")
             continue
         if not args.force and image_recipe(tag) == RECIPE:
             log(f"{tag} present (recipe {RECIPE}); skipped")

@@ -60,7 +60,7 @@ pub const VARS: &[Var] = &[
     flag("REDISHA_MIN_REPLICAS_MAX_LAG", "--min-replicas-max-lag", "down-after - 1 s, 2..3600", "seconds without a replica's acknowledgement before writes are refused"),
     flag("REDISHA_LOG_FORMAT", "--log-format", "text", "text, json or raw"),
     flag("REDISHA_STOP_GRACE_MS", "--stop-grace-ms", "8000", "time from SIGTERM to SIGKILL of what is left"),
-    flag("REDISHA_REDIS_SERVER", "--redis-server", "redis-server from PATH", "server executable for the data node and the sentinel: redis-server or valkey-server"),
+    flag("REDISHA_REDIS_SERVER", "--redis-server", "redis-server from PATH, else valkey-server", "server executable for the data node and the sentinel: redis-server or valkey-server"),
     flag("REDISHA_HANDOVER", "--handover", "yes", "hand the master role over before stopping: yes/no"),
     var("REDISHA_DURABILITY", "replicated in a pod, strict when min-replicas-to-write is 0", "replicated (fsync every second, a crashed master fails over) or strict (fsync every write, restart in place)"),
     var("REDISHA_DISCOVERY_TIMEOUT_MS", "20000", "how long boot waits for a named master to answer"),

@@ -108,6 +108,23 @@ pub fn signal_group(pgid: Pid, sig: Option<Signal>) -> bool {
     }
 }
 
+/// The server executable to run: the configured one; when that is the default `redis-server`
+/// and PATH has none, `valkey-server` (a Valkey image ships no redis-server). The engine is
+/// detected, not configured: the first `INFO server` says which one runs.
+pub fn find_server(
+    exe: &Path,
+    path_var: Option<&std::ffi::OsStr>,
+) -> Result<PathBuf, (i32, String)> {
+    match check_executable(exe, path_var) {
+        Err((code, msg)) if code == crate::exit::NOTFOUND && exe == Path::new("redis-server") => {
+            check_executable(Path::new("valkey-server"), path_var)
+                .map(|_| PathBuf::from("valkey-server"))
+                .map_err(|_| (code, msg))
+        }
+        found => found.map(|_| exe.to_path_buf()),
+    }
+}
+
 /// How the executable failed a pre-flight check: (exit code, message).
 pub fn check_executable(
     exe: &Path,
@@ -145,5 +162,34 @@ pub fn check_executable(
             ),
             ))
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::PermissionsExt;
+
+    #[test]
+    fn finds_valkey_server_when_redis_server_is_absent() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().as_os_str().to_owned();
+        let exe = |name: &str| {
+            let p = dir.path().join(name);
+            std::fs::write(&p, "#!/bin/sh\n").expect("write");
+            std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+        };
+        let redis = Path::new("redis-server");
+        // Neither: the redis-server error, as before.
+        let e = find_server(redis, Some(&path)).expect_err("nothing there");
+        assert_eq!(e.0, crate::exit::NOTFOUND);
+        assert!(e.1.starts_with("redis-server not found"), "{}", e.1);
+        exe("valkey-server");
+        assert_eq!(find_server(redis, Some(&path)), Ok("valkey-server".into()));
+        // An explicit other name is never replaced.
+        let e = find_server(Path::new("redis-server-7.0"), Some(&path)).expect_err("absent");
+        assert_eq!(e.0, crate::exit::NOTFOUND);
+        exe("redis-server");
+        assert_eq!(find_server(redis, Some(&path)), Ok("redis-server".into()));
     }
 }

@@ -20,6 +20,13 @@ def images(docker_engine):
     return h.build_images()
 
 
+@pytest.fixture(scope="session")
+def valkey_images(images):
+    """The same two targets on the Valkey base (docker/README.md, "Valkey")."""
+    return h.build_images("valkey")
+
+
+
 def pytest_terminal_summary(terminalreporter):
     if h.MEASUREMENTS:
         terminalreporter.write_sep("-", "tests/docker measurements")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import atexit
 import functools
 import ipaddress
 import json
@@ -79,6 +80,23 @@ def base_images() -> tuple[str, str]:
     return rust or "redisha-local/rust:1-bookworm", redis or "redisha-local/redis:7-bookworm"
 
 
+VALKEY_LOCAL_BASE = "redisha-local/valkey:8-bookworm"
+
+
+def valkey_base() -> str | None:
+    """The server base of the Valkey images: REDISHA_TEST_VALKEY_IMAGE, else the local base (made
+    by base_images() from the host's bookworm-backports valkey-server); None when neither."""
+    given = os.environ.get("REDISHA_TEST_VALKEY_IMAGE")
+    if given:
+        return given
+    return VALKEY_LOCAL_BASE if image_exists(VALKEY_LOCAL_BASE) else None
+
+
+def engine_tag(engine: str) -> str:
+    """The tag of an engine's images: TAG for Redis, TAG-valkey for Valkey (as REDISHA_TAG)."""
+    return TAG if engine == "redis" else f"{TAG}-{engine}"
+
+
 def snapshot_context(dest: Path) -> Path:
     """Copies what the build context admits (see /.dockerignore) into `dest`, so that all three
     builds see one and the same tree even while files in the work tree change, and the image
@@ -102,21 +120,33 @@ def snapshot_context(dest: Path) -> Path:
     return dest
 
 
-def build_images() -> dict[str, str]:
+def build_images(engine: str = "redis") -> dict[str, str]:
     """Builds master-sentinel and replica-sentinel from docker/Dockerfile; returns target -> ref.
+    engine "valkey": the same targets on the Valkey base (tag TAG-valkey); the build stage is
+    the Redis images' (cached), so call this after build_images().
 
     The binary is compiled inside the build stage unless REDISHA_TEST_PREBUILT names a static
     binary, which is then copied into the context (docker/dist/) and installed as is."""
     rust, redis = base_images()
+    if engine == "valkey":
+        redis = valkey_base()
+        if redis is None:
+            raise RuntimeError(f"no Valkey base: {VALKEY_LOCAL_BASE} is made from the host's "
+                               "valkey-server (scripts/setup valkey), or set REDISHA_TEST_VALKEY_IMAGE")
     args = ["--build-arg", f"RUST_IMAGE={rust}", "--build-arg", f"REDIS_IMAGE={redis}"]
+    return _build_all(args, session_context(), engine)
+
+
+@functools.cache
+def session_context() -> Path:
+    """One snapshot per session: the Valkey images then reuse the Redis images' build stage
+    (same content, same cache) even if the work tree changed in between. Removed at exit."""
     ctx = Path(tempfile.mkdtemp(prefix="redisha-docker-ctx-"))
-    try:
-        return _build_all(args, snapshot_context(ctx))
-    finally:
-        shutil.rmtree(ctx, ignore_errors=True)
+    atexit.register(shutil.rmtree, ctx, True)
+    return snapshot_context(ctx)
 
 
-def _build_all(args: list[str], ctx: Path) -> dict[str, str]:
+def _build_all(args: list[str], ctx: Path, engine: str = "redis") -> dict[str, str]:
     prebuilt = os.environ.get("REDISHA_TEST_PREBUILT")
     if prebuilt:
         dist = ctx / "docker" / "dist"
@@ -127,15 +157,18 @@ def _build_all(args: list[str], ctx: Path) -> dict[str, str]:
     started = int(time.time())
     # The build stage is tagged too: an untagged stage image would be pruned below, and with it the
     # cache of the compile step.
-    for target in ("build", "master-sentinel", "replica-sentinel"):
-        ref = f"{IMAGE_PREFIX}/{target}:{TAG}"
+    targets = ("build", "master-sentinel", "replica-sentinel") if engine == "redis" else \
+        ("master-sentinel", "replica-sentinel")
+    sfx = "" if engine == "redis" else f"_{engine}"
+    for target in targets:
+        ref = f"{IMAGE_PREFIX}/{target}:{engine_tag(engine)}"
         t0 = time.monotonic()
         log(f"building {ref} (the first build compiles the binary: a minute or two)")
         run(["docker", "build", "-q", "-f", str(ctx / "docker" / "Dockerfile"), "--target", target,
              "-t", ref, *args, str(ctx)], timeout=1200)
-        record(f"build_{target}_s", round(time.monotonic() - t0, 1))
+        record(f"build_{target}{sfx}_s", round(time.monotonic() - t0, 1))
         if target != "build":
-            record(f"image_{target}_mb", image_size_mb(ref))
+            record(f"image_{target}{sfx}_mb", image_size_mb(ref))
             refs[target] = ref
     # Images of earlier runs that lost their tag to this run's (a stage image is over 1 GB).
     run(["docker", "image", "prune", "-f", "--filter", "label=io.redisha.stage",

@@ -297,6 +297,41 @@ def test_migration_overlay(tmp_path):
     assert v.stdout.count("passed for resource") == len(docs), v.stdout
 
 
+def test_valkey_overlay(tmp_path):
+    """k8s/valkey (production with the component k8s/components/valkey): rendered by kustomize,
+    valid under --strict, and differing from production in the image tag only."""
+    kubectl = shutil.which("kubectl")
+    if not kubectl:
+        pytest.skip("kubectl not installed (its kustomize renders the overlay)")
+    prod = [d for d in yaml.safe_load_all(
+        h.run([kubectl, "kustomize", str(h.K8S_DIR / "production")], timeout=60).stdout) if d]
+    r = h.run([kubectl, "kustomize", str(h.K8S_DIR / "valkey")], timeout=60)
+    docs = [d for d in yaml.safe_load_all(r.stdout) if d]
+    images = [c["image"] for d in docs if d["kind"] == "StatefulSet"
+              for c in d["spec"]["template"]["spec"]["containers"]]
+    assert images == ["redisha/replica-sentinel:0.1.0-valkey"], images
+    for d in docs:
+        if d["kind"] == "StatefulSet":
+            for c in d["spec"]["template"]["spec"]["containers"]:
+                c["image"] = c["image"].removesuffix("-valkey")
+    assert docs == prod
+    out = tmp_path / "valkey-rendered.yaml"
+    out.write_text(r.stdout)
+    v = h.run([str(Path(sys.executable).parent / "kubernetes-validate"), "--strict", "--no-warn", "-k", "1.33.0",
+               str(out)], timeout=120, check=False)
+    assert v.returncode == 0, v.stdout + v.stderr
+
+
+def test_compose_runs_either_engine():
+    """REDIS_IMAGE and REDISHA_TAG select the engine of docker/compose.yml (docker/README.md)."""
+    env = dict(os.environ, REDIS_IMAGE="redisha-local/valkey:8-bookworm", REDISHA_TAG="valkey")
+    r = h.run([*h.compose_cmd(), "-f", str(h.COMPOSE_FILE), "config"], timeout=60, env=env)
+    cfg = yaml.safe_load(r.stdout)
+    for name, svc in cfg["services"].items():
+        assert svc["image"].endswith(":valkey"), (name, svc["image"])
+        assert svc["build"]["args"]["REDIS_IMAGE"] == "redisha-local/valkey:8-bookworm", name
+
+
 def test_every_declared_variable_is_read_by_the_binary(binary):
     """A variable the binary never reads is a typo or a feature that does not exist (yet)."""
     blob = binary.read_bytes()

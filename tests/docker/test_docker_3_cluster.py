@@ -3,7 +3,9 @@
 The tests run in file order and share one cluster (pytest -x stops at the first failure):
 replication and agreement → `docker stop` of the master → `docker start` of it again →
 `docker kill` of the master → `docker stop` of a replica. Every wait is bounded; the cluster,
-its network and volumes are removed even when a test fails (images stay cached)."""
+its network and volumes are removed even when a test fails (images stay cached). The whole
+sequence runs twice: on the Redis images, then on the Valkey ones (same Dockerfile, Valkey base;
+docker/README.md), each node checked to run the engine its image holds."""
 
 from __future__ import annotations
 
@@ -14,7 +16,7 @@ import time
 import pytest
 
 import docker_helpers as h
-from docker_resp import pairs, try_call, try_info
+from docker_resp import info, pairs, try_call, try_info
 
 DOWN_AFTER_MS = 1000
 FAILOVER_TIMEOUT_MS = 5000
@@ -26,8 +28,9 @@ NODES = ("redis-primary", "redis-secondary-1", "redis-secondary-2")
 
 
 class Cluster:
-    def __init__(self, project: str, prefix: str, images: dict[str, str]):
+    def __init__(self, project: str, prefix: str, images: dict[str, str], engine: str = "redis"):
         self.project = project
+        self.engine = engine
         self.prefix = prefix
         self.ip = {"redis-primary": f"{prefix}.11", "redis-secondary-1": f"{prefix}.12",
                    "redis-secondary-2": f"{prefix}.13"}
@@ -35,7 +38,7 @@ class Cluster:
             os.environ,
             REDISHA_SUBNET_PREFIX=prefix,
             REDISHA_IMAGE_PREFIX=h.IMAGE_PREFIX,
-            REDISHA_TAG=h.TAG,
+            REDISHA_TAG=h.engine_tag(engine),
             REDISHA_DOWN_AFTER_MS=str(DOWN_AFTER_MS),
             REDISHA_FAILOVER_TIMEOUT_MS=str(FAILOVER_TIMEOUT_MS),
         )
@@ -99,14 +102,30 @@ class Cluster:
         return None
 
 
+def rec(c: Cluster, key: str, value) -> None:
+    """A measurement, suffixed _valkey on the Valkey run (BENCHMARKS.md compares the two)."""
+    h.record(key if c.engine == "redis" else f"{key}_{c.engine}", value)
+
+
+@pytest.fixture(scope="module", params=["redis", "valkey"])
+def engine(request):
+    """Module scope: every test below runs in file order on one engine, then on the other."""
+    return request.param
+
+
 @pytest.fixture(scope="module")
-def cluster(images):
-    c = Cluster(f"redishatest{os.getpid()}", h.free_subnet_prefix(), images)
+def engine_refs(request, engine):
+    return request.getfixturevalue("images" if engine == "redis" else "valkey_images")
+
+
+@pytest.fixture(scope="module")
+def cluster(engine, engine_refs):
+    c = Cluster(f"redishatest{os.getpid()}{engine[0]}", h.free_subnet_prefix(), engine_refs, engine)
     c.down()  # a leftover of a crashed earlier run with the same pid
     try:
         t0 = time.monotonic()
         c.up()
-        h.record("compose_up_s", round(time.monotonic() - t0, 1))
+        rec(c, "compose_up_s", round(time.monotonic() - t0, 1))
         yield c
     except BaseException:
         h.log("cluster logs:\n" + c.logs())
@@ -141,8 +160,8 @@ def settled(c: Cluster, master: str, replicas: list[str]):
 
 
 @pytest.mark.timeout(1500)
-def test_images_built(images):
-    for target, ref in images.items():
+def test_images_built(engine, engine_refs):
+    for target, ref in engine_refs.items():
         cfg = h.run(["docker", "image", "inspect", "-f",
                      "{{.Config.User}}|{{json .Config.Entrypoint}}|{{.Config.StopSignal}}|{{json .Config.Volumes}}|{{json .Config.Healthcheck.Test}}",
                      ref], timeout=30).stdout.strip()
@@ -153,6 +172,11 @@ def test_images_built(images):
         role = h.run(["docker", "image", "inspect", "-f", "{{range .Config.Env}}{{println .}}{{end}}", ref],
                      timeout=30).stdout
         assert f"REDISHA_ROLE={'master' if target.startswith('master') else 'replica'}" in role
+    # The server the image's redisha-init runs: found on PATH (a Valkey base has no redis-server).
+    out = h.run(["docker", "run", "--rm", "-e", "ALLOW_EMPTY_PASSWORD=yes", engine_refs["master-sentinel"],
+                 "render"], timeout=60).stdout
+    server = "valkey-server" if engine == "valkey" else "redis-server"
+    assert f"# redis argv: {server} " in out and f"# sentinel argv: {server} " in out, out[:400]
 
 
 def test_replication_and_sentinels_agree(cluster):
@@ -161,7 +185,12 @@ def test_replication_and_sentinels_agree(cluster):
                  pred=lambda: settled(c, "redis-primary", ["redis-secondary-1", "redis-secondary-2"]),
                  timeout=60, retry_on=h.ANY_ERROR)
     # From `compose up` until the nodes are running, replicating and agreed.
-    h.record("up_to_settled_cluster_s", round(time.monotonic() - c.t_up, 1))
+    rec(c, "up_to_settled_cluster_s", round(time.monotonic() - c.t_up, 1))
+    # Each node runs the engine its image holds (INFO server, as redisha-init reads it).
+    for n in NODES:
+        srv = info(c.ip[n], 6379, "server", timeout=2)
+        assert (srv.get("server_name") == "valkey") == (c.engine == "valkey"), (n, srv.get("server_name"))
+    h.record(f"engine_{c.engine}", srv.get("valkey_version") or srv.get("redis_version"))
     # A write on the master reaches both replicas.
     m = c.ip["redis-primary"]
     assert try_call(m, 6379, "SET", "canary", "before-failover", timeout=2) == "OK"
@@ -197,7 +226,7 @@ def test_docker_stop_master_exits_0_and_a_replica_takes_over(cluster):
     t0 = time.monotonic()
     h.run(["docker", "stop", c.ids["redis-primary"]], timeout=stop_timeout + 30)
     stop_s = time.monotonic() - t0
-    h.record("docker_stop_master_s", round(stop_s, 2))
+    rec(c, "docker_stop_master_s", round(stop_s, 2))
     code = c.inspect("redis-primary", "{{.State.ExitCode}}")
     assert code == "0", f"master container exited {code}"
     # Well before Docker's SIGKILL: redisha-init finished by itself, inside its own grace.
@@ -206,7 +235,7 @@ def test_docker_stop_master_exits_0_and_a_replica_takes_over(cluster):
     new = h.wait_until(what="a replica promoted and named by both remaining sentinels",
                        pred=lambda: (lambda m: m in rest and c.masters(rest) == [m] and m)(c.agreed_master(rest)),
                        timeout=DOWN_AFTER_MS / 1000 + 20, retry_on=h.ANY_ERROR)
-    h.record("docker_stop_master_to_new_master_s", round(time.monotonic() - t0, 2))
+    rec(c, "docker_stop_master_to_new_master_s", round(time.monotonic() - t0, 2))
     other = [n for n in rest if n != new][0]
     h.wait_until(what="the other replica following the new master", pred=lambda: settled(c, new, [other]), timeout=30, retry_on=h.ANY_ERROR)
     assert try_call(c.ip[new], 6379, "GET", "canary") == "before-failover"
@@ -229,7 +258,7 @@ def test_docker_start_old_master_rejoins_as_replica(cluster):
         assert time.monotonic() < deadline, (
             f"old master did not rejoin as a replica of {master}: {c.role('redis-primary')}")
         time.sleep(0.1)
-    h.record("docker_start_to_rejoined_s", round(time.monotonic() - t0, 2))
+    rec(c, "docker_start_to_rejoined_s", round(time.monotonic() - t0, 2))
     assert try_call(c.ip["redis-primary"], 6379, "GET", "canary") == "before-failover"
 
 
@@ -245,7 +274,7 @@ def test_docker_kill_master_fails_over_within_down_after(cluster):
                        pred=lambda: (lambda m: m in rest and c.masters(rest) == [m] and m)(c.agreed_master(rest)),
                        timeout=DOWN_AFTER_MS / 1000 + 30, interval=0.05, retry_on=h.ANY_ERROR)
     failover_s = time.monotonic() - t0
-    h.record("docker_kill_master_failover_s", round(failover_s, 2))
+    rec(c, "docker_kill_master_failover_s", round(failover_s, 2))
     h.record("down_after_ms", DOWN_AFTER_MS)
     assert failover_s <= DOWN_AFTER_MS / 1000 + FAILOVER_MARGIN_S, (
         f"failover took {failover_s:.2f} s (down-after {DOWN_AFTER_MS} ms)")
@@ -262,6 +291,6 @@ def test_docker_stop_replica_is_quick(cluster):
     t0 = time.monotonic()
     h.run(["docker", "stop", c.ids[replica]], timeout=60)
     stop_s = time.monotonic() - t0
-    h.record("docker_stop_replica_s", round(stop_s, 2))
+    rec(c, "docker_stop_replica_s", round(stop_s, 2))
     assert c.inspect(replica, "{{.State.ExitCode}}") == "0"
     assert stop_s < 2.0, f"docker stop of a replica took {stop_s:.2f} s"
