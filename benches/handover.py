@@ -39,6 +39,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "tests" / "ha"))
 import harness  # noqa: E402
 from harness import Cluster, Writer, client, info_replication, log  # noqa: E402
+from rhtest import AppWriter  # noqa: E402
 
 ORCHESTRATOR_GRACE = 10.0
 SEED_DIR = Path(__file__).resolve().parent / "seed"
@@ -158,7 +159,12 @@ def one_round(binary: str, variant: str, hard: bool, rnd: int, engine: str = "re
         harness.wait_until(lambda: ready(cluster), 90, 0.5, f"{variant}: cluster settled")
         writer = Writer(cluster, f"bench:{variant}:{rnd}")
         writer.start()
+        # The application as users run it: redis-py 8.2's master_for with its defaults (no
+        # retry), in its own venv; its failed requests are what an application logs.
+        app = AppWriter(cluster.sentinel_addrs, f"bench:{variant}:{rnd}:app",
+                        password=cluster.security.password)
         time.sleep(2.0)
+        t_stop = time.monotonic()
         master_ip = current_master(cluster)
         pod = cluster.pod_by_ip(master_ip)
         took = stop_pod(pod, hard)
@@ -176,11 +182,16 @@ def one_round(binary: str, variant: str, hard: bool, rnd: int, engine: str = "re
         except AssertionError:
             ok = False
         res = writer.finish()
+        try:
+            app_res = app.finish()
+        finally:
+            app.close()
+        app_failed = len(app_res.failed_between(t_stop, time.monotonic()))
         new_master = current_master(cluster)
         lost = len(writer.count_lost(res, new_master)) if new_master else len(res.acked)
         return {"variant": variant, "hard": hard, "engine": engine,
                 "gap": res.max_gap if ok else float("inf"),
-                "lost": lost, "stop": took, "acked": len(res.acked)}
+                "lost": lost, "stop": took, "acked": len(res.acked), "app_failed": app_failed}
     finally:
         cluster.teardown()
         subprocess.run(["rm", "-rf", str(tmp)], check=False)
@@ -230,13 +241,14 @@ def main() -> None:
                 runs[e].append(res)
         rows += [(v, hard, e, runs[e]) for e in engs]
     lines = [
-        "| variant | engine | stop | write gap s (median / max) | acked writes lost (per run) | SIGTERM→exit s (median / max) |",
-        "|---|---|---|---|---|---|",
+        "| variant | engine | stop | write gap s (median / max) | acked writes lost (per run) | SIGTERM→exit s (median / max) | failed requests of an app, redis-py 8.2 master_for defaults (per run) |",
+        "|---|---|---|---|---|---|---|",
     ]
     for v, hard, e, runs in rows:
         lines.append(f"| {VARIANTS[v][0]} | {ENGINES[e]} | {'SIGKILL' if hard else 'SIGTERM'} | "
                      f"{fmt([x['gap'] for x in runs])} | {', '.join(str(x['lost']) for x in runs)} | "
-                     f"{fmt([x['stop'] for x in runs])} |")
+                     f"{fmt([x['stop'] for x in runs])} | "
+                     f"{', '.join(str(x['app_failed']) for x in runs)} |")
     cpu = next((l.split(':', 1)[1].strip() for l in open('/proc/cpuinfo') if l.startswith('model name')), '?')
     head = (f"Machine: {os.cpu_count()} cores, {cpu}, Linux {platform.release()}, "
             f"{time.strftime('%Y-%m-%d')}; {versions(engines)}; {a.rounds} rounds per variant.\n"
