@@ -158,6 +158,8 @@ pub struct Config {
     /// The container's memory limit, read at start (main.rs); the default (nothing found) keeps
     /// `build` pure.
     pub memory: crate::memory::Detected,
+    /// ACL users (`REDISHA_ACL_DIR`, acl.rs); `None`: the shared password of before.
+    pub acl: Option<Acl>,
 }
 
 impl Config {
@@ -218,6 +220,8 @@ pub struct Auth {
     pub redis: Option<Secret>,
     /// requirepass of the sentinels and sentinel-pass between them.
     pub sentinel: Option<Secret>,
+    /// The ACL user our connections log in as (`redisha` with ACL users); `None`: `default`.
+    pub user: Option<String>,
 }
 
 /// What a connection to a data node or a sentinel needs: the passwords and the TLS files.
@@ -286,11 +290,13 @@ pub const DEFAULT_FAILOVER_TIMEOUT_MS: u64 = 10_000;
 pub const DEFAULT_STOP_GRACE_MS: u64 = 8_000;
 pub const DEFAULT_DISCOVERY_TIMEOUT_MS: u64 = 20_000;
 
+pub mod acl;
 mod build;
 mod parse;
 #[cfg(test)]
 mod tests;
 
+pub use acl::Acl;
 pub use build::build;
 #[cfg(test)]
 pub use build::build_from_map;

@@ -13,6 +13,7 @@ mod outage;
 mod probe;
 mod redisio;
 mod render;
+mod render_acl;
 mod splitvote;
 mod state;
 mod status;
