@@ -138,13 +138,15 @@ pub const APP_SENTINEL_RULES: &[&str] = &[
     "+sentinel|sentinels",
 ];
 
-/// A sentinel asking a peer: AUTH, CLIENT SETNAME, PING, SENTINEL IS-MASTER-DOWN-BY-ADDR
-/// (sentinel.c talks to other sentinels over the command link only).
+/// A sentinel asking a peer: AUTH, CLIENT SETNAME, PING, SENTINEL IS-MASTER-DOWN-BY-ADDR, and
+/// PUBLISH of its hellos on `__sentinel__:hello` (sentinel.c sends them to peers too; the HA
+/// test's ACL LOG check found it).
 pub const SENTINEL_PEER_RULES: &[&str] = &[
     "resetkeys",
     "allchannels",
     "-@all",
     "+ping",
+    "+publish",
     "+client|setname",
     "+sentinel|is-master-down-by-addr",
 ];
