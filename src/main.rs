@@ -17,6 +17,7 @@ mod render_acl;
 mod splitvote;
 mod state;
 mod status;
+mod status_acl;
 mod supervise;
 mod switchover;
 

@@ -619,6 +619,9 @@ pub struct Report {
     /// Pods waiting with state after a full outage, and when they elect (outage::describe).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub outage: Option<String>,
+    /// With ACL users: who exists, and which server's ACL differs (status_acl.rs).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub acl: Option<crate::status_acl::AclReport>,
 }
 
 /// `redis 7.0.15 on a, b; valkey 8.0.1 on c` when the nodes that answered differ (oldest first),
@@ -661,6 +664,7 @@ impl Report {
             sentinels,
             took_ms: took.as_millis() as u64,
             outage: None,
+            acl: None,
         }
     }
 
@@ -782,8 +786,27 @@ impl Report {
             out.push_str(o);
             out.push('\n');
         }
+        if let Some(a) = &self.acl {
+            out.push_str(&a.lines());
+        }
         out
     }
+}
+
+fn answered(nodes: &[NodeObs]) -> Vec<String> {
+    nodes
+        .iter()
+        .filter(|n| n.error.is_none())
+        .map(|n| n.addr.clone())
+        .collect()
+}
+
+fn answered_s(sentinels: &[SentinelObs]) -> Vec<String> {
+    sentinels
+        .iter()
+        .filter(|s| s.answered())
+        .map(|s| s.addr.clone())
+        .collect()
 }
 
 fn yes(b: bool) -> String {
@@ -1179,6 +1202,13 @@ pub async fn run(cfg: &Config, json: bool, per_server: Duration) -> i32 {
     };
     let mut report = Report::new(&cfg.group, sentinels, nodes, cfg.quorum, started.elapsed());
     report.outage = outage;
+    report.acl = crate::status_acl::gather(
+        cfg,
+        &answered(&report.nodes),
+        &answered_s(&report.sentinels),
+        per_server,
+    )
+    .await;
     let out = if json {
         match serde_json::to_string_pretty(&report) {
             Ok(s) => s + "\n",

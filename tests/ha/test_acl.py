@@ -174,6 +174,11 @@ def test_acl_three_pods(acl_cluster):
         assert r.code == 0, f"switchover exits {tries}: {r.out}{r.err}"
         r = wait_status(c, other, 1, 20)  # degraded: one pod is gone
         assert r.json["verdict"]["master"] == f"{other.ip}:{REDIS_PORT}", r.json["verdict"]
+        # status names the users and finds every live server in agreement.
+        a = r.json["acl"]
+        for kind in ("data_nodes", "sentinels"):
+            assert {"app", "redisha", "sentinel"} <= set(a[kind]["users"]), a
+            assert a[kind]["differ"] == [] and a[kind]["agree"] == 2, a
         m4 = other.ip
         wait_until(lambda: any(t > time.monotonic() - 0.5 for _, t in w.acked), 10, 0.1,
                    "the writer on the switched-to master")
