@@ -780,14 +780,15 @@ impl Report {
                 "versions: mixed ({m}); a replica ahead of its master ranks last for promotion"
             );
         }
+        // Before the verdict, which stays the last line (or the outage's, after it).
+        if let Some(a) = &self.acl {
+            out.push_str(&a.lines());
+        }
         out.push_str(&self.verdict.line());
         out.push('\n');
         if let Some(o) = &self.outage {
             out.push_str(o);
             out.push('\n');
-        }
-        if let Some(a) = &self.acl {
-            out.push_str(&a.lines());
         }
         out
     }

@@ -492,6 +492,54 @@ mod tests {
     }
 
     #[test]
+    fn acl_dir_builds_users_and_our_login() {
+        use crate::config::{build_from_map, Flags};
+        use std::collections::HashMap;
+        let dir = std::env::temp_dir().join(format!("redisha-acl-unit-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("dir");
+        for u in ["redisha", "replication", "sentinel"] {
+            std::fs::write(dir.join(u), format!("{u}-pw\n")).expect("pw");
+        }
+        std::fs::write(dir.join("app"), "new\r\n\nold\n").expect("pw");
+        let d = dir.display().to_string();
+        let flags = Flags::with(&[("REDISHA_ROLE", "master")]);
+        let c = build_from_map(&flags, &HashMap::from([("REDISHA_ACL_DIR", d.as_str())]))
+            .expect("valid");
+        assert_eq!(c.conn.auth.user.as_deref(), Some(REDISHA_USER));
+        assert_eq!(
+            c.conn.auth.redis.as_ref().map(Secret::expose),
+            Some("redisha-pw")
+        );
+        let acl = c.acl.expect("acl");
+        let app = acl.user(Kind::App).expect("app");
+        let pws: Vec<&str> = app.passwords.iter().map(Secret::expose).collect();
+        assert_eq!(
+            pws,
+            ["new", "old"],
+            "first line sent, blank lines and CR dropped"
+        );
+        // A shared password next to the users is refused, naming it, not echoing it.
+        let e = build_from_map(
+            &flags,
+            &HashMap::from([
+                ("REDISHA_ACL_DIR", d.as_str()),
+                ("REDIS_PASSWORD", "s3cret"),
+            ]),
+        )
+        .expect_err("both");
+        assert!(e.to_string().starts_with("REDIS_PASSWORD:") && !e.to_string().contains("s3cret"));
+        // The rule file alone means nothing.
+        let e = build_from_map(&flags, &HashMap::from([("REDISHA_ACL_FILE", "/x")]))
+            .expect_err("alone");
+        assert!(e.to_string().contains("needs REDISHA_ACL_DIR"), "{e}");
+        std::fs::remove_file(dir.join("sentinel")).expect("rm");
+        let e = build_from_map(&flags, &HashMap::from([("REDISHA_ACL_DIR", d.as_str())]))
+            .expect_err("missing");
+        assert!(e.to_string().contains("REDISHA_ACL_DIR/sentinel"), "{e}");
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
     fn every_fixed_rule_names_known_commands() {
         let cmds = known_commands();
         for set in [

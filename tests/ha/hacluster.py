@@ -116,7 +116,7 @@ def client_kwargs(security: Security = DEFAULT_SECURITY) -> dict:
 
 
 def client(ip: str, port: int, timeout: float = 0.5,
-           security: Security = DEFAULT_SECURITY) -> redis.Redis:
+           security: Security = DEFAULT_SECURITY, user: str = "redisha") -> redis.Redis:
     """A client with short timeouts. Outside a cluster's security (TLS test), use
     Cluster.client, which speaks what the cluster's pods run with."""
     return redis.Redis(
@@ -126,7 +126,7 @@ def client(ip: str, port: int, timeout: float = 0.5,
         socket_connect_timeout=timeout,
         decode_responses=True,
         retry_on_timeout=False,
-        **security.client_kwargs(),
+        **security.client_kwargs(user),
     )
 
 
@@ -365,8 +365,11 @@ class Cluster(Checks):
         they were started with."""
         self.security = Security(password, tls, acl)
 
-    def client(self, ip: str, port: int, timeout: float = 0.5) -> redis.Redis:
-        return client(ip, port, timeout, self.security)
+    def client(self, ip: str, port: int, timeout: float = 0.5,
+               user: str = "redisha") -> redis.Redis:
+        """`user` matters with ACL users only: `redisha` for the cluster's state, `app` to read
+        the data."""
+        return client(ip, port, timeout, self.security, user)
 
     def info_replication(self, ip: str, timeout: float = 0.5) -> dict:
         return info_replication(ip, timeout, self.security)
