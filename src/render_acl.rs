@@ -24,7 +24,8 @@ fn sha256_hex(s: &str) -> String {
 }
 
 /// `user <name> reset <rules> on #<hash>...`: `reset` first so nothing from an earlier
-/// definition survives, the passwords last so no rule can drop them.
+/// definition survives, the passwords last so no rule can drop them (the rule file may not
+/// hold password rules anyway).
 fn user_line(u: &AclUser, rules: &[&str], extra: &[String], out: &mut String) {
     let _ = write!(out, "user {} reset", u.name);
     for r in rules {
@@ -33,7 +34,10 @@ fn user_line(u: &AclUser, rules: &[&str], extra: &[String], out: &mut String) {
     for r in extra {
         let _ = write!(out, " {r}");
     }
-    let _ = write!(out, " on");
+    // An operator's `off` (a user kept but disabled) stands; every other user is on.
+    if !extra.iter().any(|r| r == "off") {
+        let _ = write!(out, " on");
+    }
     for p in &u.passwords {
         let _ = write!(out, " #{}", sha256_hex(p.expose()));
     }

@@ -307,7 +307,9 @@ fn rendered_users(dir: &Path, rules: Option<&str>) -> HashMap<String, String> {
     if let Some(r) = rules {
         let f = dir.join("rules.acl");
         std::fs::write(&f, r).expect("rules");
-        std::fs::write(acl.join("orders"), "orders-pw\n").expect("pw");
+        for u in r.lines().filter_map(|l| l.split_whitespace().nth(1)) {
+            std::fs::write(acl.join(u), format!("{u}-pw\n")).expect("pw");
+        }
         cmd.env("REDISHA_ACL_FILE", &f);
     }
     let out = cmd.output().expect("render");
@@ -425,7 +427,16 @@ fn redisha_may_run_what_the_source_sends_and_the_app_may_not() {
     let users = rendered_users(dir.path(), None);
     let dir2 = tempdir();
     // An operator's app user that asks for everything still gets no HA command.
-    let custom = rendered_users(dir2.path(), Some("user orders ~* &* +@all\n"));
+    let custom = rendered_users(
+        dir2.path(),
+        Some("user orders ~* &* +@all\nuser frozen off ~* +get\n"),
+    );
+    // An operator's `off` stands: the user exists but cannot log in.
+    let frozen: Vec<&str> = custom["frozen"].split(' ').collect();
+    assert!(
+        frozen.contains(&"off") && !frozen.contains(&"on"),
+        "{frozen:?}"
+    );
     for engine in engines() {
         let b = bare(&engine, &users);
         for (name, sub) in &sent {
