@@ -794,22 +794,6 @@ impl Report {
     }
 }
 
-fn answered(nodes: &[NodeObs]) -> Vec<String> {
-    nodes
-        .iter()
-        .filter(|n| n.error.is_none())
-        .map(|n| n.addr.clone())
-        .collect()
-}
-
-fn answered_s(sentinels: &[SentinelObs]) -> Vec<String> {
-    sentinels
-        .iter()
-        .filter(|s| s.answered())
-        .map(|s| s.addr.clone())
-        .collect()
-}
-
 fn yes(b: bool) -> String {
     if b { "yes" } else { "-" }.to_string()
 }
@@ -1203,13 +1187,7 @@ pub async fn run(cfg: &Config, json: bool, per_server: Duration) -> i32 {
     };
     let mut report = Report::new(&cfg.group, sentinels, nodes, cfg.quorum, started.elapsed());
     report.outage = outage;
-    report.acl = crate::status_acl::gather(
-        cfg,
-        &answered(&report.nodes),
-        &answered_s(&report.sentinels),
-        per_server,
-    )
-    .await;
+    report.acl = crate::status_acl::gather_for(cfg, &report, per_server).await;
     let out = if json {
         match serde_json::to_string_pretty(&report) {
             Ok(s) => s + "\n",

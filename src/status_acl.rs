@@ -126,6 +126,27 @@ async fn ask(cfg: &Config, addr: &str, target: Server, t: Duration) -> AclObs {
     }
 }
 
+/// `status`'s hook: the servers that answered its main look.
+pub async fn gather_for(
+    cfg: &Config,
+    report: &crate::status::Report,
+    t: Duration,
+) -> Option<AclReport> {
+    let nodes: Vec<String> = report
+        .nodes
+        .iter()
+        .filter(|n| n.error.is_none())
+        .map(|n| n.addr.clone())
+        .collect();
+    let sentinels: Vec<String> = report
+        .sentinels
+        .iter()
+        .filter(|s| s.answered())
+        .map(|s| s.addr.clone())
+        .collect();
+    gather(cfg, &nodes, &sentinels, t).await
+}
+
 /// Asks every data node and sentinel that answered the main look; None without ACL users.
 pub async fn gather(
     cfg: &Config,
