@@ -10,7 +10,8 @@ Records `SCENARIO acl: ...`.
 
 Opt-in (REDISHA_HA_ACL_ROTATION=1, ~50 s): a password rotation of every user during a
 writer's run, through three readiness-gated rolling updates (add the new password, send it,
-drop the old one): no write refused for auth, none lost.
+drop the old one): no write refused for auth, none lost; `status` names the one pod restarted
+with the new Secret as the one whose ACL differs.
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ import harness  # noqa: F401 (puts tests/pylib on sys.path)
 from hacluster import ACL_USERS
 from harness import (DOWN_AFTER, GROUP, REDIS_PORT, SENTINEL_PORT, Writer,
                      make_acl, record, stop_master_and_watch, wait_until)
-from ops import rolling_update, run_cli, wait_status
+from ops import rolling_update, run_cli, status, wait_ready, wait_status
 
 # Each can break failover, stop a node or lock redisha-init out.
 HOSTILE = [
@@ -216,6 +217,14 @@ def test_acl_password_rotation_rolling(acl_cluster):
         # 1. Every server accepts both; everyone still sends the old one.
         for u in ACL_USERS:
             acl.write(u, old[u], new[u])
+        # One pod restarted with the new Secret: `status` names it as the one that differs.
+        odd = c.pods[2]
+        c.stop_pod_gracefully(odd.idx)
+        c.start_pods([odd.idx])
+        wait_ready(c, [odd])
+        r = status(c, c.pods[0])
+        for kind, port in (("data_nodes", REDIS_PORT), ("sentinels", SENTINEL_PORT)):
+            assert r.json["acl"][kind]["differ"] == [f"{odd.ip}:{port}"], r.json["acl"]
         steps["add"] = rolling_update(c, w_old, 2.0)
         # 2. Pods send the new one (the peers that have not rolled yet accept it since step 1).
         for u in ACL_USERS:
