@@ -30,7 +30,8 @@ pub const RESERVED: &[&str] = &["default", REDISHA_USER, REPLICATION_USER, SENTI
 
 /// What redisha-init sends to a data node (grep `redis::cmd(` outside SENTINEL): INFO, PING,
 /// CONFIG GET/SET replica-priority, CLIENT PAUSE/UNPAUSE (handover, split vote), REPLICAOF
-/// (follow), ACL LIST and ACL LOG (status compares the pods' users and counts refusals).
+/// (follow), ACL LIST (status compares the pods' users) and ACL LOG (read-only: the refusals,
+/// which the HA tests read to prove no internal user was ever refused).
 /// tests/acl.rs checks the source against it.
 pub const REDISHA_DATA_RULES: &[&str] = &[
     "resetkeys",
