@@ -160,6 +160,8 @@ pub struct Config {
     pub memory: crate::memory::Detected,
     /// `REDISHA_MASTER_PROXY_*`; None: no proxy (proxy/mod.rs).
     pub proxy: Option<crate::proxy::Settings>,
+    /// ACL users (`REDISHA_ACL_DIR`, acl.rs); `None`: the shared password of before.
+    pub acl: Option<Acl>,
 }
 
 impl Config {
@@ -220,6 +222,8 @@ pub struct Auth {
     pub redis: Option<Secret>,
     /// requirepass of the sentinels and sentinel-pass between them.
     pub sentinel: Option<Secret>,
+    /// The ACL user our connections log in as (`redisha` with ACL users); `None`: `default`.
+    pub user: Option<String>,
 }
 
 /// What a connection to a data node or a sentinel needs: the passwords and the TLS files.
@@ -316,12 +320,14 @@ impl Default for RestartPolicy {
 pub const DEFAULT_CLEANUP_INTERVAL_MS: u64 = 30_000;
 pub const DEFAULT_STALE_AFTER_MS: u64 = 60_000;
 
+pub mod acl;
 mod build;
 mod parse;
 #[cfg(test)]
 mod tests;
 mod timings;
 
+pub use acl::Acl;
 pub use build::build;
 #[cfg(test)]
 pub use build::build_from_map;

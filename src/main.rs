@@ -14,10 +14,12 @@ mod probe;
 mod proxy;
 mod redisio;
 mod render;
+mod render_acl;
 mod sentinel;
 mod splitvote;
 mod state;
 mod status;
+mod status_acl;
 mod supervise;
 mod switchover;
 

@@ -26,6 +26,9 @@ pub fn client(conn: &Conn, e: &Endpoint, target: Server) -> redis::RedisResult<r
     };
     if let Some(pw) = secret {
         settings = settings.set_password(pw.expose());
+        if let Some(u) = &conn.auth.user {
+            settings = settings.set_username(u);
+        }
     }
     let info = redis::IntoConnectionInfo::into_connection_info(addr)?.set_redis_settings(settings);
     match &conn.tls {

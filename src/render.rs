@@ -139,7 +139,9 @@ pub fn redact(text: &str) -> String {
     let mut out = String::with_capacity(text.len());
     for line in text.lines() {
         let t = line.trim_start();
-        if SECRET_DIRECTIVES
+        if let Some(l) = crate::render_acl::redact_hashes(line) {
+            let _ = writeln!(out, "{l}");
+        } else if SECRET_DIRECTIVES
             .iter()
             .any(|d| t.starts_with(&format!("{d} ")))
         {
@@ -193,7 +195,9 @@ fn render_redis(
     out.push('\n');
     tls_lines(cfg, cfg.redis_port, &mut out);
     listen_lines(cfg, &mut out);
-    if let Some(pw) = &cfg.conn.auth.redis {
+    if let Some(acl) = &cfg.acl {
+        crate::render_acl::redis_lines(acl, quote_secret, &mut out);
+    } else if let Some(pw) = &cfg.conn.auth.redis {
         let _ = writeln!(out, "requirepass {}", quote_secret(pw.expose()));
         let _ = writeln!(out, "masterauth {}", quote_secret(pw.expose()));
     }
@@ -318,7 +322,9 @@ fn render_sentinel(cfg: &Config, master: &Endpoint, bases: &Bases, prior: Option
     out.push('\n');
     tls_lines(cfg, cfg.sentinel_port, &mut out);
     listen_lines(cfg, &mut out);
-    if let Some(pw) = &cfg.conn.auth.sentinel {
+    if let Some(acl) = &cfg.acl {
+        crate::render_acl::sentinel_lines(acl, quote_secret, &mut out);
+    } else if let Some(pw) = &cfg.conn.auth.sentinel {
         let _ = writeln!(out, "requirepass {}", quote_secret(pw.expose()));
         let _ = writeln!(out, "sentinel sentinel-pass {}", quote_secret(pw.expose()));
     }
@@ -346,7 +352,9 @@ fn render_sentinel(cfg: &Config, master: &Endpoint, bases: &Bases, prior: Option
         "sentinel failover-timeout {g} {}",
         cfg.failover_timeout_ms
     );
-    if let Some(pw) = &cfg.conn.auth.redis {
+    if let Some(acl) = &cfg.acl {
+        crate::render_acl::sentinel_group_lines(acl, g, quote_secret, &mut out);
+    } else if let Some(pw) = &cfg.conn.auth.redis {
         let _ = writeln!(out, "sentinel auth-pass {g} {}", quote_secret(pw.expose()));
     }
     if let Some(prior) = prior {

@@ -641,6 +641,9 @@ pub struct Report {
     /// Pods waiting with state after a full outage, and when they elect (outage::describe).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub outage: Option<String>,
+    /// With ACL users: who exists, and which server's ACL differs (status_acl.rs).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub acl: Option<crate::status_acl::AclReport>,
 }
 
 /// `redis 7.0.15 on a, b; valkey 8.0.1 on c` when the nodes that answered differ (oldest first),
@@ -683,6 +686,7 @@ impl Report {
             sentinels,
             took_ms: took.as_millis() as u64,
             outage: None,
+            acl: None,
         }
     }
 
@@ -797,6 +801,10 @@ impl Report {
                 out,
                 "versions: mixed ({m}); a replica ahead of its master ranks last for promotion"
             );
+        }
+        // Before the verdict, which stays the last line (or the outage's, after it).
+        if let Some(a) = &self.acl {
+            out.push_str(&a.lines());
         }
         out.push_str(&self.verdict.line());
         out.push('\n');
@@ -1198,6 +1206,7 @@ pub async fn run(cfg: &Config, json: bool, per_server: Duration) -> i32 {
     };
     let mut report = Report::new(&cfg.group, sentinels, nodes, cfg.quorum, started.elapsed());
     report.outage = outage;
+    report.acl = crate::status_acl::gather_for(cfg, &report, per_server).await;
     let out = if json {
         match serde_json::to_string_pretty(&report) {
             Ok(s) => s + "\n",

@@ -39,7 +39,7 @@ pub fn build(flags: &Flags, env: &RawEnv) -> Result<Config, ConfigError> {
     };
 
     let proxy = crate::proxy::settings(env, redis_port, sentinel_port)?;
-    let auth = build_auth(env, pod_ip.is_some())?;
+    let (auth, acl) = super::acl::build_auth_acl(env, pod_ip.is_some())?;
     let tls = build_tls(env)?;
 
     Ok(Config {
@@ -72,6 +72,7 @@ pub fn build(flags: &Flags, env: &RawEnv) -> Result<Config, ConfigError> {
         maxmemory,
         memory: crate::memory::Detected::default(),
         proxy,
+        acl,
     })
 }
 
@@ -477,7 +478,11 @@ pub(super) fn build_auth(env: &RawEnv, in_pod: bool) -> Result<Auth, ConfigError
             reason: "no password while reachable on MY_POD_IP: set REDIS_PASSWORD_FILE (a mounted Secret) or REDIS_PASSWORD, or ALLOW_EMPTY_PASSWORD=yes to run open".into(),
         });
     }
-    Ok(Auth { redis, sentinel })
+    Ok(Auth {
+        redis,
+        sentinel,
+        user: None,
+    })
 }
 
 pub(super) fn build_tls(env: &RawEnv) -> Result<Option<TlsFiles>, ConfigError> {

@@ -74,6 +74,8 @@ pub const VARS: &[Var] = &[
     var("REDIS_PASSWORD_FILE", "none", "file holding the data-node password (a mounted Secret)"),
     var("REDIS_SENTINEL_PASSWORD", "the data-node password", "sentinels' password"),
     var("REDIS_SENTINEL_PASSWORD_FILE", "none", "file holding the sentinels' password"),
+    var("REDISHA_ACL_DIR", "none (one shared password)", "ACL users: directory (a mounted Secret) with one password file per user: redisha, replication, sentinel, app or the rule file's users"),
+    var("REDISHA_ACL_FILE", "app: all but @admin, @dangerous and the HA commands", "application users' ACL rules, `user <name> <rules>` per line (needs REDISHA_ACL_DIR)"),
     var("ALLOW_EMPTY_PASSWORD", "no", "yes: run without a password although reachable on MY_POD_IP"),
     var("REDISHA_TLS_CERT_FILE", "none", "TLS certificate (all three TLS files: TLS on every port)"),
     var("REDISHA_TLS_KEY_FILE", "none", "TLS private key"),

@@ -384,3 +384,35 @@ def test_compose_env_renders(binary, name, svc):
     grace = int(env["REDISHA_STOP_GRACE_MS"])
     period = svc["stop_grace_period"]
     assert period.endswith("s") and int(period[:-1]) * 1000 >= grace + 2000
+
+
+@pytest.mark.skipif(shutil.which("kubectl") is None, reason="kubectl (kustomize) not installed")
+def test_acl_overlay_renders_users(binary, tmp_path):
+    """k8s/acl (ACL users): the StatefulSet built by kustomize reads REDISHA_ACL_DIR from the
+    Secret volume, no shared password is left, and every pod renders the users."""
+    r = subprocess.run(["kubectl", "kustomize", str(h.K8S_DIR / "acl")], capture_output=True,
+                       text=True, timeout=60)
+    assert r.returncode == 0, r.stderr
+    sts = next(d for d in yaml.safe_load_all(r.stdout) if d and d.get("kind") == "StatefulSet")
+    spec = sts["spec"]["template"]["spec"]
+    c = spec["containers"][0]
+    names = {e["name"] for e in c["env"]}
+    assert "REDISHA_ACL_DIR" in names and not names & {"REDIS_PASSWORD", "REDIS_PASSWORD_FILE"}
+    acl_dir = next(e["value"] for e in c["env"] if e["name"] == "REDISHA_ACL_DIR")
+    mounts = {m["mountPath"]: m["name"] for m in c["volumeMounts"]}
+    vol = next(v for v in spec["volumes"] if v["name"] == mounts[acl_dir])
+    keys = {i["key"] for i in vol["secret"]["items"]}
+    assert keys == {"redisha", "replication", "sentinel", "app"}, keys
+    secret = tmp_path / "acl"
+    secret.mkdir()
+    for k in keys:
+        (secret / k).write_text(f"{PASSWORD}-{k}\n")
+    for i in range(sts["spec"]["replicas"]):
+        pod = f"{sts['metadata']['name']}-{i}"
+        env = pod_env(sts, spec, c, f"10.244.20.{i + 1}", tmp_path, pod)
+        env["REDISHA_ACL_DIR"] = str(secret)
+        out = check_render(binary, c["args"], env, f"10.244.20.{i + 1}", pod)
+        for want in ("user default reset off", "user redisha ", "user app ", "masteruser replication",
+                     "sentinel auth-user mymaster sentinel", "sentinel sentinel-user sentinel"):
+            assert re.search(rf"^{re.escape(want)}", out, re.M), f"{pod}: no {want!r}"
+        assert not re.search(r"^requirepass ", out, re.M), out

@@ -320,7 +320,7 @@ class RoleSampler(threading.Thread):
                 for ip, r in roles.items():
                     if r == "slave":
                         try:
-                            with self.cluster.client(ip, REDIS_PORT, 0.3) as c:
+                            with self.cluster.client(ip, REDIS_PORT, 0.3, user="app") as c:
                                 self.llen.setdefault(ip, []).append(c.llen(self.key))
                         except (redis.RedisError, OSError):
                             pass

@@ -50,6 +50,33 @@ MIN_REPLICAS_MAX_LAG = 2  # the binary's default for down-after 2000 (down-after
 # Optional: run the pods with a password (REDIS_PASSWORD; sentinels use the same one). Without
 # it the pods run open, which the binary refuses on a pod network unless told so.
 PASSWORD = os.environ.get("REDISHA_HA_PASSWORD") or None
+# Optional: run every scenario with ACL users instead (REDISHA_ACL_DIR): the harness's own
+# clients log in as `redisha` (what an operator's tooling would use), the writer as `app`.
+ACL_ON = os.environ.get("REDISHA_HA_ACL") not in (None, "", "0")
+ACL_USERS = ("redisha", "replication", "sentinel", "app")
+
+
+@dataclass(frozen=True)
+class Acl:
+    """A password directory as a mounted Secret: one file per user, first line sent, every line
+    accepted. Read at each use, so a test rotates by rewriting the files (as a Secret update)."""
+    dir: Path
+
+    def pw(self, user: str) -> str:
+        return (self.dir / user).read_text().splitlines()[0]
+
+    def write(self, user: str, *passwords: str) -> None:
+        tmp = self.dir / f".{user}.tmp"
+        tmp.write_text("".join(f"{p}\n" for p in passwords))
+        tmp.replace(self.dir / user)
+
+
+def make_acl(d: Path, tag: str = "v1") -> Acl:
+    d.mkdir(parents=True, exist_ok=True)
+    a = Acl(d)
+    for u in ACL_USERS:
+        a.write(u, f"{u}-{tag}-pw")
+    return a
 
 
 @dataclass(frozen=True)
@@ -66,18 +93,26 @@ class Security:
     plaintext)."""
     password: str | None = PASSWORD
     tls: Tls | None = None
+    acl: Acl | None = None
 
-    def client_kwargs(self) -> dict:
-        """Password and TLS options for redis.Redis / Sentinel."""
+    def client_kwargs(self, user: str = "redisha") -> dict:
+        """Password and TLS options for redis.Redis / Sentinel; with ACL users, `user`'s."""
         kw: dict = {"password": self.password}
+        if self.acl is not None:
+            kw = {"username": user, "password": self.acl.pw(user)}
         if self.tls is not None:
             # No client certificate: tls-auth-clients optional, the password authenticates.
             kw.update(ssl=True, ssl_ca_certs=str(self.tls.ca), ssl_cert_reqs="required",
                       ssl_check_hostname=True)
         return kw
 
+    def app_kwargs(self) -> dict:
+        """What the application (the writer) speaks: the `app` user with ACL users on."""
+        return self.client_kwargs("app")
 
-DEFAULT_SECURITY = Security()
+
+DEFAULT_SECURITY = Security(acl=make_acl(
+    Path("/tmp") / f"{os.environ.get('REDISHA_HA_PREFIX', 'rhat')}-acl") if ACL_ON else None)
 
 
 def client_kwargs(security: Security = DEFAULT_SECURITY) -> dict:
@@ -85,7 +120,7 @@ def client_kwargs(security: Security = DEFAULT_SECURITY) -> dict:
 
 
 def client(ip: str, port: int, timeout: float = 0.5,
-           security: Security = DEFAULT_SECURITY) -> redis.Redis:
+           security: Security = DEFAULT_SECURITY, user: str = "redisha") -> redis.Redis:
     """A client with short timeouts. Outside a cluster's security (TLS test), use
     Cluster.client, which speaks what the cluster's pods run with."""
     return redis.Redis(
@@ -95,7 +130,7 @@ def client(ip: str, port: int, timeout: float = 0.5,
         socket_connect_timeout=timeout,
         decode_responses=True,
         retry_on_timeout=False,
-        **security.client_kwargs(),
+        **security.client_kwargs(user),
     )
 
 
@@ -154,7 +189,9 @@ class Pod:
             "REDISHA_STATE_DIR": str(self.state_dir),
             "REDISHA_ROLE": "master" if self.idx == 0 else "replica",
         }
-        if self.cluster.password:
+        if self.cluster.security.acl is not None:
+            e["REDISHA_ACL_DIR"] = str(self.cluster.security.acl.dir)
+        elif self.cluster.password:
             e["REDIS_PASSWORD"] = self.cluster.password
         else:
             e["ALLOW_EMPTY_PASSWORD"] = "yes"
@@ -325,14 +362,18 @@ class Cluster(Checks):
     def password(self) -> str | None:
         return self.security.password
 
-    def set_security(self, tls: Tls | None = None, password: str | None = PASSWORD) -> None:
-        """TLS and password for pods spawned from now on and for every client helper of the
-        cluster; call with no argument to go back to the defaults. Running pods keep what they
-        were started with."""
-        self.security = Security(password, tls)
+    def set_security(self, tls: Tls | None = None, password: str | None = PASSWORD,
+                     acl: Acl | None = DEFAULT_SECURITY.acl) -> None:
+        """TLS, password and ACL users for pods spawned from now on and for every client helper
+        of the cluster; call with no argument to go back to the defaults. Running pods keep what
+        they were started with."""
+        self.security = Security(password, tls, acl)
 
-    def client(self, ip: str, port: int, timeout: float = 0.5) -> redis.Redis:
-        return client(ip, port, timeout, self.security)
+    def client(self, ip: str, port: int, timeout: float = 0.5,
+               user: str = "redisha") -> redis.Redis:
+        """`user` matters with ACL users only: `redisha` for the cluster's state, `app` to read
+        the data."""
+        return client(ip, port, timeout, self.security, user)
 
     def info_replication(self, ip: str, timeout: float = 0.5) -> dict:
         return info_replication(ip, timeout, self.security)

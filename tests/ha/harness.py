@@ -23,7 +23,7 @@ if _PYLIB not in sys.path:
     sys.path.insert(0, _PYLIB)
 
 from hachecks import RoleSampler  # noqa: E402
-from hacluster import (DEFAULT_SECURITY, DOWN_AFTER, MIN_REPLICAS_MAX_LAG, PASSWORD,  # noqa: E402
+from hacluster import (ACL_ON, DEFAULT_SECURITY, Acl, make_acl, DOWN_AFTER, MIN_REPLICAS_MAX_LAG, PASSWORD,  # noqa: E402
                        POD_EXIT_TIMEOUT, TIMINGS, Cluster, Pod, Security, StopOutcome, Tls,
                        client, client_kwargs, cold_start, info_replication,
                        stop_master_and_watch)
@@ -33,6 +33,7 @@ from hawriter import PROXY_PORT, ProxyWriter, Writer  # noqa: E402
 from rhtest import WriteResult, log, run, stop_gap, wait_until  # noqa: E402
 
 __all__ = [
+    "ACL_ON", "Acl", "make_acl",
     "DEFAULT_SECURITY", "DOWN_AFTER", "FAMILY", "GROUP", "LOCK_PATH", "MIN_REPLICAS_MAX_LAG",
     "NPODS", "PASSWORD", "POD_EXIT_TIMEOUT", "PREFIX", "PROXY_PORT", "ProxyWriter", "RECORDED",
     "REDIS_PORT", "RESULTS",

@@ -24,7 +24,7 @@ class Writer(AckWriter):
     def __init__(self, cluster: Cluster, key: str, rate: float = 100):
         # The security is taken now: a writer outlives no set_security (the TLS test starts
         # its writers after switching).
-        super().__init__(cluster.sentinel_addrs, key, rate, cluster.security.client_kwargs())
+        super().__init__(cluster.sentinel_addrs, key, rate, cluster.security.app_kwargs())
         self.cluster = cluster
 
 

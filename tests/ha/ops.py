@@ -36,7 +36,9 @@ class Run:
 def laptop_env(cluster: Cluster) -> dict:
     """The host's view: no MY_POD_IP (local mode), only the password."""
     e = {"PATH": os.environ.get("PATH", "/usr/bin:/bin")}
-    if cluster.password:
+    if cluster.security.acl is not None:
+        e["REDISHA_ACL_DIR"] = str(cluster.security.acl.dir)
+    elif cluster.password:
         e["REDIS_PASSWORD"] = cluster.password
     return e
 

@@ -60,14 +60,14 @@ def named_master(cluster, ips) -> str | None:
 
 
 def replicas_caught_up(cluster, master_ip: str, key: str) -> None:
-    with harness.client(master_ip, harness.REDIS_PORT, 2) as c:
+    with harness.client(master_ip, harness.REDIS_PORT, 2, user="app") as c:
         want = c.llen(key)
     for p in cluster.live():
         if p.ip == master_ip:
             continue
 
         def same(ip=p.ip):
-            with harness.client(ip, harness.REDIS_PORT, 1) as c:
+            with harness.client(ip, harness.REDIS_PORT, 1, user="app") as c:
                 return c.llen(key) == want
         wait_until(same, 20, 0.1, f"{p.name} caught up on {key}")
 
