@@ -158,6 +158,8 @@ pub struct Config {
     /// The container's memory limit, read at start (main.rs); the default (nothing found) keeps
     /// `build` pure.
     pub memory: crate::memory::Detected,
+    /// `REDISHA_METRICS_PORT`: PID 1 serves Prometheus metrics there (metrics.rs); None = off.
+    pub metrics_port: Option<u16>,
 }
 
 impl Config {

@@ -280,6 +280,19 @@ pub fn build(flags: &Flags, env: &RawEnv) -> Result<Config, ConfigError> {
         None => crate::memory::Setting::Auto,
     };
 
+    let metrics_port = match env.get("REDISHA_METRICS_PORT") {
+        Some(v) => match parse_port("REDISHA_METRICS_PORT", v)? {
+            p if p == redis_port || p == sentinel_port => {
+                return Err(err(
+                    "REDISHA_METRICS_PORT",
+                    v,
+                    "same as the redis or sentinel port",
+                ))
+            }
+            p => Some(p),
+        },
+        None => None,
+    };
     let auth = build_auth(env, pod_ip.is_some())?;
     let tls = build_tls(env)?;
 
@@ -312,6 +325,7 @@ pub fn build(flags: &Flags, env: &RawEnv) -> Result<Config, ConfigError> {
         stale_after_ms,
         maxmemory,
         memory: crate::memory::Detected::default(),
+        metrics_port,
     })
 }
 

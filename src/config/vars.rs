@@ -79,6 +79,7 @@ pub const VARS: &[Var] = &[
     var("REDISHA_TLS_KEY_FILE", "none", "TLS private key"),
     var("REDISHA_TLS_CA_FILE", "none", "TLS CA bundle"),
     var("REDISHA_MAXMEMORY", "30 % of the container's memory limit", "redis's maxmemory (512mb, 1gb, 50%); 0 = do not set"),
+    var("REDISHA_METRICS_PORT", "unset: off", "port of the Prometheus endpoint GET /metrics served by PID 1"),
     var("HOME", "none", "local mode: where the default state directory goes"),
 ];
 
