@@ -179,7 +179,11 @@ def test_manifest_shape(wid, doc, spec, container, pod):
     # The kubelet must not SIGKILL before redisha-init's own bounded stop is over.
     assert spec["terminationGracePeriodSeconds"] * 1000 >= grace_ms + 4000
     ports = {p["containerPort"] for p in container["ports"]}
-    assert ports == {int(env["MASTER_ANNOUNCE_PORT"]), int(env["SENTINEL_ANNOUNCE_PORT"])}
+    want = {int(env["MASTER_ANNOUNCE_PORT"]), int(env["SENTINEL_ANNOUNCE_PORT"])}
+    # issue 33: PID 1's Prometheus endpoint, on a port named for the PodMonitor (k8s/monitoring)
+    metrics = int(env["REDISHA_METRICS_PORT"])
+    assert {p["name"]: p["containerPort"] for p in container["ports"]}.get("metrics") == metrics
+    assert ports == want | {metrics}
     assert container["resources"]["requests"] and container["resources"]["limits"]["memory"]
     sentinels = env["REDISHA_SENTINELS"].split(",")
     if wid.startswith("seed/"):
