@@ -307,9 +307,8 @@ pub fn save(cfg: &Config) {
     }
 }
 
-/// The `switchover` command run inside a pod leaves one line per run in that pod's state
-/// directory; its PID 1 counts them when scraped. Nothing when the directory does not exist (a
-/// laptop).
+/// The `switchover` command run inside a pod (`kubectl exec`: MY_POD_IP set) leaves one line per
+/// run in that pod's state directory; its PID 1 counts them when scraped. Nothing from a laptop.
 pub fn record_switchover(cfg: &Config, code: i32) {
     use std::io::Write;
     let outcome = match code {
@@ -317,7 +316,7 @@ pub fn record_switchover(cfg: &Config, code: i32) {
         crate::exit::NOT_SAFE | crate::exit::IN_PROGRESS | crate::exit::BAD_CANDIDATE => "refused",
         _ => "failed",
     };
-    if !cfg.state_dir.is_dir() {
+    if cfg.pod_ip.is_none() || !cfg.state_dir.is_dir() {
         return;
     }
     let f = std::fs::OpenOptions::new()
