@@ -376,14 +376,6 @@ async fn run(cfg: Config, bases: render::Bases) -> i32 {
         let _ = writeln!(std::io::stderr(), "redisha-init: {msg}");
         return code;
     }
-    if let Err(e) = state::prepare(&cfg) {
-        let _ = writeln!(
-            std::io::stderr(),
-            "redisha-init: cannot create state directory {}: {e} (REDISHA_STATE_DIR)",
-            cfg.state_dir.display()
-        );
-        return exit::CANTCREAT;
-    }
     // Bound before anything starts: a port taken is one line and nothing half started.
     let metrics = match metrics::bind(&cfg) {
         Ok(l) => l,
@@ -395,6 +387,14 @@ async fn run(cfg: Config, bases: render::Bases) -> i32 {
             return exit::OSERR;
         }
     };
+    if let Err(e) = state::prepare(&cfg) {
+        let _ = writeln!(
+            std::io::stderr(),
+            "redisha-init: cannot create state directory {}: {e} (REDISHA_STATE_DIR)",
+            cfg.state_dir.display()
+        );
+        return exit::CANTCREAT;
+    }
     metrics::load(&cfg);
     // Not PID 1 (a laptop): become a subreaper so orphaned grandchildren are still ours to reap.
     if std::process::id() != 1 {
