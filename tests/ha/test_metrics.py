@@ -3,8 +3,9 @@ harness runs with it). A live scrape of every pod parses with prometheus_client'
 passes `promtool check metrics`; the alert rules of k8s/monitoring pass `promtool check rules`
 and their unit tests (`promtool test rules`: each alert firing and not firing); a graceful stop
 of the master counts one handover (outcome done) on the old master's pod and a rise of the
-config epoch on every pod. The other counters are asserted where their fault already happens
-(test_scenarios.py: 2 failovers, 7/7b restarts, 8c the stall fence). ~25 s."""
+config epoch on every pod; a switchover run inside a pod is counted there, refused or done. The
+other counters are asserted where their fault already happens (test_scenarios.py: 2 failovers,
+7/7b restarts, 8c the stall fence). ~20 s."""
 
 from __future__ import annotations
 
@@ -16,6 +17,7 @@ import pytest
 import yaml
 
 import harness
+import ops
 from hametrics import parse, scrape, scrape_all, scrape_text
 from harness import record, wait_until
 
@@ -137,3 +139,27 @@ def test_graceful_stop_counts_one_handover_and_the_epoch_on_every_pod(healthy):
            f"duration={took:.2f}s exit={out.exit_s:.2f}s epoch={b.v(ep):.0f}->{a.v(ep):.0f}")
     assert done == 1 and others == 0 and hist == 1, (done, others, hist)
     assert 0 < took <= out.exit_s, (took, out.exit_s)
+
+
+def test_switchover_from_a_pod_is_counted_there(healthy):
+    """`redisha-init switchover` run inside a pod (as `kubectl exec` would): a refusal and a move
+    each counted once on that pod, by outcome; every pod counts the move's failover. ~5 s."""
+    c = healthy
+    master = c.current_master()
+    where = next(p for p in c.live() if p.ip != master)
+    before = scrape_all(c.live())
+    sw = "redisha_switchovers_total"
+    refused = ops.run_cli(c, where, "switchover", "--to", harness.addr(master, harness.REDIS_PORT))
+    assert refused.code == 5, (refused.code, refused.err)
+    moved = ops.run_cli(c, where, "switchover", "--timeout", "10", timeout=40)
+    assert moved.code == 0, (moved.code, moved.out, moved.err)
+    a = scrape(where.ip)
+    b = before[where.name]
+    assert (a.v(sw, outcome="refused") - b.v(sw, outcome="refused"),
+            a.v(sw, outcome="done") - b.v(sw, outcome="done"),
+            a.v(sw, outcome="failed") - b.v(sw, outcome="failed")) == (1, 1, 0)
+    for p in c.live():
+        n = before[p.name].v("redisha_failovers_total")
+        wait_until(lambda p=p, n=n: scrape(p.ip).v("redisha_failovers_total") > n, 10, 0.2,
+                   f"{p.name} counts the switchover's failover")
+    record(f"METRICS switchover: from {where.name} counted refused+1 done+1 in {moved.took:.2f}s")
