@@ -17,7 +17,9 @@ a user would; supervisord gets a minimal config. Measured:
   reaping  a child leaves --orphans grandchildren to PID 1 and releases them at once; time until
            PID 1 has no child left but the expected ones (zombies included), none missed
   idle     per-thread utime+stime and (non)voluntary context switches of PID 1 over
-           --idle-seconds, sampled from /proc (reading /proc does not wake the process)
+           --idle-seconds, sampled from /proc (reading /proc does not wake the process); also
+           redisha-init with its Prometheus endpoint on (REDISHA_METRICS_PORT) and not scraped
+           (no new periodic work), and scraped once a second (VmRSS at the end of the window)
 
 Teardown: each init is PID 1 of its namespace, so SIGKILL to it makes the kernel kill everything
 in the namespace; unshare runs with --kill-child in its own session, and every wait is bounded.
@@ -526,23 +528,28 @@ class Bench:
     def idle(self):
         """All inits started together with real redis + sentinel; memory after start-up, then
         per-thread CPU and context switches over the same idle window."""
-        variants = PEERS + ["redisha-init (cleanup off)"]
+        variants = PEERS + ["redisha-init (cleanup off)", METRICS_ON, METRICS_SCRAPED]
         nss = {}
+        scraper = None
         try:
             for v in variants:
                 d = self.fresh("idle-" + v.split()[0])
                 port = free_port_pair()
                 peer = v.split()[0]
                 extra = {"REDISHA_CLEANUP_INTERVAL_MS": "0"} if "off" in v else None
+                if "metrics" in v:
+                    extra = {"REDISHA_METRICS_PORT": str(free_port())}
                 out = open(os.path.join(d, "out"), "wb")
                 ns = self.start(peer, d, port, self.redis, out, subprocess.STDOUT, extra_env=extra)
                 ns.out, ns.port, ns.outpath = out, port, os.path.join(d, "out")
+                ns.extra = extra or {}
                 nss[v] = ns
             for v, ns in nss.items():
                 ns.find_pid1()
                 for p in (ns.port, ns.port + 1):
                     if not poll(lambda: pong(p), 30, 0.01):
                         raise RuntimeError(f"idle {v}: port {p} never answered")
+            scraper = Scraper(int(nss[METRICS_SCRAPED].extra["REDISHA_METRICS_PORT"]))
             log(f"idle: all up; settling {self.a.settle} s")
             time.sleep(self.a.settle)
             mem = {v: mem_of(ns.pid1) for v, ns in nss.items()}
@@ -575,6 +582,8 @@ class Bench:
                     break
                 time.sleep(0.2)
             ticks1 = {v: proc_ticks(ns.pid1) for v, ns in nss.items()}
+            mem_end = {v: mem_of(ns.pid1) for v, ns in nss.items()}
+            scrapes = scraper.stop()
             lines1 = {v: count_lines(ns.outpath) for v, ns in nss.items()}
             res = {}
             for v in nss:
@@ -592,6 +601,8 @@ class Bench:
                     )
                 res[v] = {
                     "mem": mem[v],
+                    "mem_end": mem_end[v],
+                    "scrapes": scrapes if v == METRICS_SCRAPED else None,
                     "vol": sum(t["vol"] for t in threads),
                     "nonvol": sum(t["nonvol"] for t in threads),
                     "cpu_ms": (ticks1[v] - ticks0[v]) * 1000 / CLK_TCK,
@@ -600,9 +611,47 @@ class Bench:
                 }
             return res
         finally:
+            if scraper:
+                scraper.stop()
             for ns in nss.values():
                 ns.stop()
                 ns.out.close()
+
+
+METRICS_ON = "redisha-init (metrics on)"
+METRICS_SCRAPED = "redisha-init (metrics scraped 1/s)"
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class Scraper:
+    """GET /metrics once a second, as Prometheus would (faster than its usual 15-30 s)."""
+
+    def __init__(self, port):
+        import threading
+        import urllib.request
+        self.ok, self.failed, self.bytes = 0, 0, 0
+        self.done = threading.Event()
+
+        def run():
+            while not self.done.wait(1.0):
+                try:
+                    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=2) as r:
+                        self.bytes = len(r.read())
+                        self.ok += 1
+                except OSError:
+                    self.failed += 1
+        self.th = threading.Thread(target=run, daemon=True)
+        self.th.start()
+
+    def stop(self):
+        self.done.set()
+        self.th.join(5)
+        return {"ok": self.ok, "failed": self.failed, "bytes": self.bytes}
 
 
 def episodes(times):
@@ -808,6 +857,13 @@ def report(a, m, sizes, st, fl, rp, idl, cmd):
         off = idl["redisha-init (cleanup off)"]
         row(f"idle {s:g} s, redisha-init with REDISHA_CLEANUP_INTERVAL_MS=0",
             [f"{off['vol']} / {off['nonvol']} switches, {off['cpu_ms']:.0f} ms CPU", "", "", ""])
+        for v in (METRICS_ON, METRICS_SCRAPED):
+            x = idl[v]
+            sc = f", {x['scrapes']['ok']} scrapes ({x['scrapes']['failed']} failed, {x['scrapes']['bytes']} B each)" if x["scrapes"] else ""
+            row(f"idle {s:g} s, {v}: VmRSS after start-up → end of the window; switches; CPU",
+                [f"{memrow(x['mem'])} → {memrow(x['mem_end'])}; {x['vol']} / {x['nonvol']} switches, "
+                 f"{x['cpu_ms']:.0f} ms CPU{sc}", "", "", ""], "< 3 MiB",
+                "yes" if max(x["mem"]["VmRSS"], x["mem_end"]["VmRSS"]) < 3072 else "**no**")
         w("")
         w(f"Idle wake-ups of redisha-init by thread ({s:g} s; times in s since the window opened, sampled every 0.2 s; "
           "lines forwarded during the window: "
@@ -815,7 +871,8 @@ def report(a, m, sizes, st, fl, rp, idl, cmd):
         w("")
         w("| variant | thread | voluntary | involuntary | CPU ticks | wake-up episodes (s into the window) | median period |")
         w("|---|---|---|---|---|---|---|")
-        for v in ["redisha-init", "redisha-init (cleanup off)", "tini", "dumb-init", "supervisord"]:
+        for v in ["redisha-init", "redisha-init (cleanup off)", METRICS_ON, METRICS_SCRAPED, "tini", "dumb-init",
+                  "supervisord"]:
             for t in idl[v]["threads"]:
                 starts, gap = episodes(t["wakes_at"])
                 shown = ", ".join(f"{x:g}" for x in starts[:8]) + (f", … ({len(starts)} in all)" if len(starts) > 8 else "")

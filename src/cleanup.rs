@@ -304,6 +304,7 @@ pub async fn tick(cfg: &Config, st: Settings, local: &Endpoint) -> Option<Reset>
     .await;
     match reset {
         Ok(n) => {
+            crate::metrics::sentinel_reset();
             tracing::info!(reason = %why, groups = n, "cleanup: SENTINEL RESET of our own sentinel")
         }
         Err(e) => {

@@ -162,6 +162,8 @@ pub struct Config {
     pub proxy: Option<crate::proxy::Settings>,
     /// ACL users (`REDISHA_ACL_DIR`, acl.rs); `None`: the shared password of before.
     pub acl: Option<Acl>,
+    /// `REDISHA_METRICS_PORT`: PID 1 serves Prometheus metrics there (metrics.rs); None = off.
+    pub metrics_port: Option<u16>,
 }
 
 impl Config {

@@ -216,6 +216,7 @@ async fn after_stall(cfg: &Config, stalled: Duration) {
     };
     fence(
         cfg,
+        crate::metrics::Fence::Stall,
         &format!(
             "this pod stalled for {} ms as master while {why}",
             stalled.as_millis()
@@ -262,6 +263,7 @@ async fn on_election(cfg: &Config, channel: &str, payload: &str) {
     }
     fence(
         cfg,
+        crate::metrics::Fence::Vote,
         &format!("our sentinel reported {channel}: a failover of this master is being elected"),
     )
     .await;
@@ -303,7 +305,7 @@ pub fn election_targets(
 /// `CLIENT PAUSE <failover-timeout> WRITE` on our data node (writes wait, nothing is refused or
 /// lost), then `check` until it follows the new master or the sentinels settle naming it again,
 /// then `CLIENT UNPAUSE`. Bounded by the failover timeout, which is also the pause's own expiry.
-async fn fence(cfg: &Config, why: &str) {
+async fn fence(cfg: &Config, kind: crate::metrics::Fence, why: &str) {
     let t = Duration::from_millis(300);
     let me = cfg.own(Server::Redis);
     let hold = Duration::from_millis(cfg.failover_timeout_ms);
@@ -329,6 +331,7 @@ async fn fence(cfg: &Config, why: &str) {
         }
     };
     tracing::warn!(reason = %why, "writes paused until our data node follows the new master or is named again");
+    let _fenced = crate::metrics::Fenced::begin(kind);
     let until = Instant::now() + hold;
     let outcome = loop {
         match check(cfg).await {
@@ -400,6 +403,7 @@ async fn look(cfg: &Config) -> (Action, Option<Endpoint>) {
     );
     let node = node.ok();
     let own = own.ok().flatten();
+    crate::metrics::own_sentinel(own.as_ref());
     let stale = own_sentinel_stale(own.as_ref(), &answers, known);
     answers.extend(own);
     let named_addr = crate::discover::pick(&answers, &[]).map(|a| a.master.clone());
@@ -446,6 +450,7 @@ async fn looks_consistent(cfg: &Config, local: &Endpoint, cons: &mut Cons) -> bo
             return false;
         }
     };
+    crate::metrics::own_sentinel(Some(&a));
     let peers_ok = a.known_sentinels as usize + 1 >= cfg.sentinels.len();
     let node = match redisio::repl_on(rc, t).await {
         Ok(n) => n,

@@ -9,6 +9,7 @@ mod follow;
 mod handover;
 mod logs;
 mod memory;
+mod metrics;
 mod outage;
 mod probe;
 mod proxy;
@@ -228,11 +229,13 @@ fn main() -> ExitCode {
                 .with_target(false)
                 .with_ansi(false)
                 .try_init();
-            rt.block_on(switchover::run(
+            let code = rt.block_on(switchover::run(
                 &cfg,
                 to.as_deref(),
                 std::time::Duration::from_secs_f64(timeout),
-            ))
+            ));
+            metrics::record_switchover(&cfg, code);
+            code
         }
         Cmd::Run => rt.block_on(run(cfg, bases)),
         Cmd::Proxy => rt.block_on(proxy::run(cfg)),
@@ -392,6 +395,17 @@ async fn run(cfg: Config, bases: render::Bases) -> i32 {
             return code;
         }
     }
+    // Bound before anything starts: a port taken is one line and nothing half started.
+    let metrics = match metrics::bind(&cfg) {
+        Ok(l) => l,
+        Err(e) => {
+            let _ = writeln!(
+                std::io::stderr(),
+                "redisha-init: REDISHA_METRICS_PORT: cannot listen: {e}"
+            );
+            return exit::OSERR;
+        }
+    };
     if let Err(e) = state::prepare(&cfg) {
         let _ = writeln!(
             std::io::stderr(),
@@ -400,6 +414,7 @@ async fn run(cfg: Config, bases: render::Bases) -> i32 {
         );
         return exit::CANTCREAT;
     }
+    metrics::load(&cfg);
     // Not PID 1 (a laptop): become a subreaper so orphaned grandchildren are still ours to reap.
     if std::process::id() != 1 {
         let _ = nix::sys::prctl::set_child_subreaper(true);
@@ -430,6 +445,9 @@ async fn run(cfg: Config, bases: render::Bases) -> i32 {
             let _ = writeln!(std::io::stderr(), "redisha-init: {msg}");
             return exit::CONFIG;
         }
+    }
+    if let Some(l) = metrics {
+        tokio::spawn(metrics::serve(cfg.clone(), l));
     }
     let boot = tokio::select! {
         d = discover::decide(&cfg, false, discover::Patience::Boot, prior.as_ref()) => match (d, prior) {
@@ -487,11 +505,13 @@ async fn run(cfg: Config, bases: render::Bases) -> i32 {
         }
         _ => Vec::new(),
     };
+    let cfg_for_save = cfg.clone();
     let code = supervise::Supervisor::new(cfg, bases, boot, chan)
         .with_first_boot_replicas(first_boot_replicas)
         .with_companion(cleanup)
         .run()
         .await;
+    metrics::save(&cfg_for_save);
     logs::drain(std::time::Duration::from_millis(500));
     code
 }

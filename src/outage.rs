@@ -254,7 +254,10 @@ pub async fn record_offsets(cfg: Config) {
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tick.tick().await;
-        let Ok(r) = redisio::repl(&cfg.conn, &me, t).await else {
+        // The same look feeds the metrics' role, link and lag gauges (metrics.rs).
+        let info = redisio::info(&cfg.conn, &me, "replication", t).await.ok();
+        crate::metrics::replication(info.as_deref());
+        let Some(r) = info.as_deref().and_then(redisio::Repl::parse) else {
             continue;
         };
         // A node still loading or syncing reports 0: keep the last real record.

@@ -211,7 +211,7 @@ pub fn failover_safe(s: &Safety) -> Result<(), String> {
     Ok(())
 }
 
-async fn safety(
+pub(crate) async fn safety(
     cfg: &Config,
     con: &mut redis::aio::MultiplexedConnection,
     t: Duration,

@@ -410,3 +410,20 @@ fn short_sentinel_list_with_state_is_refused() {
         "{err}"
     );
 }
+
+#[test]
+fn metrics_port_taken_exits_71_with_nothing_started() {
+    let taken = std::net::TcpListener::bind(("127.0.0.1", 0)).expect("bind");
+    let port = taken.local_addr().expect("addr").port().to_string();
+    let (code, _, err, started) = run(
+        &[],
+        &[
+            (s("REDISHA_ROLE"), s("master")),
+            (s("REDISHA_METRICS_PORT"), s(&port)),
+        ],
+    );
+    assert_eq!(code, 71, "{err}");
+    assert_eq!(err.lines().count(), 1, "{err}");
+    assert!(err.contains("REDISHA_METRICS_PORT"), "{err}");
+    assert!(!started, "nothing may start when the metrics port is taken");
+}

@@ -1,6 +1,7 @@
 //! Size guards of what ships (issue 11): `cargo build --release` gives a static binary under
 //! 4 MiB stripped, and PID 1's memory after start-up (real redis-server and sentinel) is under
-//! 3 MiB resident, under 1 MiB of it anonymous. Sizes, not times, so a busy CI machine cannot
+//! 3 MiB resident, under 1 MiB of it anonymous, with its Prometheus endpoint on and scraped
+//! (issue 33). Sizes, not times, so a busy CI machine cannot
 //! make them flaky. The release binary is built here (`cargo test` builds only the debug one);
 //! REDISHA_RELEASE_BINARY names a prebuilt one instead. The throughput and the full memory table
 //! are benches/pid1.py's (BENCHMARKS.md).
@@ -153,6 +154,7 @@ fn pid1_anonymous_memory_after_start_up() {
     let bin = release_binary();
     let dir = tempdir();
     let port = free_port();
+    let metrics = free_port();
     let log = std::fs::File::create(dir.path().join("log")).expect("log");
     let mut cmd = Command::new("unshare");
     cmd.args(["--pid", "--fork", "--mount-proc"])
@@ -162,6 +164,7 @@ fn pid1_anonymous_memory_after_start_up() {
         .envs(base_env(&dir.path().join("state"), port))
         .env("REDISHA_ROLE", "master")
         .env("REDISHA_LOG_FORMAT", "text")
+        .env("REDISHA_METRICS_PORT", metrics.to_string())
         .stdin(Stdio::null())
         .stdout(log.try_clone().expect("dup"))
         .stderr(log);
@@ -180,8 +183,19 @@ fn pid1_anonymous_memory_after_start_up() {
         "redis and sentinel answer: {}",
         output()
     );
-    // As benches/pid1.py measures it: settled, both children serving.
+    // As benches/pid1.py measures it: settled, both children serving; and scraped, as
+    // Prometheus does (a scrape builds the exposition and asks the sentinel).
     std::thread::sleep(Duration::from_secs(3));
+    for _ in 0..5 {
+        let body = scrape(metrics);
+        assert!(
+            body.starts_with("HTTP/1.0 200 OK\r\n")
+                && body.contains("\nredisha_role{role=\"master\"} 1\n"),
+            "scrape: {body}\n{}",
+            output()
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
     let (anon, file, rss) = (
         kib(pid1, "RssAnon"),
         kib(pid1, "RssFile"),
@@ -201,4 +215,17 @@ fn pid1_anonymous_memory_after_start_up() {
         "PID 1 VmRSS {rss} KiB after start-up, the limit is {MAX_RSS_KIB} KiB (3 MiB; issue 11)\n{}",
         std::fs::read_to_string(format!("/proc/{pid1}/smaps_rollup")).unwrap_or_default()
     );
+}
+
+/// One `GET /metrics` of PID 1's endpoint: the whole answer (status line, headers, body).
+fn scrape(port: u16) -> String {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).expect("connect to /metrics");
+    s.set_read_timeout(Some(Duration::from_secs(5)))
+        .expect("timeout");
+    s.write_all(b"GET /metrics HTTP/1.0\r\n\r\n")
+        .expect("request");
+    let mut out = String::new();
+    s.read_to_string(&mut out).expect("answer");
+    out
 }

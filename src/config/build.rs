@@ -39,6 +39,19 @@ pub fn build(flags: &Flags, env: &RawEnv) -> Result<Config, ConfigError> {
     };
 
     let proxy = crate::proxy::settings(env, redis_port, sentinel_port)?;
+    let metrics_port = match env.get("REDISHA_METRICS_PORT") {
+        Some(v) => match parse_port("REDISHA_METRICS_PORT", v)? {
+            p if p == redis_port || p == sentinel_port => {
+                return Err(err(
+                    "REDISHA_METRICS_PORT",
+                    v,
+                    "same as the redis or sentinel port",
+                ))
+            }
+            p => Some(p),
+        },
+        None => None,
+    };
     let (auth, acl) = super::acl::build_auth_acl(env, pod_ip.is_some())?;
     let tls = build_tls(env)?;
 
@@ -73,6 +86,7 @@ pub fn build(flags: &Flags, env: &RawEnv) -> Result<Config, ConfigError> {
         memory: crate::memory::Detected::default(),
         proxy,
         acl,
+        metrics_port,
     })
 }
 

@@ -18,6 +18,7 @@ fn local_master_needs_nothing() {
     );
     assert_eq!(c.min_replicas_to_write, 0);
     assert!(c.sentinels.is_empty());
+    assert_eq!(c.metrics_port, None, "metrics are off unless asked for");
 }
 
 #[test]
@@ -66,6 +67,9 @@ fn bad_values_name_the_variable() {
         ("REDISHA_MAXMEMORY", "1.5gb", "REDISHA_MAXMEMORY"),
         ("REDISHA_MAXMEMORY", "512", "REDISHA_MAXMEMORY"),
         ("REDISHA_MAXMEMORY", "1gb\nmaxmemory 0", "REDISHA_MAXMEMORY"),
+        ("REDISHA_METRICS_PORT", "0", "REDISHA_METRICS_PORT"),
+        ("REDISHA_METRICS_PORT", "6379", "REDISHA_METRICS_PORT"),
+        ("REDISHA_METRICS_PORT", "26379", "REDISHA_METRICS_PORT"),
     ];
     for (var, val, named) in cases {
         let mut m = HashMap::from([(*var, *val), ("REDIS_MASTER_SERVICE_HOST", "redis-primary")]);

@@ -83,6 +83,7 @@ pub const VARS: &[Var] = &[
     var("REDISHA_MAXMEMORY", "30 % of the container's memory limit", "redis's maxmemory (512mb, 1gb, 50%); 0 = do not set"),
     var("REDISHA_MASTER_PROXY_PORT", "off", "port of the master proxy, a third child that forwards every connection to the master the sentinels name (0/off: none)"),
     var("REDISHA_MASTER_PROXY_MAX_CONNS", "10000", "master proxy: connections at once (a client address gets at most half)"),
+    var("REDISHA_METRICS_PORT", "unset: off", "port of the Prometheus endpoint GET /metrics served by PID 1"),
     var("HOME", "none", "local mode: where the default state directory goes"),
 ];
 

@@ -273,6 +273,7 @@ impl Supervisor {
             Event::Decided(d) => self.on_decided(d),
             Event::HandoverDone(outcome) => {
                 tracing::info!(outcome = %outcome, "handover finished");
+                crate::metrics::handover_done(&outcome);
                 self.handed_over = matches!(outcome, handover::Outcome::Done { .. });
                 self.step(Input::HandoverDone, None);
             }

@@ -112,10 +112,12 @@ impl Supervisor {
                 attempt,
                 fail_over_first,
             } => {
+                crate::metrics::restart(which, how);
                 self.slots[i].restarts = attempt;
                 Some((delay, attempt, fail_over_first))
             }
             Next::GiveUp { code } => {
+                crate::metrics::budget_spent(which);
                 tracing::error!(
                     child = which.name(),
                     status = how.as_code(),
@@ -237,6 +239,7 @@ impl Supervisor {
             return;
         }
         tracing::warn!(master = %master, "restarting our sentinel to monitor the master the others name");
+        crate::metrics::stale_sentinel_repaired();
         self.sentinel_monitor = Some(master);
         self.sentinel_rerender = true;
         self.term(Server::Sentinel);
@@ -255,6 +258,7 @@ impl Supervisor {
             Exit::Code(_) => None,
         };
         if crate::memory::oom_killed(signal, self.oom_kills, now) {
+            crate::metrics::oom_kill(which);
             let choice =
                 crate::render::maxmemory_choice(&self.cfg, self.decision.role, &self.bases);
             let limit = self

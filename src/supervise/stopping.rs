@@ -34,6 +34,7 @@ impl Supervisor {
                     }
                 }
                 Action::StartHandover { budget } => {
+                    crate::metrics::handover_started();
                     let cfg = self.cfg.clone();
                     let tx = self.tx.clone();
                     self.task = Some(tokio::spawn(async move {

@@ -180,9 +180,13 @@ def test_manifest_shape(wid, doc, spec, container, pod):
     assert spec["terminationGracePeriodSeconds"] * 1000 >= grace_ms + 4000
     ports = {p["containerPort"] for p in container["ports"]}
     # The master proxy (issue 32) runs in every pod of every layout.
-    assert ports == {int(env["MASTER_ANNOUNCE_PORT"]), int(env["SENTINEL_ANNOUNCE_PORT"]),
-                     int(env["REDISHA_MASTER_PROXY_PORT"])}
+    want = {int(env["MASTER_ANNOUNCE_PORT"]), int(env["SENTINEL_ANNOUNCE_PORT"]),
+            int(env["REDISHA_MASTER_PROXY_PORT"])}
     assert {p["name"] for p in container["ports"]} >= {"redis", "sentinel", "proxy"}
+    # issue 33: PID 1's Prometheus endpoint, on a port named for the PodMonitor (k8s/monitoring)
+    metrics = int(env["REDISHA_METRICS_PORT"])
+    assert {p["name"]: p["containerPort"] for p in container["ports"]}.get("metrics") == metrics
+    assert ports == want | {metrics}
     assert container["resources"]["requests"] and container["resources"]["limits"]["memory"]
     sentinels = env["REDISHA_SENTINELS"].split(",")
     if wid.startswith("seed/"):

@@ -188,6 +188,8 @@ class Pod:
             "REDISHA_SENTINELS": sentinels,
             "REDISHA_STATE_DIR": str(self.state_dir),
             "REDISHA_ROLE": "master" if self.idx == 0 else "replica",
+            # tests scrape every pod (hametrics.py, issue 33)
+            "REDISHA_METRICS_PORT": "9379",
         }
         if self.cluster.security.acl is not None:
             e["REDISHA_ACL_DIR"] = str(self.cluster.security.acl.dir)

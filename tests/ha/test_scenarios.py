@@ -17,6 +17,7 @@ import threading
 import time
 
 import harness
+import hametrics
 from harness import (DOWN_AFTER, MIN_REPLICAS_MAX_LAG, POD_EXIT_TIMEOUT, RoleSampler, Writer, record,
                      wait_until)
 
@@ -144,6 +145,7 @@ def test_2_master_killed(healthy):
     w.start()
     try:
         time.sleep(2)
+        before = hametrics.scrape_all(c.live())
         t_kill = time.monotonic()
         c.kill_pod(old.idx)
         survivors = [p.ip for p in c.live()]
@@ -151,6 +153,11 @@ def test_2_master_killed(healthy):
                          and named_master(c, survivors), 40, 0.1, "a promoted master")
         failover_s = time.monotonic() - t_kill
         m, _, cleanup_s = c.settle(90, "invariants after the master was killed")
+        # issue 33: every survivor counts the failover (its sentinel's epoch rose)
+        for p in c.live():
+            n = before[p.name].v("redisha_failovers_total")
+            wait_until(lambda p=p, n=n: hametrics.scrape(p.ip).v("redisha_failovers_total") > n,
+                       10, 0.2, f"{p.name} counts the failover in its metrics")
         time.sleep(2)
     finally:
         res = w.finish()
@@ -314,6 +321,8 @@ def kill_master_redis(c, key: str) -> dict:
     try:
         time.sleep(2)
         pid = m0.child_pid("redis")
+        restarts = ("redisha_child_restarts_total", {"child": "redis", "reason": "signal"})
+        before = hametrics.scrape(m0.ip).v(restarts[0], **restarts[1])
         t_kill = time.monotonic()
         os.kill(pid, signal.SIGKILL)
         harness.log(f"killed redis-server pid {pid} of {m0.name}")
@@ -321,6 +330,8 @@ def kill_master_redis(c, key: str) -> dict:
         wait_until(lambda: str(harness.info_replication(m0.ip, 0.3).get("role")) in
                    ("master", "slave"), 30, 0.05, "the restarted redis answering")
         back_s = time.monotonic() - t_kill
+        # issue 33: PID 1 counts the restart with its reason (killed by a signal)
+        assert hametrics.scrape(m0.ip).v(restarts[0], **restarts[1]) == before + 1
         m, _, _ = c.settle(60, "invariants after the master's redis was killed")
         time.sleep(1)
     finally:
@@ -511,6 +522,7 @@ def test_8c_master_pod_frozen_past_down_after(healthy):
     w.start()
     try:
         time.sleep(1.5)
+        before = hametrics.scrape(m0.ip)
         pids = m0.freeze()
         assert pids, f"{m0.name} has no PID 1 to freeze"
         try:
@@ -536,6 +548,14 @@ def test_8c_master_pod_frozen_past_down_after(healthy):
     # they failed it over.
     if m != m0.ip:
         assert fenced, "the thawed master's PID 1 did not fence its writes"
+    # issue 33: the stall fence is counted (and its paused time) exactly when it happened
+    stall = {"kind": "stall"}
+    after = wait_until(lambda: (lambda a: a if not fenced or a.v(
+        "redisha_write_fence_paused_seconds_total") > before.v(
+        "redisha_write_fence_paused_seconds_total") else None)(hametrics.scrape(m0.ip)),
+        10, 0.2, "the fence's paused time in the metrics")
+    assert (after.v("redisha_write_fences_total", **stall)
+            - before.v("redisha_write_fences_total", **stall)) == (1 if fenced else 0)
     # The writer has one write in flight: the thawed node may acknowledge it before its PID 1 runs.
     assert len(lost) <= 2, f"acknowledged writes lost after the thaw: {lost[:20]}"
 
