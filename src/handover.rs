@@ -572,12 +572,6 @@ async fn repoint(cfg: &Config, new_master: &Endpoint, caught_up: &[Endpoint], t:
 /// failover open until failover-timeout.
 const CLIENTS_TOLD_CAP: Duration = Duration::from_millis(1500);
 
-/// Off: with the hold, the fresh-clone CI's compose rollout (tests/docker test_4) sampled the
-/// old master answering PUBLISH, i.e. not paused, while the promoted replica was master, in 4 of 4
-/// runs (0 writes lost); without it, it passed. Until that is understood the old master is
-/// demoted as soon as the promoted replica answers (issue 30, point 1 stays open).
-const HOLD_UNTIL_TOLD: bool = false;
-
 /// What `clients_told` saw.
 struct Told {
     seen: String,
@@ -804,7 +798,7 @@ async fn steps(
     //    while another replica keeps the new master above min-replicas-to-write: otherwise this
     //    node is its only replica and must link at once.
     let mut peers = None;
-    if candidates.len() > 1 && HOLD_UNTIL_TOLD {
+    if candidates.len() > 1 {
         let told = clients_told(cfg, plan, &new_master, deadline).await;
         tracing::info!(new_master = %new_master, told = %told.seen, "handover: what clients read");
         peers = told.forgot.then_some(told.peers);

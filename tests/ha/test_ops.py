@@ -378,5 +378,6 @@ def test_rolling_update_moves_the_master_once(cluster, first_master):
     assert all(s.exit_code == 0 for s in steps), steps
     assert moves == want, f"the master moved {moves} times, want {want}: {steps}"
     assert not app_lost, f"the application's acknowledged writes lost: {app_lost[:10]}"
-    # The app's failed requests are recorded, not asserted: one per move is the floor for a
-    # client that retries nothing, reached only with handover::HOLD_UNTIL_TOLD, which is off.
+    # One failed request per move is the floor for a client that retries nothing: the write in
+    # flight on the old master when it is demoted (test_races, graceful stop).
+    assert len(failed) <= moves, f"{len(failed)} failed requests for {moves} moves: {failed[:4]}"
