@@ -74,11 +74,23 @@ def role_of(ip: str, timeout: float) -> str | None:
         return role
     try:
         call(ip, REDIS_PORT, "PUBLISH", "redisha-rollout-sampler", "1", timeout=timeout)
-    except TimeoutError:
-        return "master-paused"
+    except ConnectionError as e:
+        # call() reports a timeout as ConnectionError("Timeout reading ..."): the PUBLISH waits
+        # in the pause. (Caught as TimeoutError before, which call() never raises: a paused
+        # master read as "no answer", and a sample could show no master at all.)
+        return "master-paused" if "imeout" in str(e) else None
+    except (OSError, RespError):
+        return None
+    # A PUBLISH held by the pause runs when the pause lifts, which the handover does right after
+    # its REPLICAOF: the node that said master may be a replica by now (seen: ROLE master, then
+    # the held PUBLISH answered after the demotion, counted as a second writable master). A
+    # writable master only if it still says so.
+    try:
+        r = call(ip, REDIS_PORT, "ROLE", timeout=timeout)
     except (OSError, RespError, ConnectionError):
         return None
-    return "master"
+    again = r[0] if isinstance(r, list) and r else None
+    return "master" if again == "master" else again
 
 
 class RoleSampler(threading.Thread):
