@@ -205,6 +205,13 @@ def test_switchover_refusals(healthy):
                 x.config_set("replica-priority", 100)
     assert c.current_master() == m, "a refusal changed the master"
     # A failover already running (forced through one sentinel, no pause: no writer here).
+    # The sentinels read the restored priorities from their next INFO (once a second); `status`
+    # healthy does not wait for that, and SENTINEL FAILOVER before it answers NOGOODSLAVE (seen
+    # once in CI).
+    harness.wait_until(lambda: all(
+        str(e["slave-priority"]) != "0"
+        for p in c.live() for e in client(p.ip, SENTINEL_PORT).sentinel_slaves(GROUP)),
+        10, 0.2, "the sentinels see the priorities restored")
     wait_status(c, a, 0, 30)
     with client(a.ip, SENTINEL_PORT) as s:
         s.execute_command("SENTINEL", "FAILOVER", GROUP)
