@@ -2,10 +2,11 @@
 //! acknowledged write is lost and clients wait about a second instead of down-after.
 //!
 //! Steps, each bounded by one overall deadline: pause writes (`CLIENT PAUSE .. WRITE`); wait until
-//! a healthy replica has processed everything the master acknowledged; `SENTINEL FAILOVER`; wait
-//! until a replica answers as master (or Sentinel names the new master); make this node its
-//! replica (`REPLICAOF`, so clients that were paused get READONLY and go back to Sentinel);
-//! unpause. On any failure: unpause and stop
+//! a healthy replica has processed everything the master acknowledged; `SENTINEL FAILOVER` on a
+//! sentinel that outlives this pod; wait until a replica answers as master (or Sentinel names the
+//! new master); relay the promotion to every sentinel (`relay`); wait until they name it; make
+//! this node its replica (`REPLICAOF`, so clients that were paused get READONLY and go back to
+//! Sentinel); unpause. On any failure: unpause and stop
 //! anyway. `SENTINEL FAILOVER` alone loses the writes acknowledged while the replica lags
 //! (bitnami/charts#12598); the pause and the offset check are what prevent that.
 
@@ -79,7 +80,119 @@ impl Plan {
 
 /// The SIGTERM path: hand this pod's master role over (see the module header).
 pub async fn run(cfg: &Config, budget: Duration) -> Outcome {
-    run_on(cfg, &Plan::local(cfg), budget).await
+    let plan = Plan::outliving(cfg).await;
+    run_on(cfg, &plan, budget).await
+}
+
+impl Plan {
+    /// The SIGTERM path with the failover led by another pod's sentinel, which outlives this
+    /// pod: a leader that dies with the pod (a SIGKILL right after SIGTERM, a short grace, a
+    /// node shutting down) leaves its promotion for the others to undo or redo after down-after
+    /// (issue 30 measured 6.1-6.6 s of writes and a second failover in 2 of 3 runs). A surviving
+    /// leader names the new master in `SENTINEL MASTERS` only when its failover ends; `relay`
+    /// tells it, and the others, at the promotion. The peer must name this node master at the
+    /// epoch our own sentinel knows (a peer that lags would refuse or race), settled and not in
+    /// TILT (it would act 30 s later). None fits (a single pod, peers down): our own sentinel.
+    pub async fn outliving(cfg: &Config) -> Plan {
+        let local = Plan::local(cfg);
+        let t = Duration::from_millis(300);
+        let ours = crate::discover::ask(cfg, &local.sentinel, &cfg.group, t)
+            .await
+            .ok()
+            .flatten();
+        let peers = match redisio::up_sentinels(&cfg.conn, &local.sentinel, &cfg.group, t).await {
+            Ok((up, _)) => up,
+            Err(_) => Vec::new(),
+        };
+        for p in peers {
+            let fits = match crate::discover::ask(cfg, &p, &cfg.group, t).await {
+                Ok(Some(a)) => {
+                    a.master == local.master
+                        && !a.unsettled
+                        && ours
+                            .as_ref()
+                            .map_or(true, |o| a.config_epoch >= o.config_epoch)
+                }
+                _ => false,
+            };
+            if fits && matches!(redisio::sentinel_tilt(&cfg.conn, &p, t).await, Ok(false)) {
+                tracing::info!(sentinel = %p, "handover: led by another pod's sentinel, which outlives this pod");
+                return Plan {
+                    sentinel: p,
+                    ..local
+                };
+            }
+        }
+        tracing::info!("handover: no other pod's sentinel can lead; our own does");
+        local
+    }
+
+    /// The sentinel that stops with the master's pod (the SIGTERM path), or the leader.
+    fn own_sentinel(&self, cfg: &Config) -> Endpoint {
+        if self.leaving {
+            cfg.own(Server::Sentinel)
+        } else {
+            self.sentinel.clone()
+        }
+    }
+}
+
+/// Tells every sentinel but one, at the promotion, what the failover's leader tells them only
+/// after its next INFO of the promoted replica (up to a second later: Sentinel's fixed period
+/// during a failover) and names itself only when the failover ends: a hello naming the new
+/// master at the failover's epoch, in the name of a sentinel they know (`from`: ours on the
+/// SIGTERM path, which stops with the pod; else the leader, which never takes its own). A
+/// sentinel switches at once (`+config-update-from`, `+switch-master`), the leader too (its
+/// failover is done: the promotion is what it waited for). So a SIGKILL of this pod after the
+/// promotion finds every surviving sentinel at the new master: no second failover. The claim is
+/// the one the leader makes itself moments later; it is sent only once the promoted replica
+/// answers as master, never before.
+async fn relay(cfg: &Config, from: &Endpoint, epoch: u64, new_master: &Endpoint) -> String {
+    let t = Duration::from_millis(300);
+    let mut con = match redisio::connect(&cfg.conn, from, Server::Sentinel, t).await {
+        Ok(c) => c,
+        Err(e) => return format!("sentinel {from}: {e}"),
+    };
+    let run_id = match redisio::sentinel_myid_on(&mut con, t).await {
+        Ok(id) => id,
+        Err(e) => return format!("SENTINEL MYID on {from}: {e}"),
+    };
+    let to = match redisio::sentinel_peers_on(&mut con, &cfg.group, t).await {
+        Ok(p) => p,
+        Err(e) => return format!("SENTINEL SENTINELS on {from}: {e}"),
+    };
+    let mut set = tokio::task::JoinSet::new();
+    for p in to.into_iter().filter(|p| p.is_up()) {
+        let conn = cfg.conn.clone();
+        let (run_id, group, new_master) = (run_id.clone(), cfg.group.clone(), new_master.clone());
+        set.spawn(async move {
+            let r = async {
+                let mut con = redisio::connect(&conn, &p.addr, Server::Sentinel, t).await?;
+                // The hello names `from` at the address this receiver has for it: another would
+                // make it re-learn the address (`+sentinel-address-switch`), an unknown run id
+                // add a sentinel; one that does not list `from` is not told.
+                let known = redisio::sentinel_peers_on(&mut con, &group, t).await?;
+                let Some(me) = known.iter().find(|k| k.run_id.as_deref() == Some(&run_id)) else {
+                    return Ok(false);
+                };
+                let hello = crate::sentinel::hello(&me.addr, &run_id, epoch, &group, &new_master);
+                redisio::sentinel_hello_on(&mut con, &hello, t).await?;
+                Ok::<bool, redis::RedisError>(true)
+            }
+            .await;
+            (p.addr, r)
+        });
+    }
+    let mut told = Vec::new();
+    while let Some(j) = set.join_next().await {
+        match j {
+            Ok((s, Ok(true))) => told.push(s.to_string()),
+            Ok((s, Ok(false))) => told.push(format!("{s}: does not list the sender")),
+            Ok((s, Err(e))) => told.push(format!("{s}: {e}")),
+            Err(_) => {}
+        }
+    }
+    format!("epoch {epoch} as {from} to [{}]", told.join(", "))
 }
 
 /// The handover's steps for any master and sentinel: the SIGTERM path (`run`) and the
@@ -594,7 +707,7 @@ async fn clients_told(cfg: &Config, plan: &Plan, new_master: &Endpoint, deadline
     let t = Duration::from_millis(300);
     let started = Instant::now();
     let until = deadline.min(started + CLIENTS_TOLD_CAP);
-    let own = &plan.sentinel;
+    let own = &plan.own_sentinel(cfg);
     let peers = match redisio::up_sentinels(&cfg.conn, own, &cfg.group, t).await {
         Ok((up, _)) => up,
         Err(_) => Vec::new(),
@@ -648,7 +761,7 @@ async fn clients_told(cfg: &Config, plan: &Plan, new_master: &Endpoint, deadline
             }
             return match redisio::sentinel_remove(&cfg.conn, own, &cfg.group, t).await {
                 Ok(()) => told(
-                    format!("the other sentinels name it after {ms} ms; ours, the failover's leader, forgot the group"),
+                    format!("the other sentinels name it after {ms} ms; ours, which stops with this pod, forgot the group"),
                     true,
                     &peers,
                 ),
@@ -745,6 +858,11 @@ async fn steps(
     let mut scon = redisio::connect(&cfg.conn, &plan.sentinel, Server::Sentinel, t)
         .await
         .map_err(|e| format!("connect to sentinel {}: {e}", plan.sentinel))?;
+    // The failover's epoch, for `relay`: the leader publishes it as `+new-epoch` while it
+    // answers SENTINEL FAILOVER. Without it nothing is relayed (the leader's own hello follows).
+    let mut epochs = redisio::sentinel_events(&cfg.conn, &plan.sentinel, "+new-epoch", t)
+        .await
+        .ok();
     loop {
         match redisio::query::<()>(
             &mut scon,
@@ -763,6 +881,23 @@ async fn steps(
             Err(e) => return Err(format!("SENTINEL FAILOVER: {e}")),
         }
     }
+    let epoch = match epochs.as_mut() {
+        Some(ev) => {
+            let next = tokio::time::timeout(
+                Duration::from_millis(500),
+                futures_util::StreamExt::next(ev),
+            );
+            match next.await {
+                Ok(Some(m)) => m
+                    .get_payload::<String>()
+                    .ok()
+                    .and_then(|p| crate::sentinel::new_epoch(&p)),
+                _ => None,
+            }
+        }
+        None => None,
+    };
+    drop(epochs);
     // 3. The new master: the replica that now answers as master, or the one Sentinel names. The
     //    promoted replica answers as master the moment Sentinel's REPLICAOF NO ONE lands, while
     //    Sentinel names it only after its next INFO of it (up to a second later); until this
@@ -787,6 +922,11 @@ async fn steps(
         }
         tokio::time::sleep(STEP).await;
     };
+    if let Some(epoch) = epoch {
+        let from = plan.own_sentinel(cfg);
+        let relayed = relay(cfg, &from, epoch, &new_master).await;
+        tracing::info!(new_master = %new_master, relayed = %relayed, "handover: the promotion relayed to the sentinels");
+    }
     // 4. The other caught-up replicas follow the new master now: Sentinel re-points them one
     //    INFO round at a time, and its failover (and so its SENTINEL MASTERS answer) ends only
     //    once they are linked.

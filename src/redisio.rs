@@ -546,6 +546,36 @@ pub async fn sentinel_remove(
     .await
 }
 
+/// `PUBLISH __sentinel__:hello <hello>` on a sentinel: it takes the message as a hello from the
+/// peer it names (sentinel.c `sentinelPublishCommand`; handover.rs relays a failover's result
+/// with it).
+pub async fn sentinel_hello_on(
+    con: &mut redis::aio::MultiplexedConnection,
+    hello: &str,
+    timeout: Duration,
+) -> redis::RedisResult<()> {
+    query::<i64>(
+        con,
+        redis::cmd("PUBLISH").arg("__sentinel__:hello").arg(hello),
+        timeout,
+    )
+    .await
+    .map(|_| ())
+}
+
+/// A stream of one of a sentinel's event channels (`+new-epoch`, ...): the payloads.
+pub async fn sentinel_events(
+    conn: &Conn,
+    s: &Endpoint,
+    channel: &str,
+    timeout: Duration,
+) -> redis::RedisResult<redis::aio::PubSubStream> {
+    let client = client(conn, s, Server::Sentinel)?;
+    let mut ps = bounded(timeout, async { client.get_async_pubsub().await }).await?;
+    bounded(timeout, ps.subscribe(channel)).await?;
+    Ok(ps.into_on_message())
+}
+
 /// Adds a marker group to a sentinel at run time (outage.rs): it monitors a closed port, with an
 /// unreachable quorum and the longest down-after, so it never acts.
 pub async fn sentinel_add_marker(

@@ -308,6 +308,24 @@ pub fn debug_params(reply: &[String]) -> HashMap<String, u64> {
         .collect()
 }
 
+/// A hello as Sentinel publishes it on `__sentinel__:hello` (sentinel.c `sentinelSendHello`):
+/// `ip,port,runid,current_epoch,group,master_ip,master_port,master_config_epoch`, addresses
+/// without brackets (Sentinel splits on `,`, never on `:`). A sentinel that receives one from a
+/// sentinel it knows, naming a config epoch above its own, switches the group to that master at
+/// once (`sentinelProcessHelloMessage`), failover in progress or not.
+pub fn hello(from: &Endpoint, run_id: &str, epoch: u64, group: &str, master: &Endpoint) -> String {
+    format!(
+        "{},{},{run_id},{epoch},{group},{},{},{epoch}",
+        from.host, from.port, master.host, master.port
+    )
+}
+
+/// The epoch a failover started with, from the leader's `+new-epoch` event (its payload is the
+/// bare number: sentinel.c formats it without the instance prefix).
+pub fn new_epoch(payload: &str) -> Option<u64> {
+    payload.trim().parse().ok()
+}
+
 /// What the tests of the modules that judge answers build them from.
 #[cfg(test)]
 pub mod fixtures {
@@ -546,5 +564,32 @@ mod tests {
                 "{flags} {state} {named:?}"
             );
         }
+    }
+
+    #[test]
+    fn hello_is_what_sentinel_publishes() {
+        use fixtures::ep;
+        let rows = [
+            (
+                ep("10.0.0.1:26379"),
+                ep("10.0.0.2:6379"),
+                "10.0.0.1,26379,abc,7,mymaster,10.0.0.2,6379,7",
+            ),
+            (
+                ep("[fd00::1]:26379"),
+                ep("[fd00::2]:6379"),
+                "fd00::1,26379,abc,7,mymaster,fd00::2,6379,7",
+            ),
+            (
+                ep("redis-0.redis:26379"),
+                ep("redis-1.redis:6379"),
+                "redis-0.redis,26379,abc,7,mymaster,redis-1.redis,6379,7",
+            ),
+        ];
+        for (from, master, want) in rows {
+            assert_eq!(hello(&from, "abc", 7, "mymaster", &master), want);
+        }
+        assert_eq!(new_epoch("12"), Some(12));
+        assert_eq!(new_epoch("master mymaster 1.2.3.4 6379"), None);
     }
 }
