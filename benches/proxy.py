@@ -20,6 +20,7 @@ import csv
 import io
 import json
 import os
+import resource
 import socket
 import statistics
 import subprocess
@@ -53,14 +54,34 @@ def rss_kib(pid: int) -> int:
     return -1
 
 
-def bench(port: int, test: str, clients: int, pipeline: int, requests: int) -> dict:
+TICK = os.sysconf("SC_CLK_TCK")
+
+
+def cpu_s(pid: int) -> float:
+    """utime + stime of a running process, in seconds."""
+    f = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(f[11]) + int(f[12])) / TICK
+
+
+def bench(port: int, test: str, clients: int, pipeline: int, requests: int,
+          pids: dict[str, int]) -> dict:
+    """One redis-benchmark run; besides its numbers, the CPU each process spent per request
+    (the benchmark client from this process's reaped children)."""
+    before = {k: cpu_s(p) for k, p in pids.items()}
+    ru = resource.getrusage(resource.RUSAGE_CHILDREN)
     r = subprocess.run(["redis-benchmark", "-p", str(port), "-t", test, "-c", str(clients),
                         "-P", str(pipeline), "-n", str(requests), "-r", "100000", "-d", "64",
                         "--csv"], capture_output=True, text=True, timeout=600, check=True)
+    ru2 = resource.getrusage(resource.RUSAGE_CHILDREN)
+    used = {k: cpu_s(p) - before[k] for k, p in pids.items()}
+    used["client"] = (ru2.ru_utime + ru2.ru_stime) - (ru.ru_utime + ru.ru_stime)
     rows = list(csv.DictReader(io.StringIO(r.stdout)))
     row = rows[0]
-    return {"rps": float(row["rps"]), "p50_ms": float(row["p50_latency_ms"]),
-            "p99_ms": float(row["p99_latency_ms"])}
+    out = {"rps": float(row["rps"]), "p50_ms": float(row["p50_latency_ms"]),
+           "p99_ms": float(row["p99_latency_ms"])}
+    for k, v in used.items():
+        out[f"us_per_op_{k}"] = v * 1e6 / requests
+    return out
 
 
 def main() -> int:
@@ -92,6 +113,7 @@ def main() -> int:
                                  stderr=open(tmp / "proxy.log", "wb"))
         procs.append(proxy)
         wait_port(PROXY)
+        pids = {"redis": procs[0].pid, "proxy": proxy.pid}
         results = []
         for test in ("set", "get"):
             for clients in (1, 50):
@@ -99,7 +121,8 @@ def main() -> int:
                     runs = {"direct": [], "proxy": []}
                     for _ in range(a.rounds):
                         for kind, port in (("direct", REDIS), ("proxy", PROXY)):
-                            runs[kind].append(bench(port, test, clients, pipeline, a.requests))
+                            runs[kind].append(bench(port, test, clients, pipeline, a.requests,
+                                                    pids))
                     row = {"test": test.upper(), "clients": clients, "pipeline": pipeline}
                     for kind, rs in runs.items():
                         row[kind] = {k: statistics.median(r[k] for r in rs) for k in rs[0]}
@@ -109,7 +132,12 @@ def main() -> int:
                     print(f"{row['test']:4} c={clients:<3} P={pipeline:<3} "
                           f"direct {row['direct']['rps']:>10.0f} ops/s p99 {row['direct']['p99_ms']:.3f} ms | "
                           f"proxy {row['proxy']['rps']:>10.0f} ops/s p99 {row['proxy']['p99_ms']:.3f} ms | "
-                          f"{row['ratio'] * 100:.1f} %  p99 +{row['p99_added_ms']:.3f} ms", flush=True)
+                          f"{row['ratio'] * 100:.1f} %  p99 +{row['p99_added_ms']:.3f} ms | "
+                          f"CPU us/op direct: client {row['direct']['us_per_op_client']:.2f} "
+                          f"redis {row['direct']['us_per_op_redis']:.2f}; proxied: client "
+                          f"{row['proxy']['us_per_op_client']:.2f} redis "
+                          f"{row['proxy']['us_per_op_redis']:.2f} proxy "
+                          f"{row['proxy']['us_per_op_proxy']:.2f}", flush=True)
         rss_before = rss_kib(proxy.pid)
         socks = []
         for _ in range(a.idle):

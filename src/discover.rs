@@ -431,7 +431,7 @@ async fn force_failover(
                 continue;
             }
         }
-        match redisio::sentinel_failover(&cfg.conn, s, &cfg.group, t).await {
+        match redisio::sentinel_group_cmd(&cfg.conn, s, "FAILOVER", &cfg.group, t).await {
             Ok(()) => return (true, format!("{s} started a failover")),
             Err(e) if e.code() == Some("INPROG") => {
                 let failing = redisio::sentinel_master(&cfg.conn, s, &cfg.group, t)

@@ -300,12 +300,7 @@ impl Seen {
                 },
                 None => Master::None,
             };
-            let cur: Vec<String> = redisio::query(
-                &mut con,
-                redis::cmd("CONFIG").arg("GET").arg("replica-priority"),
-                t,
-            )
-            .await?;
+            let cur = redisio::config_get_on(&mut con, "replica-priority", t).await?;
             Ok::<_, redis::RedisError>((con, own, master, cur, linked))
         };
         let Ok((mut con, Some(own), master, cur, linked)) = r.await else {
@@ -338,19 +333,11 @@ impl Seen {
             }
             self.last = v.state;
         }
-        let Some(current) = cur.get(1).and_then(|v| v.parse::<u32>().ok()) else {
+        let Some(current) = cur.and_then(|v| v.parse::<u32>().ok()) else {
             return true;
         };
         if let Some(p) = priority_change(base, current, v.priority) {
-            let set = redisio::query::<()>(
-                &mut con,
-                redis::cmd("CONFIG")
-                    .arg("SET")
-                    .arg("replica-priority")
-                    .arg(p),
-                t,
-            )
-            .await;
+            let set = redisio::config_set_on(&mut con, "replica-priority", p, t).await;
             match set {
                 Ok(()) => {
                     tracing::info!(from = current, to = p, "version rule: replica-priority set")

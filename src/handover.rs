@@ -390,15 +390,7 @@ async fn set_min_replicas(
     n: u32,
     t: Duration,
 ) -> redis::RedisResult<()> {
-    redisio::query::<()>(
-        con,
-        redis::cmd("CONFIG")
-            .arg("SET")
-            .arg("min-replicas-to-write")
-            .arg(n),
-        t,
-    )
-    .await
+    redisio::config_set_on(con, "min-replicas-to-write", n, t).await
 }
 
 /// A caught-up replica as the rollout preference sees it.
@@ -502,13 +494,8 @@ async fn steer(
 
 async fn get_priority(cfg: &Config, node: &Endpoint, t: Duration) -> redis::RedisResult<u32> {
     let mut con = redisio::connect(&cfg.conn, node, Server::Redis, t).await?;
-    let got: std::collections::HashMap<String, String> = redisio::query(
-        &mut con,
-        redis::cmd("CONFIG").arg("GET").arg("replica-priority"),
-        t,
-    )
-    .await?;
-    got.get("replica-priority")
+    redisio::config_get_on(&mut con, "replica-priority", t)
+        .await?
         .and_then(|v| v.parse().ok())
         .ok_or_else(|| {
             redis::RedisError::from((
@@ -525,15 +512,7 @@ async fn set_priority(
     t: Duration,
 ) -> redis::RedisResult<()> {
     let mut con = redisio::connect(&cfg.conn, node, Server::Redis, t).await?;
-    redisio::query::<()>(
-        &mut con,
-        redis::cmd("CONFIG")
-            .arg("SET")
-            .arg("replica-priority")
-            .arg(p),
-        t,
-    )
-    .await
+    redisio::config_set_on(&mut con, "replica-priority", p, t).await
 }
 
 /// Every replica our sentinel lists, with the priority it last read from it.
@@ -759,7 +738,7 @@ async fn clients_told(cfg: &Config, plan: &Plan, new_master: &Endpoint, deadline
                     &peers,
                 );
             }
-            return match redisio::sentinel_remove(&cfg.conn, own, &cfg.group, t).await {
+            return match redisio::sentinel_group_cmd(&cfg.conn, own, "REMOVE", &cfg.group, t).await {
                 Ok(()) => told(
                     format!("the other sentinels name it after {ms} ms; ours, which stops with this pod, forgot the group"),
                     true,

@@ -399,17 +399,20 @@ pub async fn sentinel_set_on(
     .await
 }
 
-/// `SENTINEL FAILOVER group` on the sentinel at `s`: a failover without the quorum's agreement.
-pub async fn sentinel_failover(
+/// `SENTINEL <sub> <group>` on the sentinel at `s`, for the subcommands that answer OK:
+/// `FAILOVER` (a failover without the quorum's agreement) and `REMOVE` (it stops monitoring the
+/// group: handover.rs, on a sentinel that stops with its pod).
+pub async fn sentinel_group_cmd(
     conn: &Conn,
     s: &Endpoint,
+    sub: &str,
     group: &str,
     timeout: Duration,
 ) -> redis::RedisResult<()> {
     let mut con = connect(conn, s, Server::Sentinel, timeout).await?;
     query(
         &mut con,
-        redis::cmd("SENTINEL").arg("FAILOVER").arg(group),
+        redis::cmd("SENTINEL").arg(sub).arg(group),
         timeout,
     )
     .await
@@ -428,6 +431,32 @@ pub async fn replicaof(
         redis::cmd("REPLICAOF")
             .arg(master.host.to_string())
             .arg(master.port),
+        timeout,
+    )
+    .await
+}
+
+/// `CONFIG GET <name>` of one parameter: its value, `None` when the server has no such one.
+pub async fn config_get_on(
+    con: &mut redis::aio::MultiplexedConnection,
+    name: &str,
+    timeout: Duration,
+) -> redis::RedisResult<Option<String>> {
+    let got: std::collections::HashMap<String, String> =
+        query(con, redis::cmd("CONFIG").arg("GET").arg(name), timeout).await?;
+    Ok(got.get(name).cloned())
+}
+
+/// `CONFIG SET <name> <value>`.
+pub async fn config_set_on(
+    con: &mut redis::aio::MultiplexedConnection,
+    name: &str,
+    value: impl redis::ToRedisArgs,
+    timeout: Duration,
+) -> redis::RedisResult<()> {
+    query(
+        con,
+        redis::cmd("CONFIG").arg("SET").arg(name).arg(value),
         timeout,
     )
     .await
@@ -527,23 +556,6 @@ pub async fn sentinel_vote(
     )
     .await?;
     Ok((leader, leader_epoch))
-}
-
-/// `SENTINEL REMOVE <group>`: the sentinel stops monitoring the group (handover.rs, on a
-/// sentinel that stops with its pod).
-pub async fn sentinel_remove(
-    conn: &Conn,
-    s: &Endpoint,
-    group: &str,
-    timeout: Duration,
-) -> redis::RedisResult<()> {
-    let mut con = connect(conn, s, Server::Sentinel, timeout).await?;
-    query(
-        &mut con,
-        redis::cmd("SENTINEL").arg("REMOVE").arg(group),
-        timeout,
-    )
-    .await
 }
 
 /// `PUBLISH __sentinel__:hello <hello>` on a sentinel: it takes the message as a hello from the

@@ -111,7 +111,7 @@ pub async fn on_abort(cfg: &Config) {
         }
     };
     fence_if_alive(cfg, &master.addr).await;
-    match redisio::sentinel_failover(&cfg.conn, &target, &cfg.group, t).await {
+    match redisio::sentinel_group_cmd(&cfg.conn, &target, "FAILOVER", &cfg.group, t).await {
         Ok(()) => tracing::warn!(
             master = %master.addr,
             sentinel = %target,

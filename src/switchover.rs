@@ -202,28 +202,14 @@ async fn config_priority(
     let mut con = redisio::connect(&cfg.conn, node, Server::Redis, t)
         .await
         .map_err(|e| e.to_string())?;
-    let got: HashMap<String, String> = redisio::query(
-        &mut con,
-        redis::cmd("CONFIG").arg("GET").arg("replica-priority"),
-        t,
-    )
-    .await
-    .map_err(|e| format!("CONFIG GET replica-priority: {e}"))?;
-    let old = got
-        .get("replica-priority")
-        .cloned()
+    let old = redisio::config_get_on(&mut con, "replica-priority", t)
+        .await
+        .map_err(|e| format!("CONFIG GET replica-priority: {e}"))?
         .ok_or("CONFIG GET replica-priority: no value")?;
     if let Some(v) = set {
-        redisio::query::<()>(
-            &mut con,
-            redis::cmd("CONFIG")
-                .arg("SET")
-                .arg("replica-priority")
-                .arg(v),
-            t,
-        )
-        .await
-        .map_err(|e| format!("CONFIG SET replica-priority {v}: {e}"))?;
+        redisio::config_set_on(&mut con, "replica-priority", v, t)
+            .await
+            .map_err(|e| format!("CONFIG SET replica-priority {v}: {e}"))?;
     }
     Ok(old)
 }
