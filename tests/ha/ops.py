@@ -58,6 +58,20 @@ def run_cli(cluster: Cluster, pod: Pod | None, *args: str, timeout: float = 60,
     return Run(r.returncode, r.stdout, r.stderr, time.monotonic() - t0)
 
 
+def switchover_until_taken(cluster: Cluster, pod: Pod, *args: str, within: float = 30) -> Run:
+    """`switchover` from `pod`, asked again (once a second, bounded) while it is refused with
+    nothing changed: 3 (not failover-safe yet, e.g. right after a start) or 5 (a sentinel has not
+    seen the target's link up yet). The last run is returned; its exit code is the caller's to
+    judge."""
+    runs: list[Run] = []
+
+    def taken():
+        runs[:] = [run_cli(cluster, pod, "switchover", *args, timeout=30)]
+        return runs[0].code not in (3, 5)
+    harness.wait_until(taken, within, 1.0, "a switchover that is not refused")
+    return runs[0]
+
+
 def status(cluster: Cluster, pod: Pod | None, *extra: str) -> Run:
     r = run_cli(cluster, pod, "status", "--json", *extra, timeout=20)
     assert r.code in (0, 1, 2), f"status exit {r.code}: {r.err}{r.out}"

@@ -21,7 +21,7 @@ from harness import (DOWN_AFTER, REDIS_PORT, SENTINEL_PORT, GROUP, Writer, addr,
                      record)
 from harness import cold_start
 from rhtest import AppWriter
-from ops import (laptop_status, manifest_min_ready, priorities, rolling_update, run_cli,
+from ops import (switchover_until_taken, laptop_status, manifest_min_ready, priorities, rolling_update, run_cli,
                  sentinel_knobs, status, switchover_round, wait_ready, wait_status)
 
 EXIT = {"healthy": 0, "degraded": 1, "split": 2, "no_master": 2}
@@ -341,16 +341,8 @@ def test_rolling_update_moves_the_master_once(cluster, first_master):
     if first_master != 0:
         assert c.time_to_failover_safe(30) is not None, "not failover-safe 30 s after start"
         to = c.pods[first_master].ip
-        runs: list = []
-
-        def switched():
-            runs[:] = [run_cli(c, c.pods[0], "switchover", "--to", addr(to, REDIS_PORT),
-                               timeout=30)]
-            # Refused with nothing changed right after a cold start: 3 (not failover-safe
-            # yet), 5 (a sentinel has not seen the target's link up yet).
-            return runs[0].code not in (3, 5)
-        harness.wait_until(switched, 30, 1.0, "a switchover that is not refused")
-        assert runs[0].code == 0, runs[0].err + runs[0].out
+        r = switchover_until_taken(c, c.pods[0], "--to", addr(to, REDIS_PORT))
+        assert r.code == 0, r.err + r.out
     m, _, _ = c.settle(60, f"the master at ordinal {first_master}")
     assert c.pod_by_ip(m).idx == first_master, f"master {m}, want ordinal {first_master}"
     wait_ready(c, c.live(), 60)

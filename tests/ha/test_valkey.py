@@ -35,7 +35,7 @@ import harness
 from harness import DOWN_AFTER, NPODS, REDIS_PORT, Writer, cold_start, record, stop_gap, \
     stop_master_and_watch
 from hanet import addr
-from ops import run_cli, status, wait_status
+from ops import run_cli, status, switchover_until_taken, wait_status
 from test_races import ASYNC_LOSS_MAX, FAILOVER_MARGIN, lost_on
 import test_outage
 
@@ -177,12 +177,7 @@ def test_valkey_cluster(cluster):
     c.start_pods([stopped], new_ip=True)
     m3, _ = check_step(c, "the stopped pod's return")
     assert c.time_to_failover_safe(30) is not None, "not failover-safe 30 s after the return"
-    runs: list = []
-
-    def switched():
-        runs[:] = [run_cli(c, c.pods[stopped], "switchover", timeout=30)]
-        return runs[0].code not in (3, 5)  # refused, nothing changed: not failover-safe yet
-    harness.wait_until(switched, 30, 1.0, "a switchover that is not refused")
+    runs = [switchover_until_taken(c, c.pods[stopped])]
     m4, eng = check_step(c, "the switchover")
     # Healthy once the sentinels have reconnected to the new roles (a few seconds).
     try:
@@ -324,16 +319,8 @@ def rolling_upgrade(c, first_master: int) -> None:
         # A switchover refuses (exit 3) until every sentinel could fail over.
         assert c.time_to_failover_safe(30) is not None, "not failover-safe 30 s after start"
         to = c.pods[first_master].ip
-        runs: list = []
-
-        def switched():
-            runs[:] = [run_cli(c, c.pods[0], "switchover", "--to", addr(to, REDIS_PORT),
-                               timeout=30)]
-            # Refused, nothing changed, right after a cold start: 3 (not failover-safe yet),
-            # 5 (a sentinel has not seen the target's link up yet).
-            return runs[0].code not in (3, 5)
-        harness.wait_until(switched, 30, 1.0, "a switchover that is not refused")
-        assert runs[0].code == 0, runs[0].err + runs[0].out
+        r = switchover_until_taken(c, c.pods[0], "--to", addr(to, REDIS_PORT))
+        assert r.code == 0, r.err + r.out
         m, _ = check_step(c, "the switchover")
         assert m == to
     w = Writer(c, f"valkey:roll:{first_master}")
