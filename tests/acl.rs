@@ -380,7 +380,7 @@ fn dryrun(port: u16, user: &str, cmd: &[&str]) -> redis::RedisResult<redis::Valu
 }
 
 /// Every `redis::cmd("X")` of the source with its first literal `.arg("Y")` when X has
-/// subcommands, minus SENTINEL (sent to sentinels, where our user holds every command).
+/// subcommands, minus what is sent to sentinels only.
 fn commands_in_source() -> BTreeSet<(String, Option<String>)> {
     let mut out = BTreeSet::new();
     let mut stack = vec![PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("src")];
@@ -399,7 +399,9 @@ fn commands_in_source() -> BTreeSet<(String, Option<String>)> {
                 let rest = &src[i + "redis::cmd(\"".len()..];
                 let Some(end) = rest.find('"') else { continue };
                 let name = rest[..end].to_ascii_uppercase();
-                if name == "SENTINEL" {
+                // SENTINEL, and PUBLISH (the handover's relayed hello, `redisio::sentinel_hello_on`),
+                // go to sentinels only, where our user holds every command.
+                if name == "SENTINEL" || name == "PUBLISH" {
                     continue;
                 }
                 let tail: String = rest[end..].chars().take(200).collect();
