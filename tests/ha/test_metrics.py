@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import shutil
 import subprocess
+import time
 from pathlib import Path
 
 import pytest
@@ -147,19 +148,31 @@ def test_switchover_from_a_pod_is_counted_there(healthy):
     c = healthy
     master = c.current_master()
     where = next(p for p in c.live() if p.ip != master)
+    # A pod that came back on a new address (the previous test) gets its stale sentinel entries
+    # reset by the others a few seconds later, and a resetting sentinel holds an out-of-reach
+    # quorum until it knows the replicas again: not failover-safe meanwhile (exit 3). Both that
+    # and "no candidate" (5) are refusals; each one is counted.
+    assert c.time_to_failover_safe(30) is not None, "not failover-safe within 30 s"
     before = scrape_all(c.live())
     sw = "redisha_switchovers_total"
     refused = ops.run_cli(c, where, "switchover", "--to", harness.addr(master, harness.REDIS_PORT))
-    assert refused.code == 5, (refused.code, refused.err)
-    moved = ops.run_cli(c, where, "switchover", "--timeout", "10", timeout=40)
+    assert refused.code in (3, 5), (refused.code, refused.err)
+    n_refused = 1
+    for _ in range(30):
+        moved = ops.run_cli(c, where, "switchover", "--timeout", "10", timeout=40)
+        if moved.code != 3:
+            break
+        n_refused += 1
+        time.sleep(1)
     assert moved.code == 0, (moved.code, moved.out, moved.err)
     a = scrape(where.ip)
     b = before[where.name]
     assert (a.v(sw, outcome="refused") - b.v(sw, outcome="refused"),
             a.v(sw, outcome="done") - b.v(sw, outcome="done"),
-            a.v(sw, outcome="failed") - b.v(sw, outcome="failed")) == (1, 1, 0)
+            a.v(sw, outcome="failed") - b.v(sw, outcome="failed")) == (n_refused, 1, 0)
     for p in c.live():
         n = before[p.name].v("redisha_failovers_total")
         wait_until(lambda p=p, n=n: scrape(p.ip).v("redisha_failovers_total") > n, 10, 0.2,
                    f"{p.name} counts the switchover's failover")
-    record(f"METRICS switchover: from {where.name} counted refused+1 done+1 in {moved.took:.2f}s")
+    record(f"METRICS switchover: from {where.name} counted refused+{n_refused} done+1 in "
+           f"{moved.took:.2f}s")
