@@ -59,7 +59,8 @@ class Writer(AckWriter):
 
 
 def role_of(ip: str, timeout: float) -> str | None:
-    """'master', 'master-paused', 'slave', or None when the node does not answer.
+    """'master', 'master-paused', 'master-demoted', 'slave', or None when the node does not
+    answer.
 
     'master-paused': answers ROLE as master but its writes are paused — the old master inside
     its handover, between Sentinel promoting a replica and its own REPLICAOF. `CLIENT PAUSE
@@ -84,13 +85,18 @@ def role_of(ip: str, timeout: float) -> str | None:
     # A PUBLISH held by the pause runs when the pause lifts, which the handover does right after
     # its REPLICAOF: the node that said master may be a replica by now (seen: ROLE master, then
     # the held PUBLISH answered after the demotion, counted as a second writable master). A
-    # writable master only if it still says so.
+    # writable master only if it still says so; else 'master-demoted': it was master when the
+    # sample began (its first ROLE) and a replica by the time its PUBLISH came back — the old
+    # master inside its handover's last milliseconds. The handover demotes within milliseconds of
+    # the promotion now, so a sample can ask the promoted replica just before its promotion and
+    # this node just after its demotion: read as "no master" it would be the sample's skew, not
+    # the cluster's state.
     try:
         r = call(ip, REDIS_PORT, "ROLE", timeout=timeout)
     except (OSError, RespError, ConnectionError):
         return None
     again = r[0] if isinstance(r, list) and r else None
-    return "master" if again == "master" else again
+    return "master" if again == "master" else "master-demoted"
 
 
 class RoleSampler(threading.Thread):
@@ -121,18 +127,20 @@ class RoleSampler(threading.Thread):
 
     def masters_per_sample(self) -> list[int]:
         """Nodes answering as master per sample, write-paused ones included."""
-        return [sum(1 for v in r.values() if v in ("master", "master-paused")) for _, r in self.samples]
+        return [sum(1 for v in r.values() if v in ("master", "master-paused", "master-demoted"))
+                for _, r in self.samples]
 
     def bad_samples(self) -> list[tuple[float, dict]]:
         """Samples that break "one master": two masters accepting writes, or no node answering
         as master at all. A write-paused old master beside the promoted one (the handover's
         last milliseconds, before its REPLICAOF) accepts nothing and is counted apart
-        (`paused_overlap_samples`)."""
+        (`paused_overlap_samples`); so is one demoted while its sample ran."""
         bad = []
         for t, r in self.samples:
             vals = list(r.values())
             writable = vals.count("master")
-            if writable > 1 or writable + vals.count("master-paused") == 0:
+            held = vals.count("master-paused") + vals.count("master-demoted")
+            if writable > 1 or writable + held == 0:
                 bad.append((t, r))
         return bad
 
@@ -142,7 +150,8 @@ class RoleSampler(threading.Thread):
 
     def paused_overlap_samples(self) -> int:
         return sum(1 for _, r in self.samples
-                   if list(r.values()).count("master") == 1 and "master-paused" in r.values())
+                   if list(r.values()).count("master") == 1
+                   and ("master-paused" in r.values() or "master-demoted" in r.values()))
 
 
 def sentinel_entries(ip: str, what: str, timeout: float = 0.5) -> list[dict]:
