@@ -510,10 +510,26 @@ async fn subscribe(cfg: &Config, local: &Endpoint) -> redis::RedisResult<redis::
     let mut ps = tokio::time::timeout(Duration::from_secs(1), client.get_async_pubsub())
         .await
         .map_err(|_| redis::RedisError::from((redis::ErrorKind::Io, "connect timed out")))??;
-    for ch in EVENTS.iter().chain(ELECTION_EVENTS).chain([&NOT_ELECTED]) {
-        ps.subscribe(*ch).await?;
+    let mut channels: Vec<&str> = EVENTS.iter().chain(ELECTION_EVENTS).copied().collect();
+    channels.push(NOT_ELECTED);
+    for ch in crate::relay::EVENTS {
+        if !channels.contains(ch) {
+            channels.push(ch);
+        }
+    }
+    for ch in channels {
+        ps.subscribe(ch).await?;
     }
     Ok(ps)
+}
+
+/// Our sentinel's run id, for the promotion relay; None (no relay) when it does not say.
+async fn own_id(cfg: &Config, local: &Endpoint) -> Option<String> {
+    let t = Duration::from_millis(300);
+    let mut con = redisio::connect(&cfg.conn, local, Server::Sentinel, t)
+        .await
+        .ok()?;
+    redisio::sentinel_myid_on(&mut con, t).await.ok()
 }
 
 #[derive(Default)]
@@ -569,6 +585,8 @@ pub async fn run(
     let guard = crate::engine::Guard::spawn(cfg.clone(), base_priority);
     // The follow-up of a cleanup reset, run beside the events (cleanup::tick says why).
     let mut after_reset: Option<BoxFuture> = None;
+    // Promotion relays (relay.rs) in flight; each bounded, and ended with this companion.
+    let mut relays = tokio::task::JoinSet::new();
     loop {
         let ps = match subscribe(&cfg, &local).await {
             Ok(ps) => ps,
@@ -582,6 +600,8 @@ pub async fn run(
         };
         backoff = Duration::from_millis(50);
         tune(&cfg, &local).await;
+        // Fed every event of our sentinel, in order, from this subscription on.
+        let mut tracker = crate::relay::Tracker::new(own_id(&cfg, &local).await);
         let mut pending = watch.look(&cfg).await;
         guard.kick();
         let mut stream = ps.into_on_message();
@@ -604,9 +624,13 @@ pub async fn run(
                     Some(m) => {
                         let channel = m.get_channel_name();
                         tracing::debug!(channel, "follow: sentinel event");
+                        let payload: String = m.get_payload().unwrap_or_default();
+                        if let Some(p) = tracker.on_event(&cfg.group, channel, &payload) {
+                            let cfg = cfg.clone();
+                            relays.spawn(async move { crate::relay::on_promotion(&cfg, &p).await });
+                        }
                         if ELECTION_EVENTS.contains(&channel) {
                             // At once, not debounced: the promotion may follow within 100 ms.
-                            let payload: String = m.get_payload().unwrap_or_default();
                             on_election(&cfg, channel, &payload).await;
                             last_tick = Instant::now();
                         } else if channel == NOT_ELECTED {
@@ -623,6 +647,7 @@ pub async fn run(
                     pending = watch.look(&cfg).await;
                     guard.kick();
                 }
+                Some(_) = relays.join_next(), if !relays.is_empty() => {}
                 _ = finish_opt(&mut after_reset), if after_reset.is_some() => {
                     after_reset = None;
                 }

@@ -137,64 +137,6 @@ impl Plan {
     }
 }
 
-/// Tells every sentinel but one, at the promotion, what the failover's leader tells them only
-/// after its next INFO of the promoted replica (up to a second later: Sentinel's fixed period
-/// during a failover) and names itself only when the failover ends: a hello naming the new
-/// master at the failover's epoch, in the name of a sentinel they know (`from`: ours on the
-/// SIGTERM path, which stops with the pod; else the leader, which never takes its own). A
-/// sentinel switches at once (`+config-update-from`, `+switch-master`), the leader too (its
-/// failover is done: the promotion is what it waited for). So a SIGKILL of this pod after the
-/// promotion finds every surviving sentinel at the new master: no second failover. The claim is
-/// the one the leader makes itself moments later; it is sent only once the promoted replica
-/// answers as master, never before.
-async fn relay(cfg: &Config, from: &Endpoint, epoch: u64, new_master: &Endpoint) -> String {
-    let t = Duration::from_millis(300);
-    let mut con = match redisio::connect(&cfg.conn, from, Server::Sentinel, t).await {
-        Ok(c) => c,
-        Err(e) => return format!("sentinel {from}: {e}"),
-    };
-    let run_id = match redisio::sentinel_myid_on(&mut con, t).await {
-        Ok(id) => id,
-        Err(e) => return format!("SENTINEL MYID on {from}: {e}"),
-    };
-    let to = match redisio::sentinel_peers_on(&mut con, &cfg.group, t).await {
-        Ok(p) => p,
-        Err(e) => return format!("SENTINEL SENTINELS on {from}: {e}"),
-    };
-    let mut set = tokio::task::JoinSet::new();
-    for p in to.into_iter().filter(|p| p.is_up()) {
-        let conn = cfg.conn.clone();
-        let (run_id, group, new_master) = (run_id.clone(), cfg.group.clone(), new_master.clone());
-        set.spawn(async move {
-            let r = async {
-                let mut con = redisio::connect(&conn, &p.addr, Server::Sentinel, t).await?;
-                // The hello names `from` at the address this receiver has for it: another would
-                // make it re-learn the address (`+sentinel-address-switch`), an unknown run id
-                // add a sentinel; one that does not list `from` is not told.
-                let known = redisio::sentinel_peers_on(&mut con, &group, t).await?;
-                let Some(me) = known.iter().find(|k| k.run_id.as_deref() == Some(&run_id)) else {
-                    return Ok(false);
-                };
-                let hello = crate::sentinel::hello(&me.addr, &run_id, epoch, &group, &new_master);
-                redisio::sentinel_hello_on(&mut con, &hello, t).await?;
-                Ok::<bool, redis::RedisError>(true)
-            }
-            .await;
-            (p.addr, r)
-        });
-    }
-    let mut told = Vec::new();
-    while let Some(j) = set.join_next().await {
-        match j {
-            Ok((s, Ok(true))) => told.push(s.to_string()),
-            Ok((s, Ok(false))) => told.push(format!("{s}: does not list the sender")),
-            Ok((s, Err(e))) => told.push(format!("{s}: {e}")),
-            Err(_) => {}
-        }
-    }
-    format!("epoch {epoch} as {from} to [{}]", told.join(", "))
-}
-
 /// The handover's steps for any master and sentinel: the SIGTERM path (`run`) and the
 /// operator's `switchover` (switchover.rs) both come here.
 pub async fn run_on(cfg: &Config, plan: &Plan, budget: Duration) -> Outcome {
@@ -903,7 +845,7 @@ async fn steps(
     };
     if let Some(epoch) = epoch {
         let from = plan.own_sentinel(cfg);
-        let relayed = relay(cfg, &from, epoch, &new_master).await;
+        let relayed = crate::relay::tell(cfg, &from, epoch, &new_master, false).await;
         tracing::info!(new_master = %new_master, relayed = %relayed, "handover: the promotion relayed to the sentinels");
     }
     // 4. The other caught-up replicas follow the new master now: Sentinel re-points them one

@@ -14,6 +14,7 @@ mod outage;
 mod probe;
 mod proxy;
 mod redisio;
+mod relay;
 mod render;
 mod render_acl;
 mod sentinel;
