@@ -4,7 +4,8 @@ from fresh state, SIGTERM of the master pod at a random offset uniform in 0-15 s
 cluster first answers" for redisha-init (the harness of tests/ha: network and PID namespaces).
 
 Per round: the write gap around the stop (longest interval without an acknowledged write, from
-the last write before the SIGTERM until 1 s after the watch), acknowledged writes missing from the
+the last write before the SIGTERM until 1 s after the watch), the requests an application with
+redis-py's defaults saw fail from the SIGTERM on, acknowledged writes missing from the
 new master, +switch-master lines logged by each surviving sentinel after the SIGTERM (1 = one
 failover), the pod's exit code and time to exit, and the time from the first answer to
 failover-safe (every sentinel knows every replica and peer; measured until it holds or the
@@ -42,6 +43,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "tests" / "ha"))
 import harness  # noqa: E402
 from harness import Cluster, Writer, cold_start, log, stop_gap, stop_master_and_watch  # noqa: E402
+from rhtest import AppWriter  # noqa: E402
 
 MAX_GAP = 2.0
 LOCK_WAIT_S = 900  # another harness run holds the lock: wait for it, bounded
@@ -75,6 +77,10 @@ def one_round(binary: str, rnd: int, offset: float, watch: float, engine: str = 
         t_fa = cold_start(cluster, 90)
         w = Writer(cluster, f"race:{rnd}")
         w.start()
+        # The application as users run it: redis-py's master_for with its defaults, in its own
+        # venv; its failed requests from the SIGTERM on are what an application logs.
+        app = AppWriter(cluster.sentinel_addrs, f"race:{rnd}:app",
+                        password=cluster.security.password)
         try:
             left = t_fa + offset - time.monotonic()
             tfs = cluster.time_to_failover_safe(left, t0=t_fa) if left > 0 else None
@@ -84,6 +90,11 @@ def one_round(binary: str, rnd: int, offset: float, watch: float, engine: str = 
             t_end = time.monotonic()
         finally:
             res = w.finish()
+            try:
+                app_res = app.finish()
+            finally:
+                app.close()
+        app_failed = len(app_res.failed_between(out.t_stop, t_end))
         lost = None
         if out.new_master:
             try:
@@ -96,7 +107,7 @@ def one_round(binary: str, rnd: int, offset: float, watch: float, engine: str = 
             "exit_s": out.exit_s, "named_s": out.named_s,
             # acknowledged writes relative to the SIGTERM, for the timeline
             "acks": [t - out.t_stop for _, t in res.acked], "t_end": t_end - out.t_stop,
-            "errors": res.errors,
+            "errors": res.errors, "app_failed": app_failed,
         }
     finally:
         cluster.teardown()
@@ -199,7 +210,8 @@ def main() -> None:
         r = one_round(binary, rnd, offset, watch=down_after + 3, engine=eng)
         print(f"round {rnd} ({eng}): offset={offset:.2f}s gap={r['gap']:.2f}s lost={r['lost']} "
               f"switch_master={r['switch']} failover_safe={fmt_s(r['tfs'])} exit={r['exit']} "
-              f"exit_after={r['exit_s']:.2f}s writer_errors={r['errors']}", flush=True)
+              f"exit_after={r['exit_s']:.2f}s app_failed={r['app_failed']} writer_errors={r['errors']}",
+              flush=True)
         rows.append(r)
 
     cpu = next((l.split(":", 1)[1].strip() for l in open("/proc/cpuinfo")
@@ -213,8 +225,9 @@ def main() -> None:
             f"{f' --engines {a.engines}' if a.engines != 'redis' else ''}`\n")
     summary = [
         "| engine | write gap s (median / max) | rounds with gap ≥ 2 s | acked writes lost (rounds with loss) "
-        "| rounds with ≠ 1 failover | time to failover-safe s (median / max) |",
-        "|---|---|---|---|---|---|",
+        "| rounds with ≠ 1 failover | time to failover-safe s (median / max) "
+        "| app requests failed (median / max per round) |",
+        "|---|---|---|---|---|---|---|",
     ]
     for eng in engines:
         er = [r for r in rows if r["engine"] == eng]
@@ -228,17 +241,19 @@ def main() -> None:
             f"{sum(r['lost'] or 0 for r in er)} ({len(lost_rounds)}"
             f"{f', {no_master} without a new master' if no_master else ''}) | "
             f"{len(bad_fo)} / {len(er)} | {med_max(tfss)} "
-            f"({len(er) - len(tfss)} rounds stopped before it) |")
+            f"({len(er) - len(tfss)} rounds stopped before it) | "
+            f"{statistics.median([r['app_failed'] for r in er]):.0f} / "
+            f"{max(r['app_failed'] for r in er)} |")
     per_round = [
         "| round | engine | SIGTERM offset s | gap s | lost | +switch-master per survivor | "
-        "failover-safe s | exit code / s |",
-        "|---|---|---|---|---|---|---|---|",
+        "failover-safe s | exit code / s | app failed |",
+        "|---|---|---|---|---|---|---|---|---|",
     ] + [
         f"| {r['round']} | {r['engine']} | {r['offset']:.2f} | {r['gap']:.2f} | "
         f"{'no new master' if r['lost'] is None else r['lost']} | "
         f"{', '.join(str(v) for v in r['switch'].values())} | "
         f"{fmt_s(r['tfs'])} | "
-        f"{r['exit']} / {r['exit_s']:.2f} |"
+        f"{r['exit']} / {r['exit_s']:.2f} | {r['app_failed']} |"
         for r in rows
     ]
     table = head + "\n" + "\n".join(summary) + "\n\n" + "\n".join(per_round) + "\n"
