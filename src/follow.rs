@@ -155,11 +155,15 @@ pub fn judge(
 /// for > 90 s) never converges by itself, sends clients to a replica, and blocks `judge`, which
 /// needs the answers at the top epoch to agree. A higher epoch of ours wins and spreads by
 /// itself, so that case is left to Sentinel.
-pub fn own_sentinel_stale(
-    own: Option<&Answer>,
-    others: &[Answer],
-    known: usize,
-) -> Option<Endpoint> {
+///
+/// How long to wait before acting (`Stale::wait`): behind the majority, Sentinel catches up by
+/// itself within a hello period, so only after the failover timeout; at the majority's epoch it
+/// never will (a hello must name a *higher* epoch), so after a short confirmation. The soak's
+/// seed-14 run under a CPU hog met the second: a failover's leader whose failover stayed open took
+/// the others' next epoch from a hello naming the address its own entry still showed (Sentinel
+/// then only raises the epoch), ended its failover naming its own promoted replica at that epoch,
+/// and the cluster converged only 12 s later, past the 6 s bound.
+pub fn own_sentinel_stale(own: Option<&Answer>, others: &[Answer], known: usize) -> Option<Stale> {
     let own = own.filter(|a| !a.unsettled)?;
     if others.iter().any(|a| a.unsettled) {
         return None;
@@ -168,8 +172,35 @@ pub fn own_sentinel_stale(
     let at_top: Vec<&Answer> = others.iter().filter(|a| a.config_epoch == top).collect();
     let m = &at_top.first()?.master;
     let agree = at_top.iter().all(|a| &a.master == m);
-    (agree && at_top.len() * 2 > known && own.config_epoch <= top && &own.master != m)
-        .then(|| m.clone())
+    (agree && at_top.len() * 2 > known && own.config_epoch <= top && &own.master != m).then(|| {
+        Stale {
+            master: m.clone(),
+            same_epoch: own.config_epoch == top,
+        }
+    })
+}
+
+/// Our sentinel names another master than the majority (`own_sentinel_stale`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Stale {
+    /// The majority's master.
+    pub master: Endpoint,
+    /// Ours is at the majority's epoch: Sentinel never converges it.
+    pub same_epoch: bool,
+}
+
+/// A same-epoch disagreement must be seen this long (two looks) before our sentinel is restarted.
+const SAME_EPOCH_CONFIRM: Duration = Duration::from_secs(2);
+
+impl Stale {
+    /// How long the disagreement must last before our sentinel is restarted.
+    pub fn wait(&self, failover_timeout: Duration) -> Duration {
+        if self.same_epoch {
+            SAME_EPOCH_CONFIRM.min(failover_timeout)
+        } else {
+            failover_timeout
+        }
+    }
 }
 
 /// Whether our data node, thawed after a stall, must stop acknowledging writes at once: it is a
@@ -375,7 +406,7 @@ pub async fn check(cfg: &Config) -> Action {
 
 /// `check`, and the master a majority of the other sentinels name when our own sentinel alone
 /// names another (`own_sentinel_stale`).
-async fn look(cfg: &Config) -> (Action, Option<Endpoint>) {
+async fn look(cfg: &Config) -> (Action, Option<Stale>) {
     let t = Duration::from_millis(500);
     let local = cfg.own(Server::Sentinel);
     let me = cfg.own(Server::Redis);
@@ -576,6 +607,7 @@ pub async fn run(
     let mut watch = Watch {
         last: None,
         stale: None,
+        restarted: None,
         restart_sentinel,
     };
     let mut cons = Cons::default();
@@ -682,22 +714,29 @@ struct Watch {
     /// Since when our own sentinel has named another master than the majority, and which one
     /// the majority names.
     stale: Option<(Endpoint, Instant)>,
+    /// When our sentinel was last restarted for it: at most once per failover timeout, so a
+    /// restart that does not help cannot spend the restart budget.
+    restarted: Option<Instant>,
     restart_sentinel: RestartSentinel,
 }
 
 impl Watch {
     /// One `look`; Some(when to look again) while our own sentinel disagrees with the majority.
     /// Sentinel corrects a lagging sentinel within a hello period; one that still disagrees
-    /// after the failover timeout never will (`own_sentinel_stale`), and is restarted by the
+    /// after the failover timeout never will, nor one at the majority's epoch after a short
+    /// confirmation (`own_sentinel_stale`, `Stale::wait`); either is restarted by the
     /// supervisor with the majority's master as its monitor line (its epochs and identity are
     /// kept). At most once per failover timeout.
     async fn look(&mut self, cfg: &Config) -> Option<Instant> {
         let (action, stale) = look(cfg).await;
         log_action(&action, &mut self.last);
-        let Some(master) = stale else {
+        let Some(stale) = stale else {
             self.stale = None;
             return None;
         };
+        let timeout = Duration::from_millis(cfg.failover_timeout_ms);
+        let limit = stale.wait(timeout);
+        let master = stale.master;
         let now = Instant::now();
         let since = match &self.stale {
             Some((m, since)) if *m == master => *since,
@@ -707,14 +746,17 @@ impl Watch {
                 now
             }
         };
-        let limit = Duration::from_millis(cfg.failover_timeout_ms);
-        if now.duration_since(since) >= limit {
+        let may = self
+            .restarted
+            .map_or(true, |t| now.duration_since(t) >= timeout);
+        if now.duration_since(since) >= limit && may {
             tracing::warn!(
                 master = %master,
                 stale_ms = now.duration_since(since).as_millis() as u64,
                 "our sentinel alone still names another master: restarting it to monitor the majority's"
             );
             (self.restart_sentinel)(master.clone());
+            self.restarted = Some(now);
             self.stale = Some((master, now));
         }
         Some(now + STALE_RECHECK)
@@ -888,12 +930,39 @@ mod tests {
             (None, vec![ans(b, 86, false), ans(b, 86, false)], 3, None),
         ];
         for (i, (own, others, known, want)) in rows.into_iter().enumerate() {
+            let got = own_sentinel_stale(own.as_ref(), &others, known);
             assert_eq!(
-                own_sentinel_stale(own.as_ref(), &others, known),
+                got.as_ref().map(|s| s.master.clone()),
                 want.map(ep),
                 "row {i}"
             );
+            // Row 0 is the episode (same epoch: never converges), rows 1 and 6 lag behind.
+            let same = match i {
+                0 => Some(true),
+                1 | 6 => Some(false),
+                _ => None,
+            };
+            assert_eq!(got.map(|s| s.same_epoch), same, "row {i}");
         }
+        let timeout = Duration::from_millis(6000);
+        let stale = |same_epoch| Stale {
+            master: ep(b),
+            same_epoch,
+        };
+        assert_eq!(
+            stale(false).wait(timeout),
+            timeout,
+            "behind: Sentinel catches up"
+        );
+        assert_eq!(
+            stale(true).wait(timeout),
+            Duration::from_secs(2),
+            "same epoch: never"
+        );
+        assert_eq!(
+            stale(true).wait(Duration::from_millis(1000)),
+            Duration::from_millis(1000)
+        );
     }
 
     #[test]

@@ -4,7 +4,7 @@
 //! Steps, each bounded by one overall deadline: pause writes (`CLIENT PAUSE .. WRITE`); wait until
 //! a healthy replica has processed everything the master acknowledged; `SENTINEL FAILOVER` on a
 //! sentinel that outlives this pod; wait until a replica answers as master (or Sentinel names the
-//! new master); relay the promotion to every sentinel (`relay`); wait until they name it; make
+//! new master); relay the promotion to every sentinel (`relay::tell`); wait until they name it; make
 //! this node its replica (`REPLICAOF`, so clients that were paused get READONLY and go back to
 //! Sentinel); unpause. On any failure: unpause and stop
 //! anyway. `SENTINEL FAILOVER` alone loses the writes acknowledged while the replica lags
@@ -89,7 +89,7 @@ impl Plan {
     /// pod: a leader that dies with the pod (a SIGKILL right after SIGTERM, a short grace, a
     /// node shutting down) leaves its promotion for the others to undo or redo after down-after
     /// (issue 30 measured 6.1-6.6 s of writes and a second failover in 2 of 3 runs). A surviving
-    /// leader names the new master in `SENTINEL MASTERS` only when its failover ends; `relay`
+    /// leader names the new master in `SENTINEL MASTERS` only when its failover ends; `relay::tell`
     /// tells it, and the others, at the promotion. The peer must name this node master at the
     /// epoch our own sentinel knows (a peer that lags would refuse or race), settled and not in
     /// TILT (it would act 30 s later). None fits (a single pod, peers down): our own sentinel.
@@ -704,6 +704,25 @@ async fn clients_told(cfg: &Config, plan: &Plan, new_master: &Endpoint, deadline
     }
 }
 
+/// Why the leader must not be asked to fail `me` over now: it names another master (the
+/// sentinels replaced `me` already), or a failover of `me` is deciding. None: `me` is its settled
+/// master.
+pub fn moved_on(me: &Endpoint, a: &crate::sentinel::Answer) -> Option<String> {
+    if &a.master != me {
+        Some(format!(
+            "the sentinels replaced this master meanwhile: the leader names {} at epoch {}",
+            a.master, a.config_epoch
+        ))
+    } else if a.unsettled {
+        Some(format!(
+            "a failover of this master is deciding (epoch {})",
+            a.config_epoch
+        ))
+    } else {
+        None
+    }
+}
+
 /// `accepted` is set once Sentinel accepted the failover: from then on this node must not take
 /// writes again, even if a later step fails.
 async fn steps(
@@ -785,6 +804,21 @@ async fn steps(
         .await
         .ok();
     loop {
+        // SENTINEL FAILOVER fails over whatever master the leader names now: if the sentinels
+        // replaced this node meanwhile, it would fail over the new master (soak seed 20261206,
+        // episode 169: a replica frozen under the catch-up wait kept the pause on for 4 s; the
+        // sentinels' hello PUBLISH to a paused master waits, their PINGs behind it, so they found
+        // it down and failed it over; the handover then failed over the new master, and two
+        // nodes took writes). Such a node has been replaced: it stays paused until redis stops.
+        let named = crate::discover::ask(cfg, &plan.sentinel, &cfg.group, t)
+            .await
+            .map_err(|e| format!("sentinel {} before SENTINEL FAILOVER: {e}", plan.sentinel))?;
+        let named = named
+            .ok_or_else(|| format!("sentinel {} does not monitor the group", plan.sentinel))?;
+        if let Some(why) = moved_on(me, &named) {
+            accepted.store(true, Ordering::SeqCst);
+            return Err(why);
+        }
         match redisio::query::<()>(
             &mut scon,
             redis::cmd("SENTINEL").arg("FAILOVER").arg(&cfg.group),
@@ -795,6 +829,13 @@ async fn steps(
             Ok(()) => {
                 accepted.store(true, Ordering::SeqCst);
                 break;
+            }
+            // A failover of this master started after the look above: the same as a move.
+            Err(e) if e.code() == Some("INPROG") => {
+                accepted.store(true, Ordering::SeqCst);
+                return Err(format!(
+                    "SENTINEL FAILOVER: {e}: a failover of this node is under way"
+                ));
             }
             Err(e) if Instant::now() < deadline && e.code() == Some("NOGOODSLAVE") => {
                 tokio::time::sleep(Duration::from_millis(100)).await;
@@ -999,6 +1040,24 @@ async fn hide_old_master_until_end(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_leader_is_asked_only_while_it_names_this_master_settled() {
+        use crate::sentinel::fixtures::{ans, ep};
+        let me = ep("10.0.0.1:6379");
+        // (the leader's answer, asked?)
+        let rows = [
+            (ans("10.0.0.1:6379", 5, false), true),
+            // soak episode 169: the sentinels failed this node over during the catch-up wait
+            (ans("10.0.0.2:6379", 6, false), false),
+            // a failover of this node is deciding (o_down, or promoting)
+            (ans("10.0.0.1:6379", 5, true), false),
+            (ans("10.0.0.2:6379", 6, true), false),
+        ];
+        for (i, (a, asked)) in rows.iter().enumerate() {
+            assert_eq!(moved_on(&me, a).is_none(), *asked, "row {i}");
+        }
+    }
 
     fn cand(n: u8, priority: u32, uptime_s: u64) -> Candidate {
         Candidate {
