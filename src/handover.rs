@@ -293,6 +293,18 @@ async fn pause_and_move(
             return Outcome::Failed(format!("min-replicas-to-write not restored: {e}"));
         }
     }
+    // A step that failed before the failover was asked (a replica that never caught up) may
+    // still find this node replaced: the sentinels fail a paused master over after down-after
+    // (their hello PUBLISH waits in the pause, their PINGs behind it). Writes taken now would
+    // be lost: it stays paused, as after an accepted failover.
+    if result.is_err() && !accepted.load(Ordering::SeqCst) {
+        if let Ok(Some(a)) = crate::discover::ask(cfg, &plan.sentinel, &cfg.group, t).await {
+            if let Some(why) = moved_on(&me, &a) {
+                tracing::warn!(reason = %why, "handover: this node was failed over meanwhile");
+                accepted.store(true, Ordering::SeqCst);
+            }
+        }
+    }
     if result.is_ok() || !accepted.load(Ordering::SeqCst) {
         // On success clients get READONLY and follow Sentinel at once; before any failover the
         // master simply serves again until redis stops.

@@ -1132,3 +1132,54 @@ def test_8l_new_master_killed_before_its_sentinel_recorded_the_promotion(healthy
     # What B acknowledged in the moment between its promotion and the SIGKILL may be lost
     # (asynchronous replication, as in scenario 2).
     assert len(lost) <= 5, f"acknowledged writes lost: {lost[:20]}"
+
+
+def test_8m_graceful_stop_while_a_replica_pod_is_frozen(healthy):
+    """Soak seed 20261206, episode 169 (78 acknowledged writes lost): SIGTERM of the master pod
+    while a replica pod is frozen. The handover pauses writes and waits for every healthy replica
+    to catch up, the frozen one included; Sentinel's hello PUBLISH to a paused master waits, its
+    PINGs queue behind it, so after down-after the other sentinels find the paused master down and
+    fail it over to the replica that is up. When the frozen pod thaws and catches up, the handover
+    must not then ask SENTINEL FAILOVER: the leader names the new master by then and would fail
+    *it* over (to the thawed replica), leaving two nodes that took writes. Every acknowledged
+    write must survive, and the stopped pod stays paused once it was replaced."""
+    c = healthy
+    m0 = c.master_pod()
+    frozen = next(p for p in c.live() if p is not m0)
+    s = RoleSampler(c, 0.1, key="ha:s8m")
+    w = Writer(c, "ha:s8m")
+    s.start()
+    w.start()
+    pids: list[int] = []
+    stopped: dict = {}
+    stopper = threading.Thread(
+        target=lambda: stopped.update(r=c.stop_pod_gracefully(m0.idx)), daemon=True)
+    try:
+        time.sleep(1.5)
+        pids = frozen.freeze()
+        assert pids, f"{frozen.name} has no PID 1 to freeze"
+        stopper.start()
+        # Past down-after of the paused master and its election, well inside the handover's
+        # catch-up budget (70 % of the 8 s grace).
+        time.sleep(DOWN_AFTER + 2.5)
+        frozen.thaw(pids)
+        pids = []
+        stopper.join(POD_EXIT_TIMEOUT + 5)
+        assert not stopper.is_alive(), f"{m0.name} did not exit"
+        m, _, _ = c.settle(60, "invariants after the stop with a frozen replica")
+        time.sleep(1)
+    finally:
+        if pids:
+            frozen.thaw(pids)
+        s.finish()
+        res = w.finish()
+    lost = w.count_lost(res, m)
+    log = m0.log_path.read_text(errors="replace")
+    outcome = next((line.split("outcome=", 1)[1][:160] for line in log.splitlines()
+                    if "handover finished" in line), "?")
+    record(f"SCENARIO 8m graceful-stop-while-a-replica-pod-is-frozen: lost={len(lost)} "
+           f"new_master={m} exit={stopped.get('r')} handover={outcome!r} "
+           f"write_gap={res.max_gap:.2f}s max_masters_per_sample={s.max_masters()} "
+           f"acked={len(res.acked)} errors={res.errors}")
+    assert m != m0.ip
+    assert not lost, f"acknowledged writes lost: {lost[:20]}"
