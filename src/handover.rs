@@ -520,7 +520,10 @@ async fn finish(
     let t = Duration::from_millis(500);
     let started = Instant::now();
     let others: Vec<&Endpoint> = caught_up.iter().filter(|r| *r != new_master).collect();
-    repoint(cfg, new_master, caught_up, t).await;
+    repointed(
+        crate::relay::repoint(cfg, caught_up, new_master, t).await,
+        new_master,
+    );
     let sentinel = sentinel.clone();
     let mut missing = String::from("nothing checked");
     for _ in 0..10_000 {
@@ -591,21 +594,10 @@ async fn finish(
     format!("budget spent: {missing}")
 }
 
-/// Points every caught-up replica but the new master at it, skipping those already there.
-async fn repoint(cfg: &Config, new_master: &Endpoint, caught_up: &[Endpoint], t: Duration) {
-    for r in caught_up.iter().filter(|r| *r != new_master) {
-        let already = matches!(redisio::repl(&cfg.conn, r, t).await, Ok(x) if x.master.as_ref() == Some(new_master));
-        if already {
-            continue;
-        }
-        match redisio::replicaof(&cfg.conn, r, new_master, t).await {
-            Ok(()) => {
-                tracing::info!(replica = %r, new_master = %new_master, "handover: re-pointed a replica at the new master")
-            }
-            Err(e) => {
-                tracing::warn!(replica = %r, error = %e, "handover: could not re-point a replica")
-            }
-        }
+/// Logs what `relay::repoint` did for the handover.
+fn repointed(lines: Vec<String>, new_master: &Endpoint) {
+    if !lines.is_empty() {
+        tracing::info!(new_master = %new_master, replicas = %lines.join(", "), "handover: re-pointed the caught-up replicas at the new master");
     }
 }
 
@@ -904,7 +896,10 @@ async fn steps(
     // 4. The other caught-up replicas follow the new master now: Sentinel re-points them one
     //    INFO round at a time, and its failover (and so its SENTINEL MASTERS answer) ends only
     //    once they are linked.
-    repoint(cfg, &new_master, &candidates, t).await;
+    repointed(
+        crate::relay::repoint(cfg, &candidates, &new_master, t).await,
+        &new_master,
+    );
     // 5. Stay paused, and master, until the sentinels clients ask name the new master (issue
     //    30): a client told the old address meanwhile waits in the pause instead of getting
     //    READONLY, asking again and being sent back here, a failed request each round. (Demoted,

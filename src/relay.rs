@@ -138,25 +138,27 @@ pub async fn on_promotion(cfg: &Config, p: &Promotion) {
     let waited_ms = started.elapsed().as_millis() as u64;
     let told = tell(cfg, &own, p.epoch, &p.promoted, true).await;
     tracing::info!(promoted = %p.promoted, waited_ms, told = %told, "relay: our sentinel's failover promoted a replica; the sentinels are told");
-    let repointed = repoint(cfg, others, &p.promoted, t).await;
+    let repointed = repoint(cfg, &others, &p.promoted, t).await;
     if !repointed.is_empty() {
         tracing::info!(promoted = %p.promoted, replicas = %repointed.join(", "), "relay: re-pointed the failed master's replicas at the promoted one");
     }
 }
 
-/// What our sentinel's failover would do next (`+slave-reconf-sent`, one replica per INFO round)
-/// and no longer does once the hello reset it: each replica that still follows another master
-/// follows the promoted one now, so it keeps min-replicas-to-write met. A node that answers as
-/// master is left alone (demoting is Sentinel's job). Returns the replicas re-pointed.
-async fn repoint(
+/// Re-points each of `others` that still follows another master at `promoted`, all at once
+/// (Sentinel does it one replica per INFO round, and its failover, so its `SENTINEL MASTERS`
+/// answer, ends only once they are linked; min-replicas-to-write needs them too). Used by the
+/// relay after a failover our sentinel leads and by the handover after its own. A node that
+/// answers as master, or that is `promoted` itself, is left alone: demoting is Sentinel's job.
+/// Returns one line per replica touched (`addr`, or `addr: error`), for the log.
+pub async fn repoint(
     cfg: &Config,
-    others: Vec<Endpoint>,
+    others: &[Endpoint],
     promoted: &Endpoint,
     t: Duration,
 ) -> Vec<String> {
     let mut set = tokio::task::JoinSet::new();
-    for r in others {
-        let (conn, promoted) = (cfg.conn.clone(), promoted.clone());
+    for r in others.iter().filter(|r| *r != promoted) {
+        let (conn, r, promoted) = (cfg.conn.clone(), r.clone(), promoted.clone());
         set.spawn(async move {
             match redisio::repl(&conn, &r, t).await {
                 Ok(n) if !n.is_master && n.master.as_ref() != Some(&promoted) => {

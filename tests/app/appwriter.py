@@ -5,10 +5,19 @@ rate; a request that raises counts as failed and its value is not acknowledged.
 
 Run in its own venv (.venv-app, tests/app/requirements.txt), under the harness's control:
     appwriter.py OUT.json KEY RATE MODE HOST:PORT [HOST:PORT ...]   (or @FILE of them)
-MODE: `default`, master_for with only timeouts. redis-py 8.2 then retries nothing: its pool's
-connections get Retry(NoBackoff(), 0) (the 10-retry policy of a plain Redis() does not reach
-them), so every failed attempt is a failed request. (Giving master_for that 10-retry policy
-explicitly left a request stuck in connect for over 12 s in a graceful stop: not measured here.)
+MODE says what retries a failed request, with the data connection's timeouts the same in each:
+- `default`: master_for with only timeouts. redis-py 8.2 then retries nothing: its pool's
+  connections get Retry(NoBackoff(), 0) (the 10-retry policy of a plain Redis() does not reach
+  them), so every failed attempt is a failed request. The write in flight when a master is
+  demoted fails (READONLY, which redis-py turns into a ConnectionError): one per move and
+  connection, a floor no server can lift for a client that retries nothing.
+- `retry1`: the same with `retry=Retry(NoBackoff(), 1)`, as redis-py documents. Its retry does
+  not ask Sentinel again: the connection reconnects through `connect_check_health` to the address
+  it had (redis-py issue #3874, open), gets READONLY from the demoted master again and fails.
+- `rediscover`: `retry1` with that issue's workaround, a connection class whose reconnect inside a
+  command goes through the Sentinel-aware `connect()`. Its retry reaches what the sentinels name.
+(Giving master_for the 10-retry exponential policy explicitly left a request stuck in connect for
+over 12 s in a graceful stop: not measured here.)
 It writes until SIGTERM or stdin closes, then writes OUT.json: acked [[n, monotonic]], failed
 [[n, monotonic, error]], and the redis-py version. CLOCK_MONOTONIC is the machine's, so the
 harness compares the times with its own."""
@@ -22,13 +31,28 @@ import threading
 import time
 
 import redis
-from redis.sentinel import Sentinel
+from redis.backoff import NoBackoff
+from redis.retry import Retry
+from redis.sentinel import Sentinel, SentinelManagedConnection
+
+MODES = ("default", "retry1", "rediscover")
+
+
+class Rediscovering(SentinelManagedConnection):
+    """redis-py #3874's workaround: a connection closed by a failed attempt reconnects through
+    the Sentinel-aware `connect()` (which asks Sentinel for the master) rather than through
+    `connect_check_health` to the address it had."""
+
+    def send_packed_command(self, command, check_health=True):
+        if not self._sock:
+            self.connect()
+        return super().send_packed_command(command, check_health)
 
 
 def main() -> int:
     out, key, rate, mode = sys.argv[1], sys.argv[2], float(sys.argv[3]), sys.argv[4]
-    if mode != "default":
-        print(f"MODE {mode!r}: only `default` (see the module header)", file=sys.stderr)
+    if mode not in MODES:
+        print(f"MODE {mode!r}: one of {', '.join(MODES)} (see the module header)", file=sys.stderr)
         return 2
 
     def sentinels() -> list[tuple[str, int]]:
@@ -52,7 +76,12 @@ def main() -> int:
     def client(addrs):
         s = Sentinel(addrs, sentinel_kwargs={**timeouts, "password": password},
                      password=password, **data_timeouts)
-        return s.master_for("mymaster", password=password, **data_timeouts)
+        extra: dict = {}
+        if mode != "default":
+            extra["retry"] = Retry(NoBackoff(), 1)
+        if mode == "rediscover":
+            extra["connection_class"] = Rediscovering
+        return s.master_for("mymaster", password=password, **data_timeouts, **extra)
 
     known = sentinels()
     master = client(known)
