@@ -57,7 +57,8 @@ def main() -> int:
 
     def sentinels() -> list[tuple[str, int]]:
         # `@FILE`: the addresses a headless Service's DNS name would give now (pods come back on
-        # new addresses in a rollout); read again whenever a request fails.
+        # new addresses in a rollout); read again at each question to Sentinel, as a client
+        # given the Service's name resolves it at each connect.
         args = sys.argv[5:]
         if len(args) == 1 and args[0].startswith("@"):
             with open(args[0][1:]) as f:
@@ -73,9 +74,26 @@ def main() -> int:
     timeouts = {"socket_timeout": 0.5, "socket_connect_timeout": 0.5}
     data_timeouts = {"socket_timeout": 2.0, "socket_connect_timeout": 0.5}
 
+    class Resolving(Sentinel):
+        """Asks the sentinels the name resolves to now; one still listed keeps its connection
+        (and its place: redis-py moves the one that answered to the front)."""
+
+        def discover_master(self, service_name):
+            try:
+                now = sentinels()
+            except (OSError, ValueError):
+                now = []
+            if now:
+                have = {(c.connection_pool.connection_kwargs["host"],
+                         c.connection_pool.connection_kwargs["port"]): c for c in self.sentinels}
+                kept = [c for a, c in have.items() if a in now]
+                self.sentinels = kept + [redis.Redis(h, p, **self.sentinel_kwargs)
+                                         for h, p in now if (h, p) not in have]
+            return super().discover_master(service_name)
+
     def client(addrs):
-        s = Sentinel(addrs, sentinel_kwargs={**timeouts, "password": password},
-                     password=password, **data_timeouts)
+        s = Resolving(addrs, sentinel_kwargs={**timeouts, "password": password},
+                      password=password, **data_timeouts)
         extra: dict = {}
         if mode != "default":
             extra["retry"] = Retry(NoBackoff(), 1)
@@ -83,13 +101,11 @@ def main() -> int:
             extra["connection_class"] = Rediscovering
         return s.master_for("mymaster", password=password, **data_timeouts, **extra)
 
-    known = sentinels()
-    master = client(known)
+    master = client(sentinels())
     acked, failed = [], []
     inflight = [None]  # (n, start) of the request under way
 
     def write() -> None:
-        nonlocal known, master
         period, n = 1.0 / rate, 1
         while not stop.is_set():
             t = time.monotonic()
@@ -99,12 +115,6 @@ def main() -> int:
                 acked.append([n, time.monotonic()])
             except (redis.RedisError, OSError) as e:
                 failed.append([n, time.monotonic(), type(e).__name__ + ": " + str(e)[:120]])
-                try:
-                    now = sentinels()
-                except (OSError, ValueError):
-                    now = known
-                if now and now != known:
-                    known, master = now, client(now)
             inflight[0] = None
             n += 1
             stop.wait(max(0.0, period - (time.monotonic() - t)))

@@ -348,9 +348,10 @@ def test_rolling_update_moves_the_master_once(cluster, first_master):
     wait_ready(c, c.live(), 60)
     w = Writer(c, f"ops:roll:{first_master}")
     w.start()
-    # The application as users run it: redis-py 8.2's master_for, its defaults (no retry).
-    app = AppWriter(c.sentinel_addrs, f"ops:roll:{first_master}:app",
-                    password=c.security.password)
+    # The application as users run it: redis-py 8.2's master_for with its defaults (no retry),
+    # and with one retry that asks Sentinel again (tests/app/appwriter.py, `rediscover`).
+    apps = {mode: AppWriter(c.sentinel_addrs, f"ops:roll:{first_master}:app:{mode}", mode,
+                            password=c.security.password) for mode in ("default", "rediscover")}
     try:
         time.sleep(0.5)
         t0 = time.monotonic()
@@ -358,25 +359,34 @@ def test_rolling_update_moves_the_master_once(cluster, first_master):
         m, _, _ = c.settle(60, "one master after the rollout")
     finally:
         res = w.finish()
-        try:
-            app_res = app.finish()
-        finally:
-            app.close()
+        app_res = {}
+        for mode, a in apps.items():
+            try:
+                app_res[mode] = a.finish()
+            finally:
+                a.close()
+    t_end = time.monotonic()
     lost = w.count_lost(res, m)
-    app_lost = w.lost_on(m, app_res.acked, key=app_res.key)
-    failed = app_res.failed_between(t0, time.monotonic())
+    app_lost = {mode: w.lost_on(m, r.acked, key=r.key) for mode, r in app_res.items()}
+    failed = {mode: r.failed_between(t0, t_end) for mode, r in app_res.items()}
     moves = sum(s.was_master for s in steps)
     want = 2 if first_master == len(c.pods) - 1 else 1
     record(f"OPS rollout from ordinal {first_master}: moves={moves} (want {want}) lost={len(lost)} "
-           f"app(redis-py {app_res.redis_py} defaults): failed={len(failed)} "
-           f"lost={len(app_lost)} {[f[2][:40] for f in failed[:4]]} "
+           + " ".join(f"app(redis-py {r.redis_py}, {mode}): failed={len(failed[mode])} "
+                      f"lost={len(app_lost[mode])} {[f[2][:40] for f in failed[mode][:4]]}"
+                      for mode, r in app_res.items()) + " "
            + ", ".join(f"{s.pod}{'(master)' if s.was_master else ''}: stop {s.stop_s:.2f}s "
                        f"ready {s.ready_s:.2f}s gap {s.gap_s:.2f}s" for s in steps)
            + f" acked={len(res.acked)} errors={res.errors}")
     assert not lost, f"acknowledged writes lost: {lost[:10]}"
     assert all(s.exit_code == 0 for s in steps), steps
     assert moves == want, f"the master moved {moves} times, want {want}: {steps}"
-    assert not app_lost, f"the application's acknowledged writes lost: {app_lost[:10]}"
+    for mode in app_res:
+        assert not app_lost[mode], f"app({mode}): acknowledged writes lost: {app_lost[mode][:10]}"
     # One failed request per move is the floor for a client that retries nothing: the write in
-    # flight on the old master when it is demoted (test_races, graceful stop).
-    assert len(failed) <= moves, f"{len(failed)} failed requests for {moves} moves: {failed[:4]}"
+    # flight on the old master when it is demoted (test_races, graceful stop). A retry that asks
+    # Sentinel again meets none.
+    assert len(failed["default"]) <= moves, \
+        f"app(default): {len(failed['default'])} failed requests for {moves} moves: {failed['default'][:4]}"
+    assert not failed["rediscover"], \
+        f"app(rediscover): {len(failed['rediscover'])} failed requests: {failed['rediscover'][:4]}"
