@@ -139,6 +139,8 @@ def stop_pod(pod, hard: bool) -> float:
 
 
 ENGINES = {"redis": "redis-server", "valkey": "valkey-server"}
+# tests/app/appwriter.py's retry policies
+APP_MODES = ("default", "retry1", "rediscover")
 
 
 def one_round(binary: str, variant: str, hard: bool, rnd: int, engine: str = "redis") -> dict:
@@ -159,10 +161,10 @@ def one_round(binary: str, variant: str, hard: bool, rnd: int, engine: str = "re
         harness.wait_until(lambda: ready(cluster), 90, 0.5, f"{variant}: cluster settled")
         writer = Writer(cluster, f"bench:{variant}:{rnd}")
         writer.start()
-        # The application as users run it: redis-py 8.2's master_for with its defaults (no
-        # retry), in its own venv; its failed requests are what an application logs.
-        app = AppWriter(cluster.sentinel_addrs, f"bench:{variant}:{rnd}:app",
-                        password=cluster.security.password)
+        # The application as users run it: redis-py 8.2's master_for in its own venv, once per
+        # retry policy (tests/app/appwriter.py); its failed requests are what an application logs.
+        apps = {m: AppWriter(cluster.sentinel_addrs, f"bench:{variant}:{rnd}:app:{m}", m,
+                             password=cluster.security.password) for m in APP_MODES}
         time.sleep(2.0)
         t_stop = time.monotonic()
         master_ip = current_master(cluster)
@@ -182,16 +184,21 @@ def one_round(binary: str, variant: str, hard: bool, rnd: int, engine: str = "re
         except AssertionError:
             ok = False
         res = writer.finish()
-        try:
-            app_res = app.finish()
-        finally:
-            app.close()
-        app_failed = len(app_res.failed_between(t_stop, time.monotonic()))
+        app_res = {}
+        for m, app in apps.items():
+            try:
+                app_res[m] = app.finish()
+            finally:
+                app.close()
+        t_end = time.monotonic()
+        app_failed = "/".join(str(len(app_res[m].failed_between(t_stop, t_end))) for m in APP_MODES)
         new_master = current_master(cluster)
         lost = len(writer.count_lost(res, new_master)) if new_master else len(res.acked)
         return {"variant": variant, "hard": hard, "engine": engine,
                 "gap": res.max_gap if ok else float("inf"),
-                "lost": lost, "stop": took, "acked": len(res.acked), "app_failed": app_failed}
+                "lost": lost, "stop": took, "acked": len(res.acked), "app_failed": app_failed,
+                # the harness's writer retries nothing and counts each failed attempt
+                "attempts_failed": sum(res.errors.values())}
     finally:
         cluster.teardown()
         subprocess.run(["rm", "-rf", str(tmp)], check=False)
@@ -241,14 +248,16 @@ def main() -> None:
                 runs[e].append(res)
         rows += [(v, hard, e, runs[e]) for e in engs]
     lines = [
-        "| variant | engine | stop | write gap s (median / max) | acked writes lost (per run) | SIGTERM→exit s (median / max) | failed requests of an app, redis-py 8.2 master_for defaults (per run) |",
-        "|---|---|---|---|---|---|---|",
+        "| variant | engine | stop | write gap s (median / max) | acked writes lost (per run) | SIGTERM→exit s (median / max) | "
+        f"failed requests of an app, redis-py 8.2 master_for {' / '.join(APP_MODES)} (per run) | failed attempts, no-retry writer (per run) |",
+        "|---|---|---|---|---|---|---|---|",
     ]
     for v, hard, e, runs in rows:
         lines.append(f"| {VARIANTS[v][0]} | {ENGINES[e]} | {'SIGKILL' if hard else 'SIGTERM'} | "
                      f"{fmt([x['gap'] for x in runs])} | {', '.join(str(x['lost']) for x in runs)} | "
                      f"{fmt([x['stop'] for x in runs])} | "
-                     f"{', '.join(str(x['app_failed']) for x in runs)} |")
+                     f"{', '.join(str(x['app_failed']) for x in runs)} | "
+                     f"{', '.join(str(x['attempts_failed']) for x in runs)} |")
     cpu = next((l.split(':', 1)[1].strip() for l in open('/proc/cpuinfo') if l.startswith('model name')), '?')
     head = (f"Machine: {os.cpu_count()} cores, {cpu}, Linux {platform.release()}, "
             f"{time.strftime('%Y-%m-%d')}; {versions(engines)}; {a.rounds} rounds per variant.\n"

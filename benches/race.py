@@ -4,8 +4,10 @@ from fresh state, SIGTERM of the master pod at a random offset uniform in 0-15 s
 cluster first answers" for redisha-init (the harness of tests/ha: network and PID namespaces).
 
 Per round: the write gap around the stop (longest interval without an acknowledged write, from
-the last write before the SIGTERM until 1 s after the watch), the requests an application with
-redis-py's defaults saw fail from the SIGTERM on, acknowledged writes missing from the
+the last write before the SIGTERM until 1 s after the watch), the requests an application saw
+fail from the SIGTERM on (redis-py 8.2's master_for: with its defaults, with its documented one
+retry, and with one retry that asks Sentinel again; tests/app/appwriter.py), acknowledged writes
+missing from the
 new master, +switch-master lines logged by each surviving sentinel after the SIGTERM (1 = one
 failover), the pod's exit code and time to exit, and the time from the first answer to
 failover-safe (every sentinel knows every replica and peer; measured until it holds or the
@@ -63,6 +65,12 @@ def setup_waiting(cluster: Cluster) -> None:
 
 
 ENGINES = {"redis": "redis-server", "valkey": "valkey-server"}
+# tests/app/appwriter.py's retry policies, with the marker each one's failures get in the plot
+APP_MODES = {"default": "x", "retry1": "+", "rediscover": "o"}
+
+
+def app_counts(r: dict) -> str:
+    return "/".join(str(len(r["app_failed"][m])) for m in APP_MODES)
 TIMINGS: dict[str, str] | None = None  # None: the tests' (harness.TIMINGS)
 
 
@@ -77,10 +85,10 @@ def one_round(binary: str, rnd: int, offset: float, watch: float, engine: str = 
         t_fa = cold_start(cluster, 90)
         w = Writer(cluster, f"race:{rnd}")
         w.start()
-        # The application as users run it: redis-py's master_for with its defaults, in its own
-        # venv; its failed requests from the SIGTERM on are what an application logs.
-        app = AppWriter(cluster.sentinel_addrs, f"race:{rnd}:app",
-                        password=cluster.security.password)
+        # The application as users run it: redis-py's master_for in its own venv, once per
+        # retry policy; its failed requests from the SIGTERM on are what an application logs.
+        apps = {m: AppWriter(cluster.sentinel_addrs, f"race:{rnd}:app:{m}", m,
+                             password=cluster.security.password) for m in APP_MODES}
         try:
             left = t_fa + offset - time.monotonic()
             tfs = cluster.time_to_failover_safe(left, t0=t_fa) if left > 0 else None
@@ -90,11 +98,14 @@ def one_round(binary: str, rnd: int, offset: float, watch: float, engine: str = 
             t_end = time.monotonic()
         finally:
             res = w.finish()
-            try:
-                app_res = app.finish()
-            finally:
-                app.close()
-        app_failed = len(app_res.failed_between(out.t_stop, t_end))
+            app_res = {}
+            for m, app in apps.items():
+                try:
+                    app_res[m] = app.finish()
+                finally:
+                    app.close()
+        app_failed = {m: [f[1] - out.t_stop for f in r.failed_between(out.t_stop, t_end)]
+                      for m, r in app_res.items()}
         lost = None
         if out.new_master:
             try:
@@ -107,7 +118,9 @@ def one_round(binary: str, rnd: int, offset: float, watch: float, engine: str = 
             "exit_s": out.exit_s, "named_s": out.named_s,
             # acknowledged writes relative to the SIGTERM, for the timeline
             "acks": [t - out.t_stop for _, t in res.acked], "t_end": t_end - out.t_stop,
-            "errors": res.errors, "app_failed": app_failed,
+            "errors": res.errors,
+            # per retry policy: when each failed request failed, s from the SIGTERM
+            "app_failed": app_failed,
         }
     finally:
         cluster.teardown()
@@ -146,8 +159,11 @@ def plot(rows: list[dict], path: Path, title: str) -> None:
     for r in rows:
         ax1.annotate(f"{r['offset']:.1f}", (r["round"], r["gap"]), ha="center",
                      va="bottom", fontsize=7)
-    ax1.set_xlabel("round (label: SIGTERM offset after first answer, s; red: lost writes, "
-                   "≠1 failover or gap ≥ 2 s)")
+    for r in rows:
+        ax1.annotate(app_counts(r), (r["round"], 0), ha="center", va="bottom", fontsize=7,
+                     color="white")
+    ax1.set_xlabel("round (label: SIGTERM offset after first answer, s; in the bar: app requests "
+                   f"failed, {'/'.join(APP_MODES)}; red: lost writes, ≠1 failover or gap ≥ 2 s)")
     ax1.set_ylabel("write gap around the stop (s)")
     ax1.set_xticks(xs)
     ax1.legend(loc="upper right")
@@ -163,6 +179,11 @@ def plot(rows: list[dict], path: Path, title: str) -> None:
     ax2.bar([lo + 0.1 * i for i in range(nb)], counts, width=0.1, align="edge",
             color="tab:blue")
     ax2.axvline(0, color="tab:red", label="SIGTERM")
+    top = max(counts, default=1) or 1
+    for k, (m, marker) in enumerate(APP_MODES.items()):
+        ts = worst["app_failed"][m]
+        ax2.scatter(ts, [top * (1.05 + 0.07 * k)] * len(ts), marker=marker, color="black",
+                    label=f"app request failed ({m}): {len(ts)}")
     if worst["exit_s"] is not None:
         ax2.axvline(worst["exit_s"], color="tab:orange", linestyle="--", label="pod exited")
     if worst["named_s"] is not None:
@@ -210,7 +231,8 @@ def main() -> None:
         r = one_round(binary, rnd, offset, watch=down_after + 3, engine=eng)
         print(f"round {rnd} ({eng}): offset={offset:.2f}s gap={r['gap']:.2f}s lost={r['lost']} "
               f"switch_master={r['switch']} failover_safe={fmt_s(r['tfs'])} exit={r['exit']} "
-              f"exit_after={r['exit_s']:.2f}s app_failed={r['app_failed']} writer_errors={r['errors']}",
+              f"exit_after={r['exit_s']:.2f}s app_failed({'/'.join(APP_MODES)})={app_counts(r)} "
+              f"writer_errors={r['errors']}",
               flush=True)
         rows.append(r)
 
@@ -226,8 +248,8 @@ def main() -> None:
     summary = [
         "| engine | write gap s (median / max) | rounds with gap ≥ 2 s | acked writes lost (rounds with loss) "
         "| rounds with ≠ 1 failover | time to failover-safe s (median / max) "
-        "| app requests failed (median / max per round) |",
-        "|---|---|---|---|---|---|---|",
+        + "".join(f"| app requests failed, {m} (median / max per round) " for m in APP_MODES) + "|",
+        "|---|---|---|---|---|---|" + "---|" * len(APP_MODES),
     ]
     for eng in engines:
         er = [r for r in rows if r["engine"] == eng]
@@ -242,18 +264,18 @@ def main() -> None:
             f"{f', {no_master} without a new master' if no_master else ''}) | "
             f"{len(bad_fo)} / {len(er)} | {med_max(tfss)} "
             f"({len(er) - len(tfss)} rounds stopped before it) | "
-            f"{statistics.median([r['app_failed'] for r in er]):.0f} / "
-            f"{max(r['app_failed'] for r in er)} |")
+            + "".join(f"{statistics.median([len(r['app_failed'][m]) for r in er]):.0f} / "
+                      f"{max(len(r['app_failed'][m]) for r in er)} | " for m in APP_MODES))
     per_round = [
         "| round | engine | SIGTERM offset s | gap s | lost | +switch-master per survivor | "
-        "failover-safe s | exit code / s | app failed |",
+        f"failover-safe s | exit code / s | app failed ({'/'.join(APP_MODES)}) |",
         "|---|---|---|---|---|---|---|---|---|",
     ] + [
         f"| {r['round']} | {r['engine']} | {r['offset']:.2f} | {r['gap']:.2f} | "
         f"{'no new master' if r['lost'] is None else r['lost']} | "
         f"{', '.join(str(v) for v in r['switch'].values())} | "
         f"{fmt_s(r['tfs'])} | "
-        f"{r['exit']} / {r['exit_s']:.2f} | {r['app_failed']} |"
+        f"{r['exit']} / {r['exit_s']:.2f} | {app_counts(r)} |"
         for r in rows
     ]
     table = head + "\n" + "\n".join(summary) + "\n\n" + "\n".join(per_round) + "\n"
