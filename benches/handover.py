@@ -39,7 +39,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "tests" / "ha"))
 import harness  # noqa: E402
 from harness import Cluster, Writer, client, info_replication, log  # noqa: E402
-from rhtest import AppWriter  # noqa: E402
+from rhtest import finish_apps, start_apps  # noqa: E402
 
 ORCHESTRATOR_GRACE = 10.0
 SEED_DIR = Path(__file__).resolve().parent / "seed"
@@ -163,8 +163,8 @@ def one_round(binary: str, variant: str, hard: bool, rnd: int, engine: str = "re
         writer.start()
         # The application as users run it: redis-py 8.2's master_for in its own venv, once per
         # retry policy (tests/app/appwriter.py); its failed requests are what an application logs.
-        apps = {m: AppWriter(cluster.sentinel_addrs, f"bench:{variant}:{rnd}:app:{m}", m,
-                             password=cluster.security.password) for m in APP_MODES}
+        apps = start_apps(cluster.sentinel_addrs, f"bench:{variant}:{rnd}:app", APP_MODES,
+                          password=cluster.security.password)
         time.sleep(2.0)
         t_stop = time.monotonic()
         master_ip = current_master(cluster)
@@ -184,12 +184,7 @@ def one_round(binary: str, variant: str, hard: bool, rnd: int, engine: str = "re
         except AssertionError:
             ok = False
         res = writer.finish()
-        app_res = {}
-        for m, app in apps.items():
-            try:
-                app_res[m] = app.finish()
-            finally:
-                app.close()
+        app_res = finish_apps(apps)
         t_end = time.monotonic()
         app_failed = "/".join(str(len(app_res[m].failed_between(t_stop, t_end))) for m in APP_MODES)
         new_master = current_master(cluster)

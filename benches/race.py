@@ -45,7 +45,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "tests" / "ha"))
 import harness  # noqa: E402
 from harness import Cluster, Writer, cold_start, log, stop_gap, stop_master_and_watch  # noqa: E402
-from rhtest import AppWriter  # noqa: E402
+from rhtest import finish_apps, start_apps  # noqa: E402
 
 MAX_GAP = 2.0
 LOCK_WAIT_S = 900  # another harness run holds the lock: wait for it, bounded
@@ -87,8 +87,8 @@ def one_round(binary: str, rnd: int, offset: float, watch: float, engine: str = 
         w.start()
         # The application as users run it: redis-py's master_for in its own venv, once per
         # retry policy; its failed requests from the SIGTERM on are what an application logs.
-        apps = {m: AppWriter(cluster.sentinel_addrs, f"race:{rnd}:app:{m}", m,
-                             password=cluster.security.password) for m in APP_MODES}
+        apps = start_apps(cluster.sentinel_addrs, f"race:{rnd}:app", APP_MODES,
+                          password=cluster.security.password)
         try:
             left = t_fa + offset - time.monotonic()
             tfs = cluster.time_to_failover_safe(left, t0=t_fa) if left > 0 else None
@@ -98,12 +98,7 @@ def one_round(binary: str, rnd: int, offset: float, watch: float, engine: str = 
             t_end = time.monotonic()
         finally:
             res = w.finish()
-            app_res = {}
-            for m, app in apps.items():
-                try:
-                    app_res[m] = app.finish()
-                finally:
-                    app.close()
+            app_res = finish_apps(apps)
         app_failed = {m: [f[1] - out.t_stop for f in r.failed_between(out.t_stop, t_end)]
                       for m, r in app_res.items()}
         lost = None

@@ -20,7 +20,7 @@ import harness
 from harness import (DOWN_AFTER, REDIS_PORT, SENTINEL_PORT, GROUP, Writer, addr, client, log,
                      record)
 from harness import cold_start
-from rhtest import AppWriter
+from rhtest import finish_apps, start_apps
 from ops import (switchover_until_taken, laptop_status, manifest_min_ready, priorities, rolling_update, run_cli,
                  sentinel_knobs, status, switchover_round, wait_ready, wait_status)
 
@@ -350,8 +350,8 @@ def test_rolling_update_moves_the_master_once(cluster, first_master):
     w.start()
     # The application as users run it: redis-py 8.2's master_for with its defaults (no retry),
     # and with one retry that asks Sentinel again (tests/app/appwriter.py, `rediscover`).
-    apps = {mode: AppWriter(c.sentinel_addrs, f"ops:roll:{first_master}:app:{mode}", mode,
-                            password=c.security.password) for mode in ("default", "rediscover")}
+    apps = start_apps(c.sentinel_addrs, f"ops:roll:{first_master}:app", ("default", "rediscover"),
+                      password=c.security.password)
     try:
         time.sleep(0.5)
         t0 = time.monotonic()
@@ -359,12 +359,7 @@ def test_rolling_update_moves_the_master_once(cluster, first_master):
         m, _, _ = c.settle(60, "one master after the rollout")
     finally:
         res = w.finish()
-        app_res = {}
-        for mode, a in apps.items():
-            try:
-                app_res[mode] = a.finish()
-            finally:
-                a.close()
+        app_res = finish_apps(apps)
     t_end = time.monotonic()
     lost = w.count_lost(res, m)
     app_lost = {mode: w.lost_on(m, r.acked, key=r.key) for mode, r in app_res.items()}

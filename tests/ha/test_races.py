@@ -31,7 +31,7 @@ import pytest
 import harness
 from harness import (DOWN_AFTER, Writer, cold_start, info_replication, record, stop_gap,
                      stop_master_and_watch)
-from rhtest import AppWriter
+from rhtest import finish_apps, start_apps
 
 EARLY_OFFSET = 0.5   # s after first_answering: "early" (the issue: within 1 s)
 MAX_GAP = 2.0        # s without an acknowledged write around a graceful stop
@@ -112,8 +112,8 @@ def test_graceful_stop_of_master(cluster, when):
     m = None
     # The application as users run it (issue 30): redis-py 8.2's Sentinel client as documented,
     # with timeouts and the library's defaults (tests/app/appwriter.py).
-    apps = {mode: AppWriter(c.sentinel_addrs, f"race:stop:{when}:app:{mode}", mode,
-                            password=c.security.password) for mode in APP_FAILED_MAX}
+    apps = start_apps(c.sentinel_addrs, f"race:stop:{when}:app", APP_FAILED_MAX,
+                      password=c.security.password)
     try:
         # No extra watch: settle() below outlasts it, and the lines are counted after it.
         out = stop_master_and_watch(c, watch=0)
@@ -125,12 +125,7 @@ def test_graceful_stop_of_master(cluster, when):
         t_end = time.monotonic()
     finally:
         res = w.finish()
-        app = {}
-        for mode, a in apps.items():
-            try:
-                app[mode] = a.finish()
-            finally:
-                a.close()
+        app = finish_apps(apps)
     for mode, r in app.items():
         failed = r.failed_between(out.t_stop, t_end)
         app_gap = stop_gap(r.acked, out.t_stop, t_end)

@@ -327,3 +327,31 @@ class AppWriter:
         if self.proc.poll() is None:
             self.proc.kill()
             self.proc.wait(timeout=5)
+
+
+def start_apps(sentinels: Callable[[], list[tuple[str, int]]], key: str, modes,
+               password: str | None = None) -> dict[str, AppWriter]:
+    """One AppWriter per retry policy (tests/app/appwriter.py's MODES), keys `key:mode`; on a
+    failed start the ones already started are closed."""
+    apps: dict[str, AppWriter] = {}
+    try:
+        for mode in modes:
+            apps[mode] = AppWriter(sentinels, f"{key}:{mode}", mode, password=password)
+    except BaseException:
+        for a in apps.values():
+            a.close()
+        raise
+    return apps
+
+
+def finish_apps(apps: dict[str, AppWriter]) -> dict[str, AppResult]:
+    """Finishes every AppWriter and closes each, also when one's finish fails."""
+    out: dict[str, AppResult] = {}
+    try:
+        for mode, a in apps.items():
+            out[mode] = a.finish()
+    finally:
+        for a in apps.values():
+            a.close()
+    return out
+
