@@ -72,6 +72,7 @@ APP_MODES = {"default": "x", "retry1": "+", "rediscover": "o"}
 def app_counts(r: dict) -> str:
     return "/".join(str(len(r["app_failed"][m])) for m in APP_MODES)
 TIMINGS: dict[str, str] | None = None  # None: the tests' (harness.TIMINGS)
+KEEP: Path | None = None  # --keep: where each round's pod logs go
 
 
 def one_round(binary: str, rnd: int, offset: float, watch: float, engine: str = "redis") -> dict:
@@ -101,6 +102,7 @@ def one_round(binary: str, rnd: int, offset: float, watch: float, engine: str = 
             app_res = finish_apps(apps)
         app_failed = {m: [f[1] - out.t_stop for f in r.failed_between(out.t_stop, t_end)]
                       for m, r in app_res.items()}
+        app_gap = {m: stop_gap(r.acked, out.t_stop, t_end) for m, r in app_res.items()}
         lost = None
         if out.new_master:
             try:
@@ -116,9 +118,13 @@ def one_round(binary: str, rnd: int, offset: float, watch: float, engine: str = 
             "errors": res.errors,
             # per retry policy: when each failed request failed, s from the SIGTERM
             "app_failed": app_failed,
+            # the application's own write gap: a write held in the pause counts in full
+            "app_gap": app_gap,
         }
     finally:
         cluster.teardown()
+        if KEEP is not None:
+            shutil.copytree(cluster.logdir, KEEP / f"round-{rnd}", dirs_exist_ok=True)
         shutil.rmtree(tmp, ignore_errors=True)
 
 
@@ -157,8 +163,8 @@ def plot(rows: list[dict], path: Path, title: str) -> None:
     for r in rows:
         ax1.annotate(app_counts(r), (r["round"], 0), ha="center", va="bottom", fontsize=7,
                      color="white")
-    ax1.set_xlabel("round (label: SIGTERM offset after first answer, s; in the bar: app requests "
-                   f"failed, {'/'.join(APP_MODES)}; red: lost writes, ≠1 failover or gap ≥ 2 s)")
+    ax1.set_xlabel("round (above: SIGTERM offset after first answer, s; in the bar: app requests "
+                   f"failed, {'/'.join(APP_MODES)};\nred: lost writes, ≠1 failover or gap ≥ 2 s)")
     ax1.set_ylabel("write gap around the stop (s)")
     ax1.set_xticks(xs)
     ax1.legend(loc="upper right")
@@ -190,7 +196,7 @@ def plot(rows: list[dict], path: Path, title: str) -> None:
     ax2.set_title(f"worst round {worst['round']}: offset {worst['offset']:.2f} s, gap "
                   f"{worst['gap']:.2f} s, lost {worst['lost']}, +switch-master "
                   f"{list(worst['switch'].values())}")
-    ax2.legend(loc="upper right")
+    ax2.legend(loc="lower right", fontsize=8)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
@@ -205,10 +211,12 @@ def main() -> None:
     ap.add_argument("--out", default=str(Path(__file__).with_name("RESULTS-race.md")))
     ap.add_argument("--png", default=str(Path(__file__).with_name("RESULTS-race.png")))
     ap.add_argument("--engines", default="redis", help="comma-separated: redis, valkey")
+    ap.add_argument("--keep", default=None, help="copy each round's pod logs to KEEP/round-N")
     a = ap.parse_args()
     engines = a.engines.split(",")
     assert all(e in ENGINES for e in engines), f"--engines: {a.engines}"
-    global TIMINGS
+    global TIMINGS, KEEP
+    KEEP = Path(a.keep) if a.keep else None
     binary = os.environ.get("REDISHA_BIN") or str(ROOT / "target" / "release" / "redisha-init")
     assert Path(binary).exists(), f"build first: {binary}"
     if a.timings == "defaults":
@@ -227,6 +235,7 @@ def main() -> None:
         print(f"round {rnd} ({eng}): offset={offset:.2f}s gap={r['gap']:.2f}s lost={r['lost']} "
               f"switch_master={r['switch']} failover_safe={fmt_s(r['tfs'])} exit={r['exit']} "
               f"exit_after={r['exit_s']:.2f}s app_failed({'/'.join(APP_MODES)})={app_counts(r)} "
+              f"app_gap={'/'.join(format(r['app_gap'][m], '.2f') for m in APP_MODES)}s "
               f"writer_errors={r['errors']}",
               flush=True)
         rows.append(r)
@@ -243,8 +252,9 @@ def main() -> None:
     summary = [
         "| engine | write gap s (median / max) | rounds with gap ≥ 2 s | acked writes lost (rounds with loss) "
         "| rounds with ≠ 1 failover | time to failover-safe s (median / max) "
-        + "".join(f"| app requests failed, {m} (median / max per round) " for m in APP_MODES) + "|",
-        "|---|---|---|---|---|---|" + "---|" * len(APP_MODES),
+        + "".join(f"| app requests failed, {m} (median / max per round) " for m in APP_MODES)
+        + "| app write gap s, rediscover (median / max) |",
+        "|---|---|---|---|---|---|" + "---|" * (len(APP_MODES) + 1),
     ]
     for eng in engines:
         er = [r for r in rows if r["engine"] == eng]
@@ -260,17 +270,18 @@ def main() -> None:
             f"{len(bad_fo)} / {len(er)} | {med_max(tfss)} "
             f"({len(er) - len(tfss)} rounds stopped before it) | "
             + "".join(f"{statistics.median([len(r['app_failed'][m]) for r in er]):.0f} / "
-                      f"{max(len(r['app_failed'][m]) for r in er)} | " for m in APP_MODES))
+                      f"{max(len(r['app_failed'][m]) for r in er)} | " for m in APP_MODES)
+            + f"{med_max([r['app_gap']['rediscover'] for r in er])} |")
     per_round = [
         "| round | engine | SIGTERM offset s | gap s | lost | +switch-master per survivor | "
-        f"failover-safe s | exit code / s | app failed ({'/'.join(APP_MODES)}) |",
-        "|---|---|---|---|---|---|---|---|---|",
+        f"failover-safe s | exit code / s | app failed ({'/'.join(APP_MODES)}) | app gap s (rediscover) |",
+        "|---|---|---|---|---|---|---|---|---|---|",
     ] + [
         f"| {r['round']} | {r['engine']} | {r['offset']:.2f} | {r['gap']:.2f} | "
         f"{'no new master' if r['lost'] is None else r['lost']} | "
         f"{', '.join(str(v) for v in r['switch'].values())} | "
         f"{fmt_s(r['tfs'])} | "
-        f"{r['exit']} / {r['exit_s']:.2f} | {app_counts(r)} |"
+        f"{r['exit']} / {r['exit_s']:.2f} | {app_counts(r)} | {r['app_gap']['rediscover']:.2f} |"
         for r in rows
     ]
     table = head + "\n" + "\n".join(summary) + "\n\n" + "\n".join(per_round) + "\n"
