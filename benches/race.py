@@ -14,10 +14,13 @@ failover-safe (every sentinel knows every replica and peer; measured until it ho
 SIGTERM comes, whichever is first: "—" when the stop came first).
 
 Prints one line per round, then Markdown tables (for BENCHMARKS.md; also written to --out) and
-draws --png: gap per round, and acknowledged writes per 100 ms around the stop of the worst round.
+draws --png: gap per round (with each round's failed requests per retry policy), and
+acknowledged writes per 100 ms around the stop of the worst round, its failed requests marked.
 
     .venv/bin/python benches/race.py [--rounds 20] [--seed N] [--timings defaults|test]
-                                     [--engines redis,valkey]
+                                     [--engines redis,valkey] [--keep DIR]
+
+--keep: each round's pod logs are copied to DIR/round-N (the cluster's own files go with it).
 
 --engines: the pods' server (redis-server, valkey-server); with two, the rounds alternate
 between them (same offsets drawn in the same order) and the summary has a row per engine.
