@@ -543,24 +543,10 @@ async fn subscribe(cfg: &Config, local: &Endpoint) -> redis::RedisResult<redis::
         .map_err(|_| redis::RedisError::from((redis::ErrorKind::Io, "connect timed out")))??;
     let mut channels: Vec<&str> = EVENTS.iter().chain(ELECTION_EVENTS).copied().collect();
     channels.push(NOT_ELECTED);
-    for ch in crate::relay::EVENTS {
-        if !channels.contains(ch) {
-            channels.push(ch);
-        }
-    }
     for ch in channels {
         ps.subscribe(ch).await?;
     }
     Ok(ps)
-}
-
-/// Our sentinel's run id, for the promotion relay; None (no relay) when it does not say.
-async fn own_id(cfg: &Config, local: &Endpoint) -> Option<String> {
-    let t = Duration::from_millis(300);
-    let mut con = redisio::connect(&cfg.conn, local, Server::Sentinel, t)
-        .await
-        .ok()?;
-    redisio::sentinel_myid_on(&mut con, t).await.ok()
 }
 
 #[derive(Default)]
@@ -617,8 +603,9 @@ pub async fn run(
     let guard = crate::engine::Guard::spawn(cfg.clone(), base_priority);
     // The follow-up of a cleanup reset, run beside the events (cleanup::tick says why).
     let mut after_reset: Option<BoxFuture> = None;
-    // Promotion relays (relay.rs) in flight; each bounded, and ended with this companion.
-    let mut relays = tokio::task::JoinSet::new();
+    // The promotion relay (relay.rs) reads our sentinel's events on its own subscription, so
+    // that a look here waiting on a dead sentinel never delays it; it ends with this companion.
+    let _relay = crate::relay::Watcher::spawn(cfg.clone());
     loop {
         let ps = match subscribe(&cfg, &local).await {
             Ok(ps) => ps,
@@ -632,8 +619,6 @@ pub async fn run(
         };
         backoff = Duration::from_millis(50);
         tune(&cfg, &local).await;
-        // Fed every event of our sentinel, in order, from this subscription on.
-        let mut tracker = crate::relay::Tracker::new(own_id(&cfg, &local).await);
         let mut pending = watch.look(&cfg).await;
         guard.kick();
         let mut stream = ps.into_on_message();
@@ -657,10 +642,6 @@ pub async fn run(
                         let channel = m.get_channel_name();
                         tracing::debug!(channel, "follow: sentinel event");
                         let payload: String = m.get_payload().unwrap_or_default();
-                        if let Some(p) = tracker.on_event(&cfg.group, channel, &payload) {
-                            let cfg = cfg.clone();
-                            relays.spawn(async move { crate::relay::on_promotion(&cfg, &p).await });
-                        }
                         if ELECTION_EVENTS.contains(&channel) {
                             // At once, not debounced: the promotion may follow within 100 ms.
                             on_election(&cfg, channel, &payload).await;
@@ -679,7 +660,6 @@ pub async fn run(
                     pending = watch.look(&cfg).await;
                     guard.kick();
                 }
-                Some(_) = relays.join_next(), if !relays.is_empty() => {}
                 _ = finish_opt(&mut after_reset), if after_reset.is_some() => {
                     after_reset = None;
                 }
