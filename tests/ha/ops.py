@@ -82,12 +82,12 @@ def laptop_status(cluster: Cluster, sentinel_ip: str, *extra: str) -> Run:
     return status(cluster, None, "--sentinels", addr(sentinel_ip, SENTINEL_PORT), *extra)
 
 
-def wait_status(cluster: Cluster, pod: Pod, code: int, timeout: float = 60) -> Run:
-    """Polls `status` from `pod` until it exits `code`; bounded."""
+def wait_status(cluster: Cluster, pod: Pod, code: int, timeout: float = 60, *extra: str) -> Run:
+    """Polls `status` from `pod` (with `extra` arguments) until it exits `code`; bounded."""
     last: list[Run] = []
 
     def ok():
-        r = status(cluster, pod)
+        r = status(cluster, pod, *extra)
         last[:] = [r]
         return r if r.code == code else None
     try:
