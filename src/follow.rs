@@ -536,19 +536,6 @@ async fn tune(cfg: &Config, local: &Endpoint) {
     }
 }
 
-async fn subscribe(cfg: &Config, local: &Endpoint) -> redis::RedisResult<redis::aio::PubSub> {
-    let client = redisio::client(&cfg.conn, local, Server::Sentinel)?;
-    let mut ps = tokio::time::timeout(Duration::from_secs(1), client.get_async_pubsub())
-        .await
-        .map_err(|_| redis::RedisError::from((redis::ErrorKind::Io, "connect timed out")))??;
-    let mut channels: Vec<&str> = EVENTS.iter().chain(ELECTION_EVENTS).copied().collect();
-    channels.push(NOT_ELECTED);
-    for ch in channels {
-        ps.subscribe(ch).await?;
-    }
-    Ok(ps)
-}
-
 #[derive(Default)]
 struct Cons {
     sentinel: Option<redis::aio::MultiplexedConnection>,
@@ -589,7 +576,6 @@ pub async fn run(
     let every = (cleanup_settings.interval_ms > 0)
         .then(|| Duration::from_millis(cleanup_settings.interval_ms));
     let mut next_tick = every.map(|e| Instant::now() + cleanup::jitter(e));
-    let mut backoff = Duration::from_millis(50);
     let mut watch = Watch {
         last: None,
         stale: None,
@@ -606,18 +592,16 @@ pub async fn run(
     // The promotion relay (relay.rs) reads our sentinel's events on its own subscription, so
     // that a look here waiting on a dead sentinel never delays it; it ends with this companion.
     let _relay = crate::relay::Watcher::spawn(cfg.clone());
+    let channels: Vec<&str> = EVENTS
+        .iter()
+        .chain(ELECTION_EVENTS)
+        .copied()
+        .chain([NOT_ELECTED])
+        .collect();
     loop {
-        let ps = match subscribe(&cfg, &local).await {
-            Ok(ps) => ps,
-            Err(e) => {
-                // Our sentinel is starting or restarting: wake up only until it answers.
-                tracing::debug!(error = %e, "follow: own sentinel not answering yet");
-                tokio::time::sleep(backoff).await;
-                backoff = (backoff * 2).min(Duration::from_secs(2));
-                continue;
-            }
-        };
-        backoff = Duration::from_millis(50);
+        let ps =
+            redisio::subscribe_until_up(&cfg.conn, &local, Server::Sentinel, &channels, "follow")
+                .await;
         tune(&cfg, &local).await;
         let mut pending = watch.look(&cfg).await;
         guard.kick();

@@ -55,6 +55,45 @@ pub fn client(conn: &Conn, e: &Endpoint, target: Server) -> redis::RedisResult<r
     }
 }
 
+/// A subscription to `channels` of a local server (our own sentinel), asked again after a
+/// backoff (50 ms, doubling to 2 s) until it answers: it is starting or restarting, and the
+/// caller has nothing to do until it is back. `who` names the caller in the debug log.
+pub async fn subscribe_until_up(
+    conn: &Conn,
+    local: &Endpoint,
+    target: Server,
+    channels: &[&str],
+    who: &str,
+) -> redis::aio::PubSub {
+    let mut backoff = Duration::from_millis(50);
+    loop {
+        match subscribe(conn, local, target, channels).await {
+            Ok(ps) => return ps,
+            Err(e) => {
+                tracing::debug!(error = %e, "{who}: own {target:?} not answering yet");
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(Duration::from_secs(2));
+            }
+        }
+    }
+}
+
+async fn subscribe(
+    conn: &Conn,
+    e: &Endpoint,
+    target: Server,
+    channels: &[&str],
+) -> redis::RedisResult<redis::aio::PubSub> {
+    let client = client(conn, e, target)?;
+    let mut ps = tokio::time::timeout(Duration::from_secs(1), client.get_async_pubsub())
+        .await
+        .map_err(|_| redis::RedisError::from((redis::ErrorKind::Io, "connect timed out")))??;
+    for ch in channels {
+        ps.subscribe(*ch).await?;
+    }
+    Ok(ps)
+}
+
 pub async fn connect(
     conn: &Conn,
     e: &Endpoint,

@@ -61,20 +61,10 @@ impl Drop for Watcher {
 
 async fn watch(cfg: Config) {
     let local = cfg.own(Server::Sentinel);
-    let mut backoff = Duration::from_millis(50);
     let mut relays = tokio::task::JoinSet::new();
     loop {
-        let ps = match subscribe(&cfg, &local).await {
-            Ok(ps) => ps,
-            Err(e) => {
-                // Our sentinel is starting or restarting: wake up only until it answers.
-                tracing::debug!(error = %e, "relay: own sentinel not answering yet");
-                tokio::time::sleep(backoff).await;
-                backoff = (backoff * 2).min(Duration::from_secs(2));
-                continue;
-            }
-        };
-        backoff = Duration::from_millis(50);
+        let ps =
+            redisio::subscribe_until_up(&cfg.conn, &local, Server::Sentinel, EVENTS, "relay").await;
         // Fed every event of our sentinel, in order, from this subscription on.
         let mut tracker = Tracker::new(own_id(&cfg, &local).await);
         let mut stream = ps.into_on_message();
@@ -95,17 +85,6 @@ async fn watch(cfg: Config) {
             }
         }
     }
-}
-
-async fn subscribe(cfg: &Config, local: &Endpoint) -> redis::RedisResult<redis::aio::PubSub> {
-    let client = redisio::client(&cfg.conn, local, Server::Sentinel)?;
-    let mut ps = tokio::time::timeout(Duration::from_secs(1), client.get_async_pubsub())
-        .await
-        .map_err(|_| redis::RedisError::from((redis::ErrorKind::Io, "connect timed out")))??;
-    for ch in EVENTS {
-        ps.subscribe(*ch).await?;
-    }
-    Ok(ps)
 }
 
 /// Our sentinel's run id; None (no relay) when it does not say.
