@@ -1,8 +1,8 @@
 #!/usr/bin/env python3
 """How much memory beyond `maxmemory` does a full redis need? (issue 18: the maxmemory fraction)
 
-A real redis-server (7.0, the conf/redis-master.conf base: AOF with an RDB preamble, diskless
-replication) runs inside a cgroup v1 memory cgroup of its own, made for this run under this
+A real redis-server (7.0, the conf/redis-master.conf base: AOF with an RDB preamble, a
+disk-backed full sync; `--sync diskless` for the former mode) runs inside a cgroup v1 memory cgroup of its own, made for this run under this
 process's memory cgroup, without a limit (we measure, we do not constrain). It is filled with
 1 KiB values up to 97 % of `maxmemory` (trimmed to 92 % before each round); then, per round, one of:
 
@@ -10,7 +10,7 @@ process's memory cgroup, without a limit (we measure, we do not constrain). It i
           size, so the dataset stays at maxmemory) as fast as it can: the fork child's copy-on-write
           pages appear as the parent writes.
   resync  a fresh replica (outside the cgroup: it is another pod) does a full sync from the
-          master while the same writer runs: the diskless sync's fork child (copy-on-write)
+          master while the same writer runs: the full sync's fork child (copy-on-write)
           plus the replica's output buffer (writes queued during the transfer).
 
 Each scenario runs with two writers: `max` (redis-benchmark, 2 connections with pipelines of
