@@ -237,22 +237,25 @@ def round_aof(r: redis.Redis, cg: Cgroup, nkeys: int, rng: random.Random, profil
     sampler.start()
     cmds0, rejected0 = writes_processed(r), r.info("stats")["total_error_replies"]
     writer = Writer(MASTER_PORT, nkeys, profile)
-    time.sleep(rng.uniform(0, 0.5))
-    t_fork = time.monotonic() - sampler.t0
     try:
-        r.bgrewriteaof()
-    except redis.ResponseError as e:
-        # Redis's own auto-rewrite (the writer doubled the AOF) forked first: that fork, under
-        # the same writer, is this round's.
-        if "already in progress" not in str(e):
-            raise
-    wait_for("the rewrite to start", lambda: r.info("persistence")["aof_rewrite_in_progress"], 30)
-    wait_for("the rewrite to end", lambda: not r.info("persistence")["aof_rewrite_in_progress"], 300)
-    t_end = time.monotonic() - sampler.t0
-    time.sleep(0.2)
-    writer.stop()
-    sampler.stop_ev.set()
-    sampler.join(5)
+        time.sleep(rng.uniform(0, 0.5))
+        t_fork = time.monotonic() - sampler.t0
+        try:
+            r.bgrewriteaof()
+        except redis.ResponseError as e:
+            # Redis's own auto-rewrite (the writer doubled the AOF) forked first: that fork,
+            # under the same writer, is this round's.
+            if "already in progress" not in str(e):
+                raise
+        wait_for("the rewrite to start", lambda: r.info("persistence")["aof_rewrite_in_progress"], 30)
+        wait_for("the rewrite to end", lambda: not r.info("persistence")["aof_rewrite_in_progress"], 300)
+        t_end = time.monotonic() - sampler.t0
+        time.sleep(0.2)
+    finally:
+        # A failed round must not leave redis-benchmark running (one that did ran for 1.5 h).
+        writer.stop()
+        sampler.stop_ev.set()
+        sampler.join(5)
     status = r.info("persistence")["aof_last_bgrewrite_status"]
     peak_rss, peak_total = sampler.peaks()
     return dict(scenario="aof", base_rss=base_rss, used=used, peak_rss=peak_rss, peak_total=peak_total,
@@ -276,11 +279,12 @@ def round_resync(r: redis.Redis, cg: Cgroup, nkeys: int, rng: random.Random, tmp
     sampler.start()
     cmds0, rejected0 = writes_processed(r), r.info("stats")["total_error_replies"]
     writer = Writer(MASTER_PORT, nkeys, profile)
-    time.sleep(rng.uniform(0, 0.5))
-    t_fork = time.monotonic() - sampler.t0
-    replica = start_redis(conf, None)
+    replica = None
     peak_buf = 0
     try:
+        time.sleep(rng.uniform(0, 0.5))
+        t_fork = time.monotonic() - sampler.t0
+        replica = start_redis(conf, None)
         rr = redis.Redis(port=REPLICA_PORT, socket_timeout=10)
         deadline = time.monotonic() + 300
         while time.monotonic() < deadline:
@@ -299,8 +303,9 @@ def round_resync(r: redis.Redis, cg: Cgroup, nkeys: int, rng: random.Random, tmp
         writer.stop()
         sampler.stop_ev.set()
         sampler.join(5)
-        replica.send_signal(signal.SIGKILL)
-        replica.wait(10)
+        if replica is not None:
+            replica.send_signal(signal.SIGKILL)
+            replica.wait(10)
         shutil.rmtree(d, ignore_errors=True)
     # The master notices the dead replica and frees its output buffer.
     wait_for("the replica to be gone", lambda: r.info("replication")["connected_slaves"] == 0, 30)
