@@ -228,6 +228,14 @@ def writes_processed(r: redis.Redis) -> int:
     return r.info("stats")["total_commands_processed"]
 
 
+def end_round(writer: "Writer", sampler: "Sampler") -> None:
+    """Stops a round's writer and sampler, also when the round failed: a failed round must not
+    leave redis-benchmark running (two that did wrote for 1.5 h into later runs)."""
+    writer.stop()
+    sampler.stop_ev.set()
+    sampler.join(5)
+
+
 def round_aof(r: redis.Redis, cg: Cgroup, nkeys: int, rng: random.Random, profile: str) -> dict:
     wait_for("no rewrite running", lambda: not r.info("persistence")["aof_rewrite_in_progress"], 120)
     cg.reset_max_usage()
@@ -252,10 +260,7 @@ def round_aof(r: redis.Redis, cg: Cgroup, nkeys: int, rng: random.Random, profil
         t_end = time.monotonic() - sampler.t0
         time.sleep(0.2)
     finally:
-        # A failed round must not leave redis-benchmark running (one that did ran for 1.5 h).
-        writer.stop()
-        sampler.stop_ev.set()
-        sampler.join(5)
+        end_round(writer, sampler)
     status = r.info("persistence")["aof_last_bgrewrite_status"]
     peak_rss, peak_total = sampler.peaks()
     return dict(scenario="aof", base_rss=base_rss, used=used, peak_rss=peak_rss, peak_total=peak_total,
@@ -300,9 +305,7 @@ def round_resync(r: redis.Redis, cg: Cgroup, nkeys: int, rng: random.Random, tmp
         t_end = time.monotonic() - sampler.t0
         time.sleep(0.2)
     finally:
-        writer.stop()
-        sampler.stop_ev.set()
-        sampler.join(5)
+        end_round(writer, sampler)
         if replica is not None:
             replica.send_signal(signal.SIGKILL)
             replica.wait(10)
